@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "MAS_PER_DEGREE",
@@ -320,6 +320,19 @@ class Msd:
     raw: bytes = field(default=b"", compare=False, repr=False)
 
     # Convenience views for users; the ASN.1 structure above stays the source of truth.
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSON form of docs/interfaces.md (see :func:`ecallgw.codecs.msd.to_json_dict`)."""
+        from ecallgw.codecs import msd as codec
+
+        return codec.to_json_dict(self)
+
+    @classmethod
+    def from_json_dict(cls, d: dict[str, Any]) -> Msd:
+        """The MSD of that JSON form (see :func:`ecallgw.codecs.msd.from_json_dict`)."""
+        from ecallgw.codecs import msd as codec
+
+        return codec.from_json_dict(d)
+
     @property
     def structure(self) -> MsdStructure:
         """The MSDStructure."""
