@@ -1,0 +1,491 @@
+"""Load and validate the daemon's configuration: one tree of frozen dataclasses.
+
+Layers, later ones winning: the defaults embedded below, a TOML file, ``ECALLGW_*`` environment
+variables, command-line overrides. Environment variables and overrides address a key by its dotted
+path; in the environment the dots become double underscores::
+
+    ECALLGW_MQTT__PORT=1884               mqtt.port = 1884
+    ECALLGW_RECEIVERS__PSAP__URL=http://… receivers.psap.url = "http://…"
+    ecallgw serve --set store.path=/var/lib/ecallgw/ecallgw.sqlite3
+
+Every value is converted to the field's type and checked once, at start-up; a bad one raises
+`ConfigError` naming the key and the value. Secrets (tokens, passwords, keys) are `Secret`s whose
+``repr`` is masked. The ``[triage]`` table is kept as a mapping and handed to
+``TriagePolicy.from_mapping`` unchanged, so the pure triage code owns its own thresholds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import math
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ecallgw.errors import ConfigError
+
+__all__ = [
+    "AuthConfig",
+    "Config",
+    "HttpConfig",
+    "LogConfig",
+    "MqttConfig",
+    "PipelineConfig",
+    "ReceiverConfig",
+    "Secret",
+    "StoreConfig",
+    "TokenConfig",
+    "load_config",
+]
+
+ENV_PREFIX = "ECALLGW_"
+_frozen = {"frozen": True, "slots": True, "kw_only": True}
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class Secret:
+    """A string that must not appear in logs or tracebacks; ``repr`` and ``str`` mask it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself, for the one place that needs it."""
+        return self._value
+
+    def matches(self, candidate: str) -> bool:
+        """Compare in constant time (a bearer token check must not leak by timing)."""
+        return hmac.compare_digest(self._value.encode(), candidate.encode())
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and hmac.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+@dataclass(**_frozen)
+class StoreConfig:
+    """The SQLite store.
+
+    Attributes:
+        path: database file; its directory is created when missing.
+        synchronous: SQLite ``synchronous`` in WAL mode: "full" fsyncs every group commit (survives
+            power loss), "normal" survives a process crash but not a power cut.
+        batch_max: most units of work per group commit.
+        retention_days: incident data older than this is deleted (EU 2015/758 art. 6: keep eCall data
+            no longer than needed).
+        retention_interval_s: how often the retention job runs.
+    """
+
+    path: str = "var/ecallgw.sqlite3"
+    synchronous: Literal["full", "normal"] = "full"
+    batch_max: int = 512
+    retention_days: float = 30.0
+    retention_interval_s: float = 3600.0
+
+
+@dataclass(**_frozen)
+class MqttConfig:
+    """The MQTT source (and the MQTT sink's broker connection).
+
+    Attributes:
+        enabled: subscribe to the ingest topics.
+        host: broker host.
+        port: broker port.
+        client_id: client identifier; fixed so that the persistent session survives restarts.
+        username: broker user ("" for none).
+        password: broker password.
+        share_group: when set, subscribe as ``$share/{group}/...`` so several gateways split the load.
+        topic_prefix: ingest topics are ``{topic_prefix}/{tps}/{vehicle}/{kind}``.
+        keepalive_s: MQTT keepalive.
+        max_inflight: most messages received but not yet acknowledged; beyond it the source stops
+            reading and the broker's inflight window holds the rest (backpressure, never a drop).
+        reconnect_min_s: first reconnect delay (jittered, doubling).
+        reconnect_max_s: cap of the reconnect delay.
+    """
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = "ecallgw"
+    username: str = ""
+    password: Secret = field(default_factory=lambda: Secret(""))
+    share_group: str = ""
+    topic_prefix: str = "ecall/v1"
+    keepalive_s: int = 30
+    max_inflight: int = 1000
+    reconnect_min_s: float = 0.2
+    reconnect_max_s: float = 30.0
+
+
+@dataclass(**_frozen)
+class HttpConfig:
+    """The HTTP server: ingest, operator API, metrics and health.
+
+    Attributes:
+        enabled: serve HTTP.
+        host: bind address.
+        port: bind port (0 picks a free one).
+        max_body_bytes: larger ingest bodies get 413.
+        provider_rate_per_s: sustained ingest requests per second per provider (429 beyond).
+        provider_burst: token-bucket depth of that limit.
+    """
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 65536
+    provider_rate_per_s: float = 500.0
+    provider_burst: float = 1000.0
+
+
+@dataclass(**_frozen)
+class TokenConfig:
+    """One bearer token and what it may do.
+
+    Attributes:
+        name: who holds it (written to the audit log).
+        role: provider (ingest under its own tps), operator (incidents API), sre (metrics, readyz).
+        token: the bearer token.
+        tps: for a provider, the ``{tps}`` it may write under.
+    """
+
+    name: str
+    role: Literal["provider", "operator", "sre"]
+    token: Secret
+    tps: str = ""
+
+
+@dataclass(**_frozen)
+class AuthConfig:
+    """Bearer tokens; nothing but ``/healthz`` is served without one."""
+
+    tokens: tuple[TokenConfig, ...] = ()
+
+
+@dataclass(**_frozen)
+class ReceiverConfig:
+    """One destination of incident revisions (a PSAP, an operator desk).
+
+    Attributes:
+        name: the receiver's name as triage routes to it.
+        kind: "http" (webhook POST) or "mqtt" (publish to ``psap/v1/{name}/incidents``).
+        url: webhook URL (kind http).
+        format: document format, "json" or "cap".
+        token: optional bearer token sent to the receiver.
+        timeout_s: one attempt's timeout.
+        max_attempts: attempts before the revision is dead-lettered.
+        backoff_base_s: first retry delay (full jitter, doubling).
+        backoff_cap_s: cap of the retry delay.
+        concurrency: deliveries in flight to this receiver (each incident's revisions stay in order).
+        breaker_threshold: consecutive failures that open the circuit breaker.
+        breaker_cooldown_s: how long an open breaker waits before one probe.
+    """
+
+    name: str
+    kind: Literal["http", "mqtt"] = "http"
+    url: str = ""
+    format: Literal["json", "cap"] = "json"
+    token: Secret = field(default_factory=lambda: Secret(""))
+    timeout_s: float = 5.0
+    max_attempts: int = 12
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 60.0
+    concurrency: int = 16
+    breaker_threshold: int = 5
+    breaker_cooldown_s: float = 10.0
+
+
+@dataclass(**_frozen)
+class PipelineConfig:
+    """The stage between sources and store.
+
+    Attributes:
+        queue_size: raw signals waiting for decode and triage (sources block beyond it).
+        tick_interval_s: how often triage timers (escalations) are checked.
+        dedup_window: how many recent payload digests are remembered to recognise redeliveries.
+        prune_interval_s: how often closed incidents are pruned from triage memory.
+        pseudonym_key: key of the keyed hash for pseudonyms (logs, triage); generated and kept in the
+            store when empty.
+        sender: CAP ``sender`` of forwarded documents.
+    """
+
+    queue_size: int = 1024
+    tick_interval_s: float = 1.0
+    dedup_window: int = 200_000
+    prune_interval_s: float = 300.0
+    pseudonym_key: Secret = field(default_factory=lambda: Secret(""))
+    sender: str = "ecallgw@localhost"
+
+
+@dataclass(**_frozen)
+class LogConfig:
+    """Logging: JSON lines on stderr.
+
+    Attributes:
+        level: debug, info, warning or error.
+    """
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(**_frozen)
+class Config:
+    """The whole configuration.
+
+    Attributes:
+        store: the store.
+        mqtt: the MQTT source.
+        http: the HTTP server.
+        auth: bearer tokens.
+        pipeline: decode/triage stage.
+        log: logging.
+        receivers: destinations by name.
+        triage: the ``[triage]`` table, handed to ``TriagePolicy.from_mapping``.
+        drain_deadline_s: on SIGTERM, how long to keep delivering before exiting.
+    """
+
+    store: StoreConfig = field(default_factory=StoreConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    receivers: Mapping[str, ReceiverConfig] = field(default_factory=lambda: types.MappingProxyType({}))
+    triage: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
+    drain_deadline_s: float = 10.0
+
+
+# --- Loading ------------------------------------------------------------------------------------
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+    base: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the configuration from its layers and validate it.
+
+    Args:
+        path: a TOML file, or None for embedded defaults only.
+        environ: the process environment (``ECALLGW_*`` variables are read from it); None reads nothing.
+        overrides: dotted keys to string values, from command-line flags.
+        base: a mapping applied between the defaults and the file (used by ``ecallgw demo``).
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: a file that cannot be read, an unknown key, or a value of the wrong type or range.
+    """
+    tree: dict[str, Any] = {}
+    if base:
+        _merge(tree, base)
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                _merge(tree, tomllib.load(fh))
+        except OSError as exc:
+            raise ConfigError("--config", str(path), f"cannot read: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", str(path), f"not valid TOML: {exc}") from exc
+    for name, value in sorted((environ or {}).items()):
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
+            dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+            _set_dotted(tree, dotted, value)
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(tree, dotted, value)
+    return _build_config(tree)
+
+
+def _merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:
+    for key, value in other.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        elif isinstance(value, Mapping):
+            into[key] = {}
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: object) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(dotted, value, f"{part!r} is not a table")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build_config(tree: Mapping[str, Any]) -> Config:
+    tree = dict(tree)
+    triage = tree.pop("triage", {})
+    if not isinstance(triage, Mapping):
+        raise ConfigError("triage", triage, "must be a table")
+    receivers_raw = tree.pop("receivers", {})
+    if not isinstance(receivers_raw, Mapping):
+        raise ConfigError("receivers", receivers_raw, "must be a table of receivers")
+    receivers: dict[str, ReceiverConfig] = {}
+    for name, table in receivers_raw.items():
+        if not _NAME.match(name):
+            raise ConfigError(f"receivers.{name}", name, "receiver names are [A-Za-z0-9_-]{1,64}")
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"receivers.{name}", table, "must be a table")
+        receiver = _build(ReceiverConfig, {**table, "name": name}, f"receivers.{name}")
+        _check_receiver(receiver)
+        receivers[name] = receiver
+    auth_raw = tree.pop("auth", {})
+    tokens_raw = auth_raw.get("tokens", []) if isinstance(auth_raw, Mapping) else auth_raw
+    if isinstance(tokens_raw, Mapping):  # tokens given by name (env/overrides produce tables)
+        tokens_raw = [{"name": k, **v} for k, v in tokens_raw.items()]
+    if not isinstance(tokens_raw, list):
+        raise ConfigError("auth.tokens", tokens_raw, "must be an array of tables")
+    tokens = tuple(_build(TokenConfig, t, f"auth.tokens[{i}]") for i, t in enumerate(tokens_raw))
+    for i, tok in enumerate(tokens):
+        if tok.role == "provider" and not _NAME.match(tok.tps):
+            raise ConfigError(f"auth.tokens[{i}].tps", tok.tps, "a provider token needs its tps")
+        if len(tok.token.reveal()) < 16:
+            raise ConfigError(f"auth.tokens[{i}].token", tok.token, "tokens are at least 16 characters")
+    config: Config = _build(Config, tree, "")
+    config = dataclasses.replace(
+        config,
+        receivers=types.MappingProxyType(receivers),
+        triage=types.MappingProxyType(dict(triage)),
+        auth=AuthConfig(tokens=tokens),
+    )
+    _check(config)
+    return config
+
+
+def _check_receiver(r: ReceiverConfig) -> None:
+    key = f"receivers.{r.name}"
+    if r.kind == "http" and not re.match(r"^https?://", r.url):
+        raise ConfigError(f"{key}.url", r.url, "an http receiver needs an http:// or https:// URL")
+    for attr in ("timeout_s", "backoff_base_s", "backoff_cap_s", "breaker_cooldown_s"):
+        _positive(f"{key}.{attr}", getattr(r, attr))
+    for attr in ("max_attempts", "concurrency", "breaker_threshold"):
+        _positive(f"{key}.{attr}", getattr(r, attr))
+
+
+def _check(c: Config) -> None:
+    for key, value in (
+        ("store.batch_max", c.store.batch_max),
+        ("store.retention_days", c.store.retention_days),
+        ("store.retention_interval_s", c.store.retention_interval_s),
+        ("mqtt.keepalive_s", c.mqtt.keepalive_s),
+        ("mqtt.max_inflight", c.mqtt.max_inflight),
+        ("mqtt.reconnect_min_s", c.mqtt.reconnect_min_s),
+        ("mqtt.reconnect_max_s", c.mqtt.reconnect_max_s),
+        ("http.max_body_bytes", c.http.max_body_bytes),
+        ("http.provider_rate_per_s", c.http.provider_rate_per_s),
+        ("http.provider_burst", c.http.provider_burst),
+        ("pipeline.queue_size", c.pipeline.queue_size),
+        ("pipeline.tick_interval_s", c.pipeline.tick_interval_s),
+        ("pipeline.dedup_window", c.pipeline.dedup_window),
+        ("pipeline.prune_interval_s", c.pipeline.prune_interval_s),
+        ("drain_deadline_s", c.drain_deadline_s),
+    ):
+        _positive(key, value)
+    for key, port in (("mqtt.port", c.mqtt.port), ("http.port", c.http.port)):
+        if not 0 <= port <= 65535:
+            raise ConfigError(key, port, "a port is 0..65535")
+    if c.mqtt.share_group and not _NAME.match(c.mqtt.share_group):
+        raise ConfigError("mqtt.share_group", c.mqtt.share_group, "group names are [A-Za-z0-9_-]{1,64}")
+    if not c.mqtt.client_id:
+        raise ConfigError("mqtt.client_id", c.mqtt.client_id, "a persistent session needs a client id")
+
+
+def _positive(key: str, value: float) -> None:
+    if not value > 0 or not math.isfinite(value):
+        raise ConfigError(key, value, "must be a positive number")
+
+
+def _build(cls: type[Any], raw: Mapping[str, Any], prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from ``raw``, converting and checking every field."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(prefix or "<root>", raw, "must be a table")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            raise ConfigError(dotted, value, f"unknown key (known: {', '.join(sorted(names))})")
+        kwargs[key] = _convert(hints[key], value, dotted)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required key is missing
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs]
+        raise ConfigError(f"{prefix}.{missing[0]}" if missing else prefix, None, "is required") from exc
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise ConfigError(key, value, f"must be one of {', '.join(map(repr, allowed))}")
+        return value
+    if hint is Secret:
+        if isinstance(value, Secret):
+            return value
+        if not isinstance(value, str):
+            raise ConfigError(key, "<secret>", "must be a string")
+        return Secret(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            return value.lower() in {"1", "true", "yes", "on"}
+        raise ConfigError(key, value, "must be a boolean (true/false)")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(key, value, "must be an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(key, value, "must be an integer")
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(key, value, "must be a number")
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(key, value, "must be a number")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(key, value, "must be a string")
+    raise ConfigError(key, value, f"unsupported configuration type {hint!r}")  # pragma: no cover

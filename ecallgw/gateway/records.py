@@ -1,0 +1,164 @@
+"""Frozen records that move between the gateway's stages (sources, pipeline, store, forwarder)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ecallgw.model import IncidentSnapshot, Reason
+
+__all__ = [
+    "KINDS",
+    "ActionRecord",
+    "CommitResult",
+    "DecisionRecord",
+    "JournalRow",
+    "OutboxItem",
+    "QuarantineRecord",
+    "RawSignal",
+    "Unit",
+]
+
+_frozen = {"frozen": True, "slots": True, "kw_only": True}
+
+KINDS = frozenset({"msd", "cancel", "position", "msd_raw"})
+"""Signal kinds: the three envelope kinds, and ``msd_raw`` for an RFC 8147 body over HTTP."""
+
+
+@dataclass(**_frozen)
+class RawSignal:
+    """One signal as a source received it, before decoding.
+
+    Attributes:
+        transport: "mqtt" or "http".
+        kind: msd, cancel, position, or msd_raw (raw UPER MSD over HTTP with ``call_id``).
+        tps: the provider as named in the topic or path.
+        vehicle: the provider's key for the vehicle.
+        payload: the body exactly as received.
+        received_at: when the gateway received it (epoch seconds UTC).
+        source: the topic or path, kept with a quarantined payload.
+        call_id: the ``Call-Id`` header of a raw MSD.
+    """
+
+    transport: Literal["mqtt", "http"]
+    kind: str
+    tps: str
+    vehicle: str
+    payload: bytes
+    received_at: float
+    source: str = ""
+    call_id: str | None = None
+    digest: bytes = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Transport duplicates (an MQTT redelivery after a lost PUBACK, an HTTP retry) carry the
+        # same bytes under the same name; a vehicle's own resend differs at least in sent_at.
+        h = hashlib.blake2b(digest_size=16)
+        for part in (self.kind, self.tps, self.vehicle, self.call_id or ""):
+            h.update(part.encode())
+            h.update(b"\x00")
+        h.update(self.payload)
+        object.__setattr__(self, "digest", h.digest())
+
+
+@dataclass(**_frozen)
+class ActionRecord:
+    """An operator action as journaled and audited."""
+
+    incident_id: str
+    action: str
+    actor: str
+    role: str
+    note: str
+    at: float
+
+
+@dataclass(**_frozen)
+class QuarantineRecord:
+    """A payload that could not be decoded, kept with why (never dropped)."""
+
+    signal: RawSignal
+    codec: str
+    reason: str
+    path: str = ""
+
+
+@dataclass(**_frozen)
+class DecisionRecord:
+    """What one triage decision contributes to a unit of work.
+
+    Attributes:
+        outcome: triage's outcome code.
+        reasons: triage's reasons.
+        snapshot: the new incident revision, or None.
+        routes: (receiver, incident_id, revision) to deliver.
+        signal_at: receipt time of what caused it (start of the end-to-end latency clock).
+    """
+
+    outcome: str
+    reasons: tuple[Reason, ...]
+    snapshot: IncidentSnapshot | None
+    routes: tuple[tuple[str, str, int], ...]
+    signal_at: float
+
+
+@dataclass(**_frozen)
+class Unit:
+    """Everything one input changes, committed in one transaction.
+
+    Attributes:
+        journal_type: signal, action, tick or prune; None writes no journal row (quarantine only).
+        at: the ``now`` triage was called with (replayed as-is after a restart).
+        signal: the raw signal of a ``signal`` entry, or the quarantined one.
+        action: the operator action of an ``action`` entry (also written to the audit log).
+        quarantine: set when the signal could not be decoded.
+        decisions: triage decisions to record.
+        audit_outcome: for actions, what triage made of it (written to the audit log).
+    """
+
+    journal_type: Literal["signal", "action", "tick", "prune"] | None
+    at: float
+    signal: RawSignal | None = None
+    action: ActionRecord | None = None
+    quarantine: QuarantineRecord | None = None
+    decisions: tuple[DecisionRecord, ...] = ()
+    audit_outcome: str = ""
+
+
+@dataclass(**_frozen)
+class OutboxItem:
+    """One pending delivery of one revision to one receiver."""
+
+    id: int
+    incident_id: str
+    revision: int
+    receiver: str
+    signal_at: float
+    snapshot: IncidentSnapshot | None = None
+
+
+@dataclass(**_frozen)
+class CommitResult:
+    """What a committed unit created.
+
+    Attributes:
+        journal_seq: the journal row, when one was written.
+        outbox: newly inserted outbox rows (existing keys are ignored: idempotent on replay).
+        revision_seqs: (seq, snapshot) of newly inserted revisions, for the operator stream.
+    """
+
+    journal_seq: int | None
+    outbox: tuple[OutboxItem, ...] = ()
+    revision_seqs: tuple[tuple[int, IncidentSnapshot], ...] = ()
+
+
+@dataclass(**_frozen)
+class JournalRow:
+    """A stored journal row, replayed through a fresh triage engine at start."""
+
+    seq: int
+    type: Literal["signal", "action", "tick", "prune"]
+    at: float
+    signal: RawSignal | None = None
+    action: ActionRecord | None = None

@@ -1,0 +1,101 @@
+"""Serialise incident revisions for the store (msgpack; the MSD kept as the bytes the vehicle sent).
+
+The MSD is stored as its raw bytes and decoded again on load, so the stored form does not depend on
+the layout of our dataclasses and a receiver always gets the original bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import msgpack
+
+from ecallgw.model import IncidentSnapshot, Msd, Position, Reason, Severity
+
+__all__ = ["dump_snapshot", "load_snapshot"]
+
+_VERSION = 1
+
+
+def _reasons(reasons: tuple[Reason, ...]) -> list[list[str]]:
+    return [[r.code, r.text] for r in reasons]
+
+
+def dump_snapshot(snapshot: IncidentSnapshot) -> bytes:
+    """Serialise one revision.
+
+    Args:
+        snapshot: the revision.
+
+    Returns:
+        msgpack bytes that `load_snapshot` turns back into an equal snapshot.
+    """
+    msd_raw: bytes | None = None
+    if snapshot.msd is not None:
+        msd_raw = snapshot.msd.raw
+        if not msd_raw:  # built in memory rather than decoded: store the canonical encoding
+            from ecallgw.codecs import msd as msd_codec
+
+            msd_raw = msd_codec.encode(snapshot.msd)
+    record: dict[str, Any] = {
+        "v": _VERSION,
+        "incident_id": snapshot.incident_id,
+        "revision": snapshot.revision,
+        "status": snapshot.status,
+        "severity": [snapshot.severity.level, snapshot.severity.score, _reasons(snapshot.severity.reasons)],
+        "tps": snapshot.tps,
+        "vehicle": snapshot.vehicle,
+        "call_id": snapshot.call_id,
+        "automatic": snapshot.automatic,
+        "test": snapshot.test,
+        "received_at": snapshot.received_at,
+        "updated_at": snapshot.updated_at,
+        "msd": msd_raw,
+        "position": dataclasses.asdict(snapshot.position) if snapshot.position is not None else None,
+        "callback": snapshot.callback,
+        "lang": snapshot.lang,
+        "scene_id": snapshot.scene_id,
+        "reasons": _reasons(snapshot.reasons),
+    }
+    packed: bytes = msgpack.packb(record, use_bin_type=True)
+    return packed
+
+
+def load_snapshot(data: bytes) -> IncidentSnapshot:
+    """Load a revision written by `dump_snapshot`.
+
+    Args:
+        data: the stored bytes.
+
+    Returns:
+        The revision, with its MSD decoded again from the stored bytes.
+    """
+    r = msgpack.unpackb(data, raw=False)
+    msd: Msd | None = None
+    if r["msd"] is not None:
+        from ecallgw.codecs import msd as msd_codec
+
+        msd = msd_codec.decode(r["msd"])
+    level, score, sev_reasons = r["severity"]
+    return IncidentSnapshot(
+        incident_id=r["incident_id"],
+        revision=r["revision"],
+        status=r["status"],
+        severity=Severity(
+            level=level, score=score, reasons=tuple(Reason(code=c, text=t) for c, t in sev_reasons)
+        ),
+        tps=r["tps"],
+        vehicle=r["vehicle"],
+        call_id=r["call_id"],
+        automatic=r["automatic"],
+        test=r["test"],
+        received_at=r["received_at"],
+        updated_at=r["updated_at"],
+        msd=msd,
+        position=Position(**r["position"]) if r["position"] is not None else None,
+        callback=r["callback"],
+        lang=r["lang"],
+        scene_id=r["scene_id"],
+        reasons=tuple(Reason(code=c, text=t) for c, t in r["reasons"]),
+    )

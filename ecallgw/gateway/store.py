@@ -1,0 +1,752 @@
+"""The store: every signal, incident revision, delivery and audit entry, in SQLite (WAL, group commit).
+
+One thread owns the connection. Work arrives as jobs on a queue; the thread takes whatever is queued
+(up to ``batch_max``), runs each job inside its own SAVEPOINT of one transaction, commits once, and
+only then resolves the jobs' futures on the event loop. So a caller that awaited a job knows it is
+durable, and throughput does not pay one commit (or one fsync with ``synchronous=full``) per message.
+There is no grouping wait: a batch is whatever queued up while the previous commit ran.
+
+`Store` is the interface the rest of the gateway uses; `SqliteStore` is the embedded implementation.
+A server database can implement the same protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar, cast
+
+from ecallgw.config import StoreConfig
+from ecallgw.errors import StoreError
+from ecallgw.gateway.metrics import Metrics
+from ecallgw.gateway.records import (
+    ActionRecord,
+    CommitResult,
+    JournalRow,
+    OutboxItem,
+    RawSignal,
+    Unit,
+)
+from ecallgw.gateway.snapshots import dump_snapshot, load_snapshot
+from ecallgw.model import IncidentSnapshot
+
+__all__ = ["IncidentRow", "RevisionRow", "SqliteStore", "Store"]
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY, type TEXT NOT NULL, at REAL NOT NULL,
+    transport TEXT, kind TEXT, tps TEXT, vehicle TEXT, call_id TEXT, payload BLOB, source TEXT,
+    incident_id TEXT, action TEXT, actor TEXT, role TEXT, note TEXT
+);
+CREATE INDEX IF NOT EXISTS journal_at ON journal (at);
+CREATE TABLE IF NOT EXISTS incidents (
+    incident_id TEXT PRIMARY KEY, revision INTEGER NOT NULL, status TEXT NOT NULL, level TEXT NOT NULL,
+    score INTEGER NOT NULL, tps TEXT NOT NULL, vehicle TEXT NOT NULL, received_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_updated ON incidents (updated_at);
+CREATE TABLE IF NOT EXISTS revisions (
+    seq INTEGER PRIMARY KEY, incident_id TEXT NOT NULL, revision INTEGER NOT NULL, at REAL NOT NULL,
+    outcome TEXT NOT NULL, reasons TEXT NOT NULL, snapshot BLOB NOT NULL, UNIQUE (incident_id, revision)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY, incident_id TEXT NOT NULL, revision INTEGER NOT NULL, receiver TEXT NOT NULL,
+    created_at REAL NOT NULL, signal_at REAL NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+    UNIQUE (incident_id, revision, receiver)
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, receiver, id);
+CREATE TABLE IF NOT EXISTS deliveries (
+    outbox_id INTEGER PRIMARY KEY, delivered_at REAL NOT NULL, attempts INTEGER NOT NULL, status INTEGER
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    outbox_id INTEGER PRIMARY KEY, at REAL NOT NULL, attempts INTEGER NOT NULL, reason TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, transport TEXT NOT NULL, source TEXT NOT NULL, kind TEXT,
+    tps TEXT, vehicle TEXT, payload BLOB NOT NULL, codec TEXT NOT NULL, reason TEXT NOT NULL, path TEXT
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL, role TEXT NOT NULL, action TEXT NOT NULL,
+    incident_id TEXT, note TEXT, outcome TEXT
+);
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IncidentRow:
+    """The latest state of one incident, for the operator list."""
+
+    incident_id: str
+    revision: int
+    status: str
+    level: str
+    score: int
+    tps: str
+    vehicle: str
+    received_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RevisionRow:
+    """One stored revision with its global sequence number (the operator stream's event id)."""
+
+    seq: int
+    outcome: str
+    reasons: tuple[tuple[str, str], ...]
+    snapshot: IncidentSnapshot
+
+
+class Store(Protocol):
+    """What the gateway needs from a store; `SqliteStore` implements it."""
+
+    async def commit(self, unit: Unit) -> CommitResult:
+        """Write one unit of work durably; returns once committed."""
+        ...
+
+    async def journal(self, after_seq: int, limit: int) -> list[JournalRow]:
+        """Journal rows after ``after_seq`` in order, for replay."""
+        ...
+
+    async def pending_outbox(self) -> list[OutboxItem]:
+        """Every undelivered outbox entry, in insertion order (without snapshots)."""
+        ...
+
+    async def load_revisions(
+        self, keys: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], IncidentSnapshot]:
+        """Stored revisions by (incident_id, revision)."""
+        ...
+
+    async def record_delivered(
+        self, item: OutboxItem, *, at: float, attempts: int, status: int | None
+    ) -> None:
+        """Mark an outbox entry delivered (after the receiver confirmed)."""
+        ...
+
+    async def record_dead_letter(
+        self, item: OutboxItem, *, at: float, attempts: int, reason: str, detail: str
+    ) -> None:
+        """Move an outbox entry to the dead letters."""
+        ...
+
+
+class SqliteStore:
+    """The embedded store: SQLite in WAL mode, one writer thread, group commit.
+
+    Use as an async context manager::
+
+        async with SqliteStore(cfg.store, metrics) as store:
+            result = await store.commit(unit)
+    """
+
+    def __init__(self, config: StoreConfig, metrics: Metrics | None = None) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._jobs: queue.SimpleQueue[
+            tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None
+        ] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._failed: BaseException | None = None
+        self.commits = 0
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> SqliteStore:
+        self._loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="ecallgw-store", daemon=True)
+        self._thread.start()
+        await ready
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._jobs.put(None)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+
+    @property
+    def writable(self) -> bool:
+        """False once the writer thread died; ``/readyz`` reports it."""
+        return self._failed is None and self._thread is not None and self._thread.is_alive()
+
+    def _open(self) -> sqlite3.Connection:
+        path = Path(self._config.path)
+        if str(path) != ":memory:":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=True)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._config.synchronous.upper()}")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        conn.executescript(SCHEMA)
+        return conn
+
+    def _run(self, ready: asyncio.Future[None]) -> None:
+        loop = self._loop
+        assert loop is not None
+        try:
+            conn = self._open()
+        except (sqlite3.Error, OSError) as exc:
+            err = StoreError(f"cannot open store {self._config.path}: {exc}")
+            loop.call_soon_threadsafe(_set_exception, ready, err)
+            return
+        loop.call_soon_threadsafe(_set_result, ready, None)
+        try:
+            self._loop_jobs(conn, loop)
+        except BaseException as exc:  # the writer must never die silently: fail every waiter
+            self._failed = exc
+            raise
+        finally:
+            conn.close()
+
+    def _loop_jobs(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
+        batch_max = self._config.batch_max
+        while True:
+            first = self._jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < batch_max:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                batch.append(job)
+            t0 = time.perf_counter()
+            outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for fn, fut in batch:
+                    conn.execute("SAVEPOINT unit")
+                    try:
+                        value = fn(conn)
+                    except (sqlite3.Error, ValueError, KeyError, TypeError) as exc:
+                        # One bad unit must not take its batch down with it.
+                        conn.execute("ROLLBACK TO unit")
+                        conn.execute("RELEASE unit")
+                        outcomes.append((fut, None, StoreError(f"store operation failed: {exc!r}")))
+                    else:
+                        conn.execute("RELEASE unit")
+                        outcomes.append((fut, value, None))
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                err = StoreError(f"commit failed: {exc}")
+                outcomes = [(fut, None, err) for _, fut in batch]
+            self.commits += 1
+            if self._metrics is not None:
+                self._metrics.store_commit.observe(time.perf_counter() - t0)
+                self._metrics.store_commit_units.observe(len(batch))
+            loop.call_soon_threadsafe(_resolve_all, outcomes)
+            if stop:
+                return
+
+    def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        if not self.writable:
+            raise StoreError("the store is not running") from self._failed
+        assert self._loop is not None
+        fut: asyncio.Future[T] = self._loop.create_future()
+        self._jobs.put((fn, fut))
+        return fut
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` in the writer thread inside the next group commit.
+
+        Args:
+            fn: a function of the connection; it runs in a SAVEPOINT and must not commit.
+
+        Returns:
+            What ``fn`` returned, once its transaction committed.
+
+        Raises:
+            StoreError: the function or the commit failed.
+        """
+        return await self._submit(fn)
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    def commit_nowait(self, unit: Unit) -> asyncio.Future[CommitResult]:
+        """Queue one unit for the next group commit; the future resolves once it is durable."""
+        return self._submit(lambda conn: _write_unit(conn, unit))
+
+    async def commit(self, unit: Unit) -> CommitResult:
+        """Write one unit of work (journal, revisions, outbox, quarantine, audit) in one transaction."""
+        return await self.commit_nowait(unit)
+
+    async def record_delivered(
+        self, item: OutboxItem, *, at: float, attempts: int, status: int | None
+    ) -> None:
+        """Mark an outbox entry delivered, with when, after how many attempts, and the receiver's status."""
+
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE outbox SET state='delivered' WHERE id=?", (item.id,))
+            conn.execute(
+                "INSERT OR REPLACE INTO deliveries VALUES (?,?,?,?)", (item.id, at, attempts, status)
+            )
+
+        await self.run(fn)
+
+    async def record_dead_letter(
+        self, item: OutboxItem, *, at: float, attempts: int, reason: str, detail: str
+    ) -> None:
+        """Move an outbox entry to the dead letters with its reason."""
+
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE outbox SET state='dead' WHERE id=?", (item.id,))
+            conn.execute(
+                "INSERT OR REPLACE INTO dead_letters VALUES (?,?,?,?,?)",
+                (item.id, at, attempts, reason, detail),
+            )
+
+        await self.run(fn)
+
+    async def key(self, name: str) -> bytes:
+        """A random 32-byte key kept in the store under ``name`` (created on first use)."""
+
+        def fn(conn: sqlite3.Connection) -> bytes:
+            row = conn.execute("SELECT value FROM meta WHERE key=?", (name,)).fetchone()
+            if row is not None:
+                return bytes(row[0])
+            value = secrets.token_bytes(32)
+            conn.execute("INSERT INTO meta VALUES (?,?)", (name, value))
+            return value
+
+        return await self.run(fn)
+
+    async def delete_before(self, cutoff: float) -> dict[str, int]:
+        """The retention job: delete incident data older than ``cutoff`` (epoch seconds).
+
+        An incident goes once its last revision is older than the cutoff and nothing of it is still
+        waiting for delivery; with it go its revisions and outbox rows. Journal, quarantine and audit
+        rows older than the cutoff go too.
+
+        Returns:
+            Rows deleted per table.
+        """
+
+        def fn(conn: sqlite3.Connection) -> dict[str, int]:
+            counts: dict[str, int] = {}
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS expired (incident_id TEXT PRIMARY KEY)")
+            conn.execute("DELETE FROM expired")
+            conn.execute(
+                "INSERT INTO expired SELECT incident_id FROM incidents i WHERE updated_at < ? AND NOT EXISTS "
+                "(SELECT 1 FROM outbox o WHERE o.incident_id = i.incident_id AND o.state = 'pending')",
+                (cutoff,),
+            )
+            for table, sql in (
+                (
+                    "deliveries",
+                    "DELETE FROM deliveries WHERE outbox_id IN (SELECT id FROM outbox WHERE "
+                    "incident_id IN (SELECT incident_id FROM expired))",
+                ),
+                (
+                    "dead_letters",
+                    "DELETE FROM dead_letters WHERE outbox_id IN (SELECT id FROM outbox WHERE "
+                    "incident_id IN (SELECT incident_id FROM expired))",
+                ),
+                ("outbox", "DELETE FROM outbox WHERE incident_id IN (SELECT incident_id FROM expired)"),
+                ("revisions", "DELETE FROM revisions WHERE incident_id IN (SELECT incident_id FROM expired)"),
+                ("incidents", "DELETE FROM incidents WHERE incident_id IN (SELECT incident_id FROM expired)"),
+            ):
+                counts[table] = conn.execute(sql).rowcount
+            for table in ("journal", "quarantine", "audit"):
+                counts[table] = conn.execute(f"DELETE FROM {table} WHERE at < ?", (cutoff,)).rowcount
+            return counts
+
+        return await self.run(fn)
+
+    # --- reads (they go through the same thread: one connection, always consistent) --------------
+
+    async def journal(self, after_seq: int, limit: int) -> list[JournalRow]:
+        """Journal rows with ``seq > after_seq``, oldest first, at most ``limit``."""
+
+        def fn(conn: sqlite3.Connection) -> list[JournalRow]:
+            rows = conn.execute(
+                "SELECT seq, type, at, transport, kind, tps, vehicle, call_id, payload, source, incident_id, "
+                "action, actor, role, note FROM journal WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+            return [_journal_row(r) for r in rows]
+
+        return await self.run(fn)
+
+    async def pending_outbox(self) -> list[OutboxItem]:
+        """Every pending outbox entry, oldest first."""
+
+        def fn(conn: sqlite3.Connection) -> list[OutboxItem]:
+            rows = conn.execute(
+                "SELECT id, incident_id, revision, receiver, signal_at FROM outbox "
+                "WHERE state='pending' ORDER BY id"
+            ).fetchall()
+            return [
+                OutboxItem(id=r[0], incident_id=r[1], revision=r[2], receiver=r[3], signal_at=r[4])
+                for r in rows
+            ]
+
+        return await self.run(fn)
+
+    async def load_revisions(
+        self, keys: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], IncidentSnapshot]:
+        """Stored snapshots by (incident_id, revision); missing keys are left out."""
+
+        def fn(conn: sqlite3.Connection) -> dict[tuple[str, int], bytes]:
+            found: dict[tuple[str, int], bytes] = {}
+            for incident_id, revision in keys:
+                row = conn.execute(
+                    "SELECT snapshot FROM revisions WHERE incident_id=? AND revision=?",
+                    (incident_id, revision),
+                ).fetchone()
+                if row is not None:
+                    found[(incident_id, revision)] = row[0]
+            return found
+
+        raw = await self.run(fn)
+        # Decoding the MSDs again is CPU work: do it here, not in the writer thread.
+        return {k: load_snapshot(v) for k, v in raw.items()}
+
+    async def list_incidents(
+        self, *, status: str | None = None, level: str | None = None, limit: int = 100
+    ) -> list[IncidentRow]:
+        """The latest revision of incidents, newest first, optionally filtered."""
+
+        def fn(conn: sqlite3.Connection) -> list[IncidentRow]:
+            sql = "SELECT * FROM incidents"
+            where: list[str] = []
+            args: list[object] = []
+            if status:
+                where.append("status = ?")
+                args.append(status)
+            if level:
+                where.append("level = ?")
+                args.append(level)
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY updated_at DESC LIMIT ?"
+            args.append(limit)
+            return [_incident_row(r) for r in conn.execute(sql, args).fetchall()]
+
+        return await self.run(fn)
+
+    async def get_incident(
+        self, incident_id: str
+    ) -> tuple[IncidentRow, list[RevisionRow], list[dict[str, Any]]] | None:
+        """One incident with every revision (its history) and its deliveries; None when unknown."""
+
+        def fn(conn: sqlite3.Connection) -> tuple[Any, list[Any], list[Any]] | None:
+            row = conn.execute("SELECT * FROM incidents WHERE incident_id=?", (incident_id,)).fetchone()
+            if row is None:
+                return None
+            revs = conn.execute(
+                "SELECT seq, outcome, reasons, snapshot FROM revisions WHERE incident_id=? ORDER BY revision",
+                (incident_id,),
+            ).fetchall()
+            dels = conn.execute(
+                "SELECT o.receiver, o.revision, o.state, d.delivered_at, d.attempts, d.status, "
+                "l.reason, l.at "
+                "FROM outbox o LEFT JOIN deliveries d ON d.outbox_id = o.id "
+                "LEFT JOIN dead_letters l ON l.outbox_id = o.id WHERE o.incident_id=? ORDER BY o.id",
+                (incident_id,),
+            ).fetchall()
+            return row, revs, dels
+
+        found = await self.run(fn)
+        if found is None:
+            return None
+        row, revs, dels = found
+        history = [_revision_row(r) for r in revs]
+        deliveries = [
+            {
+                "receiver": d[0],
+                "revision": d[1],
+                "state": d[2],
+                "delivered_at": d[3],
+                "attempts": d[4],
+                "status": d[5],
+                "dead_letter_reason": d[6],
+                "dead_lettered_at": d[7],
+            }
+            for d in dels
+        ]
+        return _incident_row(row), history, deliveries
+
+    async def revisions_after(self, seq: int, limit: int = 500) -> list[RevisionRow]:
+        """Revisions with a global sequence after ``seq`` (resuming the operator stream)."""
+
+        def fn(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
+                "SELECT seq, outcome, reasons, snapshot FROM revisions WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+
+        return [_revision_row(r) for r in await self.run(fn)]
+
+    async def counts(self) -> dict[str, int]:
+        """Row counts for summaries and tests."""
+
+        def fn(conn: sqlite3.Connection) -> dict[str, int]:
+            out = {
+                t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                for t in (
+                    "journal",
+                    "incidents",
+                    "revisions",
+                    "outbox",
+                    "deliveries",
+                    "dead_letters",
+                    "quarantine",
+                    "audit",
+                )
+            }
+            out["outbox_pending"] = conn.execute(
+                "SELECT count(*) FROM outbox WHERE state='pending'"
+            ).fetchone()[0]
+            return out
+
+        return await self.run(fn)
+
+    async def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest quarantined payloads with their reasons."""
+
+        def fn(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
+                "SELECT id, at, transport, source, kind, tps, vehicle, payload, codec, reason, path "
+                "FROM quarantine ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+
+        keys = (
+            "id",
+            "at",
+            "transport",
+            "source",
+            "kind",
+            "tps",
+            "vehicle",
+            "payload",
+            "codec",
+            "reason",
+            "path",
+        )
+        return [dict(zip(keys, r, strict=True)) for r in await self.run(fn)]
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        """Every dead letter with its outbox key."""
+
+        def fn(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
+                "SELECT o.incident_id, o.revision, o.receiver, l.at, l.attempts, l.reason, l.detail "
+                "FROM dead_letters l JOIN outbox o ON o.id = l.outbox_id ORDER BY l.outbox_id"
+            ).fetchall()
+
+        keys = ("incident_id", "revision", "receiver", "at", "attempts", "reason", "detail")
+        return [dict(zip(keys, r, strict=True)) for r in await self.run(fn)]
+
+    async def audit_log(self, incident_id: str | None = None) -> list[dict[str, Any]]:
+        """Audit entries, oldest first, optionally of one incident."""
+
+        def fn(conn: sqlite3.Connection) -> list[Any]:
+            sql = "SELECT at, actor, role, action, incident_id, note, outcome FROM audit"
+            if incident_id is None:
+                return conn.execute(sql + " ORDER BY id").fetchall()
+            return conn.execute(sql + " WHERE incident_id=? ORDER BY id", (incident_id,)).fetchall()
+
+        keys = ("at", "actor", "role", "action", "incident_id", "note", "outcome")
+        return [dict(zip(keys, r, strict=True)) for r in await self.run(fn)]
+
+
+# --- helpers run in the writer thread -------------------------------------------------------------
+
+
+def _write_unit(conn: sqlite3.Connection, unit: Unit) -> CommitResult:
+    journal_seq: int | None = None
+    s = unit.signal
+    if unit.journal_type is not None:
+        a = unit.action
+        cur = conn.execute(
+            "INSERT INTO journal (type, at, transport, kind, tps, vehicle, call_id, payload, source, "
+            "incident_id, action, actor, role, note) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                unit.journal_type,
+                unit.at,
+                s.transport if s else None,
+                s.kind if s else None,
+                s.tps if s else None,
+                s.vehicle if s else None,
+                s.call_id if s else None,
+                s.payload if s else None,
+                s.source if s else None,
+                a.incident_id if a else None,
+                a.action if a else None,
+                a.actor if a else None,
+                a.role if a else None,
+                a.note if a else None,
+            ),
+        )
+        journal_seq = cur.lastrowid
+    if unit.action is not None:
+        a = unit.action
+        conn.execute(
+            "INSERT INTO audit (at, actor, role, action, incident_id, note, outcome) VALUES (?,?,?,?,?,?,?)",
+            (a.at, a.actor, a.role, a.action, a.incident_id, a.note, unit.audit_outcome),
+        )
+    q = unit.quarantine
+    if q is not None:
+        r = q.signal
+        conn.execute(
+            "INSERT INTO quarantine (at, transport, source, kind, tps, vehicle, payload, codec, reason, "
+            "path) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                r.received_at,
+                r.transport,
+                r.source,
+                r.kind,
+                r.tps,
+                r.vehicle,
+                r.payload,
+                q.codec,
+                q.reason,
+                q.path,
+            ),
+        )
+    outbox: list[OutboxItem] = []
+    revision_seqs: list[tuple[int, IncidentSnapshot]] = []
+    for d in unit.decisions:
+        snap = d.snapshot
+        if snap is not None:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO revisions (incident_id, revision, at, outcome, reasons, snapshot) "
+                "VALUES (?,?,?,?,?,?)",
+                (
+                    snap.incident_id,
+                    snap.revision,
+                    snap.updated_at,
+                    d.outcome,
+                    json.dumps([[r.code, r.text] for r in d.reasons]),
+                    dump_snapshot(snap),
+                ),
+            )
+            if cur.rowcount:
+                assert cur.lastrowid is not None
+                revision_seqs.append((cur.lastrowid, snap))
+            conn.execute(
+                "INSERT INTO incidents VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (incident_id) DO UPDATE SET "
+                "revision=excluded.revision, status=excluded.status, level=excluded.level, "
+                "score=excluded.score, "
+                "updated_at=excluded.updated_at WHERE excluded.revision >= incidents.revision",
+                (
+                    snap.incident_id,
+                    snap.revision,
+                    snap.status,
+                    snap.severity.level,
+                    snap.severity.score,
+                    snap.tps,
+                    snap.vehicle,
+                    snap.received_at,
+                    snap.updated_at,
+                ),
+            )
+        for receiver, incident_id, revision in d.routes:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO outbox (incident_id, revision, receiver, created_at, signal_at) "
+                "VALUES (?,?,?,?,?)",
+                (incident_id, revision, receiver, unit.at, d.signal_at),
+            )
+            if cur.rowcount:
+                assert cur.lastrowid is not None
+                matches = snap is not None and snap.incident_id == incident_id and snap.revision == revision
+                outbox.append(
+                    OutboxItem(
+                        id=cur.lastrowid,
+                        incident_id=incident_id,
+                        revision=revision,
+                        receiver=receiver,
+                        signal_at=d.signal_at,
+                        snapshot=snap if matches else None,
+                    )
+                )
+    return CommitResult(journal_seq=journal_seq, outbox=tuple(outbox), revision_seqs=tuple(revision_seqs))
+
+
+def _journal_row(r: Sequence[Any]) -> JournalRow:
+    seq, typ, at = r[0], cast(Literal["signal", "action", "tick", "prune"], r[1]), r[2]
+    signal = None
+    action = None
+    if typ == "signal":
+        signal = RawSignal(
+            transport=r[3],
+            kind=r[4],
+            tps=r[5],
+            vehicle=r[6],
+            call_id=r[7],
+            payload=bytes(r[8]),
+            source=r[9] or "",
+            received_at=at,
+        )
+    elif typ == "action":
+        action = ActionRecord(
+            incident_id=r[10], action=r[11], actor=r[12], role=r[13], note=r[14] or "", at=at
+        )
+    return JournalRow(seq=seq, type=typ, at=at, signal=signal, action=action)
+
+
+def _incident_row(r: Sequence[Any]) -> IncidentRow:
+    return IncidentRow(
+        incident_id=r[0],
+        revision=r[1],
+        status=r[2],
+        level=r[3],
+        score=r[4],
+        tps=r[5],
+        vehicle=r[6],
+        received_at=r[7],
+        updated_at=r[8],
+    )
+
+
+def _revision_row(r: Sequence[Any]) -> RevisionRow:
+    return RevisionRow(
+        seq=r[0],
+        outcome=r[1],
+        reasons=tuple((c, t) for c, t in json.loads(r[2])),
+        snapshot=load_snapshot(r[3]),
+    )
+
+
+def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+def _resolve_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for fut, value, exc in outcomes:
+        if fut.done():  # the waiter was cancelled; the work is committed all the same
+            continue
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(value)

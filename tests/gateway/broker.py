@@ -1,0 +1,103 @@
+"""A private mosquitto for tests: a free 127.0.0.1 port, persistence in a temporary directory.
+
+Shared with ``tests/simulators`` (``from tests.gateway.broker import Mosquitto``). The broker's
+inflight window is raised (group commits acknowledge more than mosquitto's default 20 at once) and
+its per-client queue is unbounded, so a persistent session keeps everything while our client is down.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+__all__ = ["Mosquitto", "free_port", "mosquitto_binary"]
+
+
+def mosquitto_binary() -> str:
+    """The mosquitto executable (Debian installs it in /usr/sbin, often not on PATH)."""
+    found = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+    if found is None:
+        raise RuntimeError("mosquitto is not installed: apt-get install -y mosquitto (./run test does it)")
+    return found
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Mosquitto:
+    """One mosquitto process; `stop` and `start` again keep the port and the persisted sessions."""
+
+    def __init__(self, directory: Path, *, port: int | None = None, max_inflight: int = 1000) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.proc: subprocess.Popen[bytes] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+        self.conf = directory / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {directory}/\n"
+            "autosave_interval 1\n"
+            f"max_inflight_messages {max_inflight}\n"
+            "max_queued_messages 0\n"
+            "log_type error\nlog_type warning\n"
+            f"log_dest file {directory}/mosquitto.log\n"
+        )
+
+    def start(self, timeout_s: float = 5.0) -> None:
+        """Start the broker and wait until it accepts connections."""
+        if self.proc is not None:
+            raise RuntimeError("already running")
+        self.proc = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}: {self.log()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"mosquitto did not listen on {self.port}: {self.log()}")
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the broker (SIGTERM saves sessions to disk; ``kill=True`` does not)."""
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        """Stop gracefully and start again on the same port."""
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        """The broker's log so far (for failure messages)."""
+        path = self.directory / "mosquitto.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def __enter__(self) -> Mosquitto:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

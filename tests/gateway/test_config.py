@@ -1,0 +1,115 @@
+"""Configuration layers, conversion and the errors that name key and value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ecallgw.config import Config, Secret, load_config
+from ecallgw.errors import ConfigError
+
+TOKEN = "p" * 20
+
+
+def test_embedded_defaults_need_no_file() -> None:
+    config = load_config()
+    assert config == Config()
+    assert config.store.synchronous == "full"
+    assert config.mqtt.port == 1883
+
+
+def test_layers_file_then_env_then_flags(tmp_path: Path) -> None:
+    f = tmp_path / "gw.toml"
+    f.write_text(
+        '[mqtt]\nport = 1884\nhost = "broker"\n[http]\nport = 9000\n'
+        '[receivers.psap]\nurl = "http://127.0.0.1:1/in"\nformat = "cap"\n'
+        "[triage]\nsome_threshold = 3\n"
+    )
+    env = {"ECALLGW_MQTT__PORT": "1885", "ECALLGW_HTTP__PORT": "9001", "OTHER": "x"}
+    config = load_config(f, environ=env, overrides={"http.port": "9002"})
+    assert config.mqtt.host == "broker"  # file
+    assert config.mqtt.port == 1885  # env beats file
+    assert config.http.port == 9002  # flag beats env
+    assert config.receivers["psap"].format == "cap"
+    assert config.receivers["psap"].name == "psap"
+    assert dict(config.triage) == {"some_threshold": 3}
+
+
+def test_env_addresses_receivers_and_booleans() -> None:
+    env = {
+        "ECALLGW_RECEIVERS__DESK__URL": "http://127.0.0.1:9/x",
+        "ECALLGW_RECEIVERS__DESK__MAX_ATTEMPTS": "3",
+        "ECALLGW_MQTT__ENABLED": "false",
+    }
+    config = load_config(environ=env)
+    assert config.receivers["desk"].max_attempts == 3
+    assert config.mqtt.enabled is False
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "value"),
+    [
+        ({"mqtt.port": "eighty"}, "mqtt.port", "eighty"),  # not an integer
+        ({"mqtt.port": "70000"}, "mqtt.port", 70000),  # out of range
+        ({"store.synchronous": "off"}, "store.synchronous", "off"),  # not an allowed value
+        ({"store.batch_max": "0"}, "store.batch_max", 0),  # must be positive
+        ({"mqtt.nonsense": "1"}, "mqtt.nonsense", "1"),  # unknown key: typos must not pass silently
+        ({"receivers.psap.url": "ftp://x"}, "receivers.psap.url", "ftp://x"),  # webhook needs http(s)
+        ({"mqtt.enabled": "maybe"}, "mqtt.enabled", "maybe"),  # not a boolean
+        ({"receivers.bad name.url": "http://x"}, "receivers.bad name", "bad name"),  # name not a label
+    ],
+    ids=["int", "port-range", "literal", "positive", "unknown", "url", "bool", "receiver-name"],
+)
+def test_errors_name_key_and_value(overrides: dict[str, str], key: str, value: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=overrides)
+    assert info.value.key == key
+    assert info.value.value == value
+    assert repr(key) in str(info.value)
+
+
+def test_bad_toml_and_missing_file_name_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[mqtt\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_tokens_are_secrets_and_checked(tmp_path: Path) -> None:
+    f = tmp_path / "gw.toml"
+    f.write_text(
+        f'[[auth.tokens]]\nname = "acme"\nrole = "provider"\ntps = "acme"\ntoken = "{TOKEN}"\n'
+        f'[[auth.tokens]]\nname = "alice"\nrole = "operator"\ntoken = "{"o" * 20}"\n'
+    )
+    config = load_config(f)
+    tok = config.auth.tokens[0]
+    assert isinstance(tok.token, Secret)
+    assert TOKEN not in repr(config)
+    assert tok.token.matches(TOKEN)
+    assert not tok.token.matches(TOKEN + "x")
+    f.write_text(f'[[auth.tokens]]\nname = "acme"\nrole = "provider"\ntoken = "{TOKEN}"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(f)
+    assert info.value.key == "auth.tokens[0].tps"
+    f.write_text('[[auth.tokens]]\nname = "x"\nrole = "sre"\ntoken = "short"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(f)
+    assert info.value.key == "auth.tokens[0].token"
+    assert "short" not in str(info.value)  # the rejected secret is not echoed
+    f.write_text(f'[[auth.tokens]]\nname = "x"\nrole = "root"\ntoken = "{TOKEN}"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(f)
+    assert info.value.key == "auth.tokens[0].role"
+
+
+def test_secret_masks_and_compares() -> None:
+    s = Secret("hunter2hunter2hunter2")
+    assert "hunter2" not in repr(s)
+    assert "hunter2" not in str(s)
+    assert f"{s}" == repr(s)
+    assert s.reveal() == "hunter2hunter2hunter2"
+    assert s == Secret("hunter2hunter2hunter2")
+    assert not Secret("")

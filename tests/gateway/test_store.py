@@ -1,0 +1,208 @@
+"""The SQLite store on a real file: group commit, idempotent outbox, delivery states, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from ecallgw.config import StoreConfig
+from ecallgw.errors import StoreError
+from ecallgw.gateway.metrics import Metrics
+from ecallgw.gateway.records import ActionRecord, DecisionRecord, QuarantineRecord, RawSignal, Unit
+from ecallgw.gateway.store import SqliteStore
+from ecallgw.model import IncidentSnapshot, Position, Reason, Severity
+
+
+def snapshot(
+    incident_id: str = "inc-1", revision: int = 1, at: float = 1000.0, status: str = "open"
+) -> IncidentSnapshot:
+    return IncidentSnapshot(
+        incident_id=incident_id,
+        revision=revision,
+        status=status,  # type: ignore[arg-type]
+        severity=Severity(
+            level="high", score=70, reasons=(Reason(code="automatic", text="automatic trigger"),)
+        ),
+        tps="acme",
+        vehicle="v1",
+        call_id="c1",
+        automatic=True,
+        test=False,
+        received_at=at,
+        updated_at=at + revision,
+        position=Position(lat=48.1, lon=11.5, trusted=True, source="nmea", at=at, quality="gps"),
+        callback="+4912345",
+        reasons=(Reason(code="new", text="new incident"),),
+    )
+
+
+def raw(n: int, at: float = 1000.0) -> RawSignal:
+    return RawSignal(
+        transport="mqtt",
+        kind="msd",
+        tps="acme",
+        vehicle=f"v{n}",
+        payload=bytes([n % 256]) * 10,
+        received_at=at,
+        source=f"ecall/v1/acme/v{n}/msd",
+    )
+
+
+def signal_unit(n: int, snap: IncidentSnapshot | None, receivers: tuple[str, ...] = ("psap",)) -> Unit:
+    routes = tuple((r, snap.incident_id, snap.revision) for r in receivers) if snap else ()
+    return Unit(
+        journal_type="signal",
+        at=1000.0 + n,
+        signal=raw(n, 1000.0 + n),
+        decisions=(
+            DecisionRecord(
+                outcome="new",
+                reasons=snap.reasons if snap else (),
+                snapshot=snap,
+                routes=routes,
+                signal_at=1000.0 + n,
+            ),
+        ),
+    )
+
+
+def cfg(tmp_path: Path, **kw: object) -> StoreConfig:
+    return StoreConfig(path=str(tmp_path / "db" / "gw.sqlite3"), **kw)  # type: ignore[arg-type]
+
+
+async def test_unit_is_stored_and_survives_reopen(tmp_path: Path) -> None:
+    snap = snapshot()
+    async with SqliteStore(cfg(tmp_path)) as store:
+        result = await store.commit(signal_unit(1, snap, ("psap", "desk")))
+        assert result.journal_seq == 1
+        assert [(o.receiver, o.revision) for o in result.outbox] == [("psap", 1), ("desk", 1)]
+        assert result.outbox[0].snapshot == snap
+        assert [s for _, s in result.revision_seqs] == [snap]
+    async with SqliteStore(cfg(tmp_path)) as store:
+        counts = await store.counts()
+        assert counts["journal"] == 1 and counts["revisions"] == 1 and counts["outbox_pending"] == 2
+        loaded = await store.load_revisions([("inc-1", 1), ("inc-1", 9)])
+        assert loaded == {("inc-1", 1): snap}
+        [row] = await store.journal(0, 10)
+        assert row.signal is not None and row.signal.payload == raw(1).payload
+        assert row.signal.digest == raw(1).digest
+        assert row.at == 1001.0
+
+
+async def test_replayed_unit_adds_no_outbox_or_revision(tmp_path: Path) -> None:
+    # Replay after a restart re-runs triage and writes the same keys again: nothing may be duplicated.
+    snap = snapshot()
+    async with SqliteStore(cfg(tmp_path)) as store:
+        first = await store.commit(signal_unit(1, snap))
+        again = await store.commit(signal_unit(1, snap))
+        assert len(first.outbox) == 1
+        assert again.outbox == () and again.revision_seqs == ()
+        counts = await store.counts()
+        assert counts["outbox"] == 1 and counts["revisions"] == 1
+
+
+async def test_group_commit_batches_concurrent_units(tmp_path: Path) -> None:
+    metrics = Metrics()
+    async with SqliteStore(cfg(tmp_path), metrics) as store:
+        results = await asyncio.gather(
+            *(store.commit(signal_unit(n, snapshot(f"inc-{n}"))) for n in range(500))
+        )
+        # Journal order is submission order: replay relies on it.
+        assert [r.journal_seq for r in results] == list(range(1, 501))
+        assert store.commits < 500
+    with sqlite3.connect(tmp_path / "db" / "gw.sqlite3") as conn:
+        assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 500
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert b"ecallgw_store_commit_seconds_count" in metrics.render()
+
+
+async def test_failing_job_does_not_poison_its_batch(tmp_path: Path) -> None:
+    async with SqliteStore(cfg(tmp_path)) as store:
+        bad = store.run(lambda conn: conn.execute("INSERT INTO nowhere VALUES (1)"))
+        good = store.commit(signal_unit(1, snapshot()))
+        results = await asyncio.gather(bad, good, return_exceptions=True)
+        assert isinstance(results[0], StoreError)
+        assert (await store.counts())["journal"] == 1
+
+
+async def test_delivered_and_dead_letter_leave_pending(tmp_path: Path) -> None:
+    async with SqliteStore(cfg(tmp_path)) as store:
+        a = (await store.commit(signal_unit(1, snapshot("a")))).outbox[0]
+        b = (await store.commit(signal_unit(2, snapshot("b")))).outbox[0]
+        c = (await store.commit(signal_unit(3, snapshot("c")))).outbox[0]
+        assert [p.id for p in await store.pending_outbox()] == [a.id, b.id, c.id]
+        await store.record_delivered(a, at=2000.0, attempts=1, status=200)
+        await store.record_dead_letter(b, at=2001.0, attempts=5, reason="http_5xx", detail="503")
+        assert [p.id for p in await store.pending_outbox()] == [c.id]
+        [dead] = await store.dead_letters()
+        assert dead["incident_id"] == "b" and dead["reason"] == "http_5xx" and dead["attempts"] == 5
+        found = await store.get_incident("a")
+        assert found is not None
+        row, history, deliveries = found
+        assert row.level == "high" and [h.snapshot.revision for h in history] == [1]
+        assert deliveries[0]["state"] == "delivered" and deliveries[0]["status"] == 200
+
+
+async def test_incident_row_tracks_latest_revision(tmp_path: Path) -> None:
+    async with SqliteStore(cfg(tmp_path)) as store:
+        await store.commit(signal_unit(1, snapshot("a", 1)))
+        await store.commit(signal_unit(2, snapshot("a", 2, status="cancelled")))
+        await store.commit(signal_unit(3, snapshot("a", 1)))  # a replayed old revision must not win
+        [row] = await store.list_incidents()
+        assert (row.revision, row.status) == (2, "cancelled")
+        assert await store.list_incidents(status="open") == []
+        assert [r.snapshot.revision for r in await store.revisions_after(0)] == [1, 2]
+        assert [r.snapshot.revision for r in await store.revisions_after(1)] == [2]
+
+
+async def test_quarantine_action_and_audit(tmp_path: Path) -> None:
+    async with SqliteStore(cfg(tmp_path)) as store:
+        bad = raw(7)
+        await store.commit(
+            Unit(
+                journal_type=None,
+                at=bad.received_at,
+                quarantine=QuarantineRecord(signal=bad, codec="msd", reason="truncated", path="msdStructure"),
+            )
+        )
+        action = ActionRecord(
+            incident_id="a", action="ack", actor="alice", role="operator", note="seen", at=5.0
+        )
+        await store.commit(Unit(journal_type="action", at=5.0, action=action, audit_outcome="acknowledged"))
+        [q] = await store.quarantined()
+        assert q["payload"] == bad.payload and q["reason"] == "truncated" and q["source"] == bad.source
+        [entry] = await store.audit_log("a")
+        assert (entry["actor"], entry["action"], entry["outcome"]) == ("alice", "ack", "acknowledged")
+        rows = await store.journal(0, 10)
+        assert [r.type for r in rows] == ["action"]  # quarantine is not replayed
+        assert rows[0].action == action
+
+
+async def test_retention_deletes_old_data_but_not_pending_deliveries(tmp_path: Path) -> None:
+    async with SqliteStore(cfg(tmp_path)) as store:
+        old = (await store.commit(signal_unit(1, snapshot("old", at=100.0)))).outbox[0]
+        await store.commit(signal_unit(2, snapshot("stuck", at=100.0)))  # never delivered
+        await store.commit(signal_unit(3, snapshot("new", at=5000.0)))
+        await store.record_delivered(old, at=200.0, attempts=1, status=200)
+        deleted = await store.delete_before(3000.0)
+        assert deleted["incidents"] == 1 and deleted["revisions"] == 1 and deleted["deliveries"] == 1
+        assert deleted["journal"] == 3  # journal rows at 1001..1003 are older than the cutoff
+        assert sorted(r.incident_id for r in await store.list_incidents()) == ["new", "stuck"]
+
+
+async def test_key_is_created_once(tmp_path: Path) -> None:
+    async with SqliteStore(cfg(tmp_path)) as store:
+        k1 = await store.key("pseudonym")
+    async with SqliteStore(cfg(tmp_path)) as store:
+        assert await store.key("pseudonym") == k1
+        assert len(k1) == 32
+
+
+async def test_unwritable_path_fails_at_start(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="cannot open"):
+        async with SqliteStore(StoreConfig(path=str(tmp_path / "file" / "db.sqlite3"))):
+            pass
