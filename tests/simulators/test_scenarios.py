@@ -1,0 +1,147 @@
+"""Scenarios: reproducible, labelled, and consistent with the EN 15722 ranges and the UK 2024 mix."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ecallgw.model import MAS_PER_DEGREE, POSITION_UNKNOWN, CancelSignal, MsdSignal, PositionSignal
+from ecallgw.simulators import ALL_KINDS_MIX, DEFAULT_MIX, KINDS, Mix, generate, timeline
+from ecallgw.simulators.scenarios import injury_risk, severity_of
+from ecallgw.simulators.vin import is_valid_vin
+
+
+def test_same_seed_same_scenarios_and_labels() -> None:
+    a = generate(random.Random(42), 300, ALL_KINDS_MIX)
+    b = generate(random.Random(42), 300, ALL_KINDS_MIX)
+    assert a == b
+    assert [s.label for s in a] == [s.label for s in b]
+    # Msd.raw is excluded from equality; the values and the order must still match exactly.
+    assert [[(t.offset_s, t.signal) for t in s.signals] for s in a] == [
+        [(t.offset_s, t.signal) for t in s.signals] for s in b
+    ]
+
+
+def test_different_seeds_differ() -> None:
+    assert generate(random.Random(1), 50) != generate(random.Random(2), 50)
+
+
+def test_default_mix_follows_uk_2024() -> None:
+    scenarios = generate(random.Random(2024), 4000, DEFAULT_MIX)
+    automatic = sum(s.label.automatic for s in scenarios) / len(scenarios)
+    false = sum(not s.label.real for s in scenarios) / len(scenarios)
+    manual = [s for s in scenarios if not s.label.automatic]
+    manual_false = sum(not s.label.real for s in manual) / len(manual)
+    auto = [s for s in scenarios if s.label.automatic]
+    auto_false = sum(not s.label.real for s in auto) / len(auto)
+    # RAC Foundation 2024: >85 % manual, ~3/4 of manual false, ~1/3 of automatic false, ~2/3 false.
+    assert 0.11 < automatic < 0.16
+    assert 0.70 < manual_false < 0.80
+    assert 0.25 < auto_false < 0.42
+    assert 0.62 < false < 0.74
+
+
+def test_every_kind_appears_with_its_label() -> None:
+    scenarios = generate(random.Random(5), 2 * len(KINDS), ALL_KINDS_MIX, kinds=KINDS)
+    by_kind = {s.label.kind: s for s in scenarios}
+    assert set(by_kind) == set(KINDS)
+    assert by_kind["crash"].label.real and by_kind["crash"].label.automatic
+    assert by_kind["crash"].label.severity is not None
+    assert by_kind["medical"].label.real and not by_kind["medical"].label.automatic
+    assert not by_kind["accidental_cancel"].label.real
+    assert any(isinstance(t.signal, CancelSignal) for t in by_kind["accidental_cancel"].signals)
+    test_msds = [t.signal for t in by_kind["test_call"].signals if isinstance(t.signal, MsdSignal)]
+    assert test_msds and all(m.msd.test for m in test_msds)
+    storm = by_kind["storm"]
+    assert len({t.signal.vehicle for t in storm.signals}) == ALL_KINDS_MIX.storm_size
+    assert len({t.signal.tps for t in storm.signals}) == 1
+    multi = by_kind["multi_vehicle_crash"]
+    assert multi.label.expected_incidents == len(multi.vehicles) >= 2
+    two = by_kind["two_devices"]
+    assert len({v.vin for v in two.vehicles}) == 1 and len({v.tps for v in two.vehicles}) == 2
+    stale = by_kind["stale_replay"]
+    first = stale.signals[0].signal
+    assert stale.start - first.sent_at >= 3600
+
+
+def test_overlays_redial_retransmission_untrusted() -> None:
+    mix = Mix.parse("redial=1,retransmission=1,untrusted_position=1")
+    (s,) = generate(random.Random(9), 1, mix, kinds=["crash"])
+    assert set(s.label.modifiers) == {"redial", "retransmission", "untrusted_position"}
+    msds = [(t.offset_s, t.signal) for t in s.signals if isinstance(t.signal, MsdSignal)]
+    first_call = msds[0][1].call_id
+    ids = [m.msd.structure.message_identifier for _, m in msds if m.call_id == first_call]
+    assert ids == list(range(1, len(ids) + 1)) and len(ids) >= 2  # retransmissions count up
+    redials = [(at, m) for at, m in msds if m.call_id != first_call]
+    assert len(redials) == 1 and redials[0][1].msd.structure.message_identifier == 1
+    # EN 16062 §7.14.3: the redial comes within 2 minutes of the previous attempt.
+    assert redials[0][0] - max(at for at, m in msds if m.call_id == first_call) <= 120
+    assert not msds[0][1].msd.structure.control.position_can_be_trusted
+    assert any(isinstance(t.signal, PositionSignal) for t in s.signals)
+
+
+@given(seed=st.integers(0, 2**32 - 1))
+def test_msd_fields_in_range(seed: int) -> None:
+    for s in generate(random.Random(seed), 8, ALL_KINDS_MIX):
+        assert [t.offset_s for t in s.signals] == sorted(t.offset_s for t in s.signals)
+        for t in s.signals:
+            sig = t.signal
+            if isinstance(sig, MsdSignal):
+                st_ = sig.msd.structure
+                assert is_valid_vin(sig.msd.vin)
+                assert 1 <= st_.message_identifier <= 255
+                assert 0 <= st_.vehicle_direction <= 179 or st_.vehicle_direction == 255
+                for d in (st_.recent_vehicle_location_n1, st_.recent_vehicle_location_n2):
+                    if d is not None:
+                        assert -512 <= d.latitude_delta <= 511 and -512 <= d.longitude_delta <= 511
+                if sig.msd.version == 3:
+                    assert st_.recent_vehicle_location_n1 is not None
+                loc = st_.vehicle_location
+                assert loc.position_latitude == POSITION_UNKNOWN or loc.is_valid
+                assert abs(st_.timestamp - sig.sent_at) < 5
+
+
+def test_severity_follows_urgency_calibration() -> None:
+    # At 30 mph delta-V the curve passes through the published URGENCY points.
+    assert injury_risk(48.3, "front") == pytest.approx(0.389)
+    assert injury_risk(48.3, "driverSide") == pytest.approx(0.838)
+    assert injury_risk(10, "front") < injury_risk(40, "front") < injury_risk(70, "front")
+    assert severity_of(0.2) == "high" and severity_of(0.19) == "medium" and severity_of(0.6) == "critical"
+
+
+def test_timeline_orders_all_signals() -> None:
+    scenarios = generate(random.Random(3), 40, ALL_KINDS_MIX, mean_gap_s=5.0)
+    items = list(timeline(scenarios))
+    assert len(items) == sum(len(s.signals) for s in scenarios)
+    assert [t for t, _, _ in items] == sorted(t for t, _, _ in items)
+
+
+def test_mix_parse_rejects_unknown_and_negative() -> None:
+    with pytest.raises(ValueError, match="unknown"):
+        Mix.parse("crashes=1")
+    with pytest.raises(ValueError, match=">= 0"):
+        Mix.parse("crash=-1")
+    assert Mix.parse("storm=0.5,storm_size=7").storm_size == 7
+
+
+def test_kind_counts_are_spread() -> None:
+    counts = Counter(s.label.kind for s in generate(random.Random(11), 500, ALL_KINDS_MIX))
+    assert set(counts) == set(KINDS)
+
+
+def test_recent_positions_match_the_motion() -> None:
+    # N1/N2 decoded back to degrees lie on the trajectory that produced them (within rounding).
+    for s in generate(random.Random(4), 60, Mix.parse("untrusted_position=0"), kinds=["crash"]):
+        sig = s.signals[0].signal
+        assert isinstance(sig, MsdSignal)
+        pos = sig.msd.position
+        recent = sig.msd.recent_positions
+        assert pos is not None
+        for lat, _lon in recent:
+            # At most 130 km/h over 2 x 5 s: never more than ~400 m from the event.
+            assert abs(lat - pos[0]) * 111_320 < 450
+        assert MAS_PER_DEGREE > 0
