@@ -15,6 +15,7 @@ Rules (docs/documents.md §NMEA):
   when no sentence of the payload gives one, the payload is refused with each sentence's reason;
 - a malformed sentence (bad checksum, bad field) refuses the whole payload: it is the sender's
   fault and the gateway keeps the payload in quarantine, rather than silently using part of it;
+- the RMC's two-digit year takes the century nearest ``reference_time`` (no fixed pivot year);
 - the fix time is the sentence's UTC time of day on the RMC date when the payload has an RMC,
   otherwise on the date (the day before, of, or after ``reference_time``) that puts it nearest
   ``reference_time``, which handles fixes taken just before midnight and sent just after;
@@ -129,10 +130,11 @@ class _Fix:
 class _Fields:
     """Strict readers for the fields of one sentence; errors name the sentence and the field."""
 
-    def __init__(self, index: int, ident: str, data: Sequence[str]) -> None:
+    def __init__(self, index: int, ident: str, data: Sequence[str], *, reference_year: int) -> None:
         self.index = index
         self.ident = ident
         self.data = data
+        self.reference_year = reference_year
 
     def error(self, field: str, reason: str) -> DecodeError:
         return DecodeError(_CODEC, f"{self.ident}: {reason}", path=f"sentence[{self.index}].{field}")
@@ -164,10 +166,13 @@ class _Fields:
         m = _DATE.fullmatch(value)
         if not m:
             raise self.error("date", f"date {value!r} is not ddmmyy")
-        # NMEA years have two digits; GNSS receivers exist since 1980, so 80..99 are 19xx.
-        yy = int(m[3])
+        # NMEA years have two digits: take the century that puts the year nearest the reference's.
+        year = min(
+            (self.reference_year // 100 * 100 + c + int(m[3]) for c in (-100, 0, 100)),
+            key=lambda y: abs(y - self.reference_year),
+        )
         try:
-            return dt.date(1900 + yy if yy >= 80 else 2000 + yy, int(m[2]), int(m[1]))
+            return dt.date(year, int(m[2]), int(m[1]))
         except ValueError as exc:
             raise self.error("date", f"date {value!r} does not exist") from exc
 
@@ -449,6 +454,7 @@ def decode_nmea(text: str, *, reference_time: float) -> Position:
     if not 0 <= reference_time < 253402214400:  # 1970-01-01 .. 9999-12-31 (datetime's range)
         raise DecodeError(_CODEC, f"reference time {reference_time} is out of range")
     lines = _split(text)
+    reference_year = dt.datetime.fromtimestamp(reference_time, tz=dt.UTC).year
     parsed: list[tuple[int, str, _Fix]] = []
     voids: list[str] = []
     for index, line in enumerate(lines):
@@ -457,7 +463,9 @@ def decode_nmea(text: str, *, reference_time: float) -> Position:
         if reader is None:
             continue
         try:
-            parsed.append((index, kind, reader(_Fields(index, f"{talker}{kind}", data))))
+            parsed.append(
+                (index, kind, reader(_Fields(index, f"{talker}{kind}", data, reference_year=reference_year)))
+            )
         except _NoFixError as void:
             voids.append(str(void))
     if not parsed:
