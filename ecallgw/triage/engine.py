@@ -1,0 +1,763 @@
+"""The triage engine: signals and operator actions in, explained decisions out; pure and deterministic.
+
+``TriageEngine`` holds in-memory state only. Time arrives as ``now`` (the receipt time), the key of
+the VIN pseudonyms as ``key``, thresholds as a ``TriagePolicy``; nothing reads a clock, a random
+source or a file, so replaying the journal through a fresh engine yields the same decisions
+(docs/architecture.md "Triage contract"; every rule is in docs/triage.md).
+
+Safety invariant: an automatic, non-test activation is routed to a PSAP by the decision on its
+first signal, whatever the false-trigger checks say. Suspicions (cancel, storm, stale time) are
+reasons for the operator, who alone can cancel what a PSAP has seen.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import math
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from ecallgw.model import (
+    CancelSignal,
+    IncidentSnapshot,
+    Msd,
+    MsdSignal,
+    Position,
+    PositionSignal,
+    Reason,
+    Severity,
+    Signal,
+    Status,
+)
+from ecallgw.triage import keys
+from ecallgw.triage.dedup import CallKey, fingerprint, msd_changes, msd_position, position_changes
+from ecallgw.triage.false_triggers import (
+    StormDetector,
+    manual_burst_reason,
+    msd_time_reasons,
+    position_reasons,
+)
+from ecallgw.triage.policy import TriagePolicy
+from ecallgw.triage.routing import PsapRouter, distance_m
+from ecallgw.triage.scoring import Evidence, evidence_from_msd, score
+
+__all__ = ["ACTIONS", "Decision", "Outcome", "Route", "TriageEngine"]
+
+_frozen = {"frozen": True, "slots": True, "kw_only": True}
+
+ACTIONS = ("ack", "cancel", "escalate", "resolve")
+"""Operator actions ``on_operator_action`` understands."""
+
+
+class Outcome(enum.StrEnum):
+    """What a decision did; the values are stable (logs, metrics labels, replay output)."""
+
+    new_incident = "new_incident"
+    new_revision = "new_revision"
+    duplicate = "duplicate"
+    joined_incident = "joined_incident"
+    cancel_requested = "cancel_requested"
+    cancelled = "cancelled"
+    escalated = "escalated"
+    acknowledged = "acknowledged"
+    resolved = "resolved"
+    orphan_signal = "orphan_signal"
+    unknown_incident = "unknown_incident"
+    rejected = "rejected"
+
+
+@dataclass(**_frozen)
+class Route:
+    """Deliver revision ``revision`` of incident ``incident_id`` to receiver ``receiver`` now."""
+
+    receiver: str
+    incident_id: str
+    revision: int
+
+
+@dataclass(**_frozen)
+class Decision:
+    """The result of one signal, operator action or timer.
+
+    Attributes:
+        outcome: what happened.
+        reasons: why, with stable codes; never empty.
+        incident: the new revision receivers should see, or None when nothing they see changed.
+        routes: deliveries to make now (empty when ``incident`` is None).
+    """
+
+    outcome: Outcome
+    reasons: tuple[Reason, ...]
+    incident: IncidentSnapshot | None = None
+    routes: tuple[Route, ...] = ()
+
+
+def _r(code: str, text: str) -> Reason:
+    return Reason(code=code, text=text)
+
+
+# Reasons without parameters are built once: most decisions are duplicates and should cost little.
+_EXACT_REPEAT = (_r("exact_repeat", "exact repeat of a signal already handled"),)
+_RESEND_UNCHANGED = (_r("msd_resend_unchanged", "MSD resent without a change receivers should see"),)
+_OUT_OF_ORDER = (_r("msd_out_of_order", "older MSD of the call (lower messageIdentifier) arrived late"),)
+_CLOSED = _r("incident_closed", "the incident is already closed")
+_ORPHAN = (_r("no_incident_for_call", "no MSD seen for this call yet; kept until it arrives"),)
+_POS_OLDER = (_r("position_older", "position older than the one the incident holds"),)
+_POS_UNTRUSTED = (_r("position_untrusted_ignored", "untrusted position does not replace a trusted one"),)
+_POS_SAME = (_r("position_unchanged", "position did not move enough to matter"),)
+_CANCEL_REPEAT = (_r("cancel_repeat", "cancel already requested for this incident"),)
+_NEW_CALL = _r("new_call", "first MSD of a new call")
+_REDIAL = _r("redial_joined", "new call of the same vehicle within the redial window, near the same place")
+_TEST = _r("test_call", "test call: routed to the test receiver only")
+_AUTO_PSAP = _r("automatic_to_psap", "automatic activation: forwarded to the PSAP at once")
+_UPGRADED = _r("upgraded_to_automatic", "an automatic activation joined a manual incident")
+_NOT_TEST = _r("test_flag_cleared", "a non-test MSD arrived for a test incident")
+_ESC_PENDING = "escalation_pending"
+_ESC_HELD = _r(
+    "escalation_held", "manual call with a false-trigger suspicion: escalation waits for an operator"
+)
+_HOLDING = frozenset({"manual_burst", "provider_storm", "msd_timestamp_stale", "msd_timestamp_missing"})
+_CANCEL_IN_GRACE = "cancelled_in_grace"
+_CANCEL_REQ = "cancel_requested"
+
+
+class _Incident:
+    """Mutable per-incident state; receivers see it only through ``IncidentSnapshot``."""
+
+    __slots__ = (
+        "acked",
+        "automatic",
+        "call_id",
+        "callback",
+        "closed",
+        "escalated",
+        "escalation_due",
+        "evidence",
+        "flags",
+        "id",
+        "is_test",
+        "lang",
+        "last_at",
+        "mids",
+        "msd",
+        "msd_mid",
+        "position",
+        "position_sent_at",
+        "received_at",
+        "receivers",
+        "revision",
+        "scene_id",
+        "seen",
+        "severity",
+        "snapshot",
+        "status",
+        "tps",
+        "vehicle",
+        "vkey",
+    )
+
+    def __init__(self, *, iid: str, vkey: bytes, sig: MsdSignal, now: float) -> None:
+        self.id = iid
+        self.vkey = vkey
+        self.tps = sig.tps
+        self.vehicle = sig.vehicle
+        self.call_id = sig.call_id
+        self.callback = sig.callback
+        self.lang = sig.lang
+        self.received_at = now
+        self.last_at = now
+        self.msd: Msd = sig.msd
+        self.mids: dict[str, int] = {sig.call_id: sig.msd.msd.msd_structure.message_identifier}
+        self.automatic = sig.msd.automatic
+        self.is_test = sig.msd.test
+        self.position: Position | None = msd_position(sig.msd)
+        self.position_sent_at: float | None = sig.sent_at if self.position is not None else None
+        self.evidence: Evidence = evidence_from_msd(sig.msd)
+        self.severity: Severity | None = None
+        self.snapshot: IncidentSnapshot | None = None
+        self.revision = 0
+        self.status: Status = "open"
+        self.receivers: list[str] = []
+        self.flags: dict[str, Reason] = {}
+        self.seen: set[Hashable] = set()
+        self.scene_id: str = iid
+        self.acked = False
+        self.escalated = False
+        self.escalation_due: float | None = None
+        self.closed = False
+
+
+class _Vehicle:
+    """Per-vehicle state under its pseudonym: its latest incident and recent manual incidents."""
+
+    __slots__ = ("incident", "manual_times")
+
+    def __init__(self, incident: _Incident) -> None:
+        self.incident = incident
+        self.manual_times: tuple[float, ...] = ()
+
+
+_SEEN_LIMIT = 64  # fingerprints kept per incident; beyond it content comparison still dedups
+_METRES_PER_DEGREE = 111_320.0
+
+
+class TriageEngine:
+    """In-memory, deterministic triage of eCall signals.
+
+    Args:
+        policy: thresholds and receiver names.
+        key: secret key of the VIN pseudonyms and incident ids (at least 16 bytes); the same key
+            must be used when the journal is replayed, or the incident ids change.
+
+    Raises:
+        ValueError: when the key is shorter than 16 bytes.
+    """
+
+    def __init__(self, policy: TriagePolicy, key: bytes) -> None:
+        self.policy = policy
+        self._key = keys.check_key(key)
+        self._router = PsapRouter(policy)
+        self._incidents: dict[str, _Incident] = {}
+        self._calls: dict[CallKey, _Incident] = {}
+        self._vehicles: dict[tuple[bytes, bool], _Vehicle] = {}
+        self._orphans: dict[CallKey, list[tuple[Signal, float]]] = {}
+        self._storms: dict[str, StormDetector] = {}
+        self._timers: list[tuple[float, int, str]] = []
+        self._timer_seq = 0
+        self._grid: dict[tuple[int, int], list[_Incident]] = {}
+        self._cell_deg = policy.scene_distance_m / _METRES_PER_DEGREE
+        self._severity_cache: dict[tuple[Evidence, bool], Severity] = {}
+
+    # --- public API -------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Number of incidents held (open and closed, until pruned)."""
+        return len(self._incidents)
+
+    def get(self, incident_id: str) -> IncidentSnapshot | None:
+        """The latest revision of an incident, or None when unknown or pruned."""
+        inc = self._incidents.get(incident_id)
+        return None if inc is None else inc.snapshot
+
+    def on_signal(self, signal: Signal, *, now: float) -> Decision:
+        """Triage one decoded signal received at ``now`` (epoch seconds).
+
+        Args:
+            signal: an MSD, cancel or position signal.
+            now: its receipt time as stored in the journal.
+
+        Returns:
+            The decision, never None; bad combinations give reasons, not exceptions.
+        """
+        if isinstance(signal, MsdSignal):
+            return self._on_msd(signal, now)
+        if isinstance(signal, CancelSignal):
+            return self._on_cancel(signal, now)
+        return self._on_position(signal, now)
+
+    def on_operator_action(self, incident_id: str, action: str, *, now: float, actor: str = "") -> Decision:
+        """Apply an operator's ``ack``, ``cancel``, ``escalate`` or ``resolve``.
+
+        Args:
+            incident_id: the incident acted on.
+            action: one of ``ACTIONS``.
+            now: when the action was taken.
+            actor: who acted, for the revision's reason text (the gateway audits it separately).
+
+        Returns:
+            The decision; ``unknown_incident`` for an unknown id and ``rejected`` for an unknown
+            action or one the incident's state does not allow.
+        """
+        inc = self._incidents.get(incident_id)
+        if inc is None:
+            return Decision(
+                outcome=Outcome.unknown_incident,
+                reasons=(_r("unknown_incident", "no such incident (unknown or pruned)"),),
+            )
+        by = f" by {actor}" if actor else ""
+        if action not in ACTIONS:
+            return Decision(
+                outcome=Outcome.rejected, reasons=(_r("unknown_action", f"unknown action {action!r}"),)
+            )
+        if inc.closed:
+            return Decision(outcome=Outcome.rejected, reasons=(_CLOSED,))
+        inc.last_at = max(inc.last_at, now)
+        if action == "ack":
+            inc.escalation_due = None
+            inc.flags.pop(_ESC_PENDING, None)
+            if inc.acked:
+                return Decision(
+                    outcome=Outcome.acknowledged,
+                    reasons=(_r("already_acknowledged", "already acknowledged"),),
+                )
+            inc.acked = True
+            return Decision(
+                outcome=Outcome.acknowledged,
+                reasons=(
+                    _r("acknowledged", f"acknowledged{by}: the operator handles it, no timer escalation"),
+                ),
+            )
+        if action == "escalate":
+            if inc.is_test:
+                return Decision(
+                    outcome=Outcome.rejected,
+                    reasons=(_r("test_call_not_escalated", "a test call is never forwarded to a PSAP"),),
+                )
+            if self._has_psap(inc):
+                return Decision(
+                    outcome=Outcome.rejected, reasons=(_r("already_at_psap", "already forwarded to a PSAP"),)
+                )
+            inc.escalated = True
+            inc.escalation_due = None
+            reason = _r("escalated_by_operator", f"escalated to the PSAP{by}")
+            inc.flags.pop(_ESC_PENDING, None)
+            inc.flags.pop(_ESC_HELD.code, None)
+            return self._emit(inc, Outcome.escalated, [reason], now)
+        if action == "cancel":
+            return self._close(
+                inc, "cancelled", Outcome.cancelled, _r("cancelled_by_operator", f"cancelled{by}"), now
+            )
+        return self._close(
+            inc, "resolved", Outcome.resolved, _r("resolved_by_operator", f"resolved{by}"), now
+        )
+
+    def due(self, now: float) -> list[Decision]:
+        """Escalate every manual incident whose timer expired at or before ``now``, oldest first."""
+        out: list[Decision] = []
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            due_at, _, iid = heapq.heappop(timers)
+            inc = self._incidents.get(iid)
+            # Stale entries (acked, held, escalated, pruned, re-armed) are skipped, not removed early.
+            if inc is None or inc.closed or inc.escalation_due != due_at:
+                continue
+            inc.escalation_due = None
+            inc.escalated = True
+            inc.flags.pop(_ESC_PENDING, None)
+            reason = _r(
+                "escalation_timeout",
+                f"no operator action within {self.policy.escalation_delay_s:.0f} s: escalated to the PSAP",
+            )
+            out.append(self._emit(inc, Outcome.escalated, [reason], now))
+        return out
+
+    def prune(self, now: float) -> int:
+        """Forget incidents, calls and orphans untouched for ``state_lifetime_s``.
+
+        Returns:
+            The number of incidents dropped.
+        """
+        cutoff = now - self.policy.state_lifetime_s
+        dead = [iid for iid, inc in self._incidents.items() if inc.last_at < cutoff]
+        for iid in dead:
+            del self._incidents[iid]
+        if dead:
+            gone = set(dead)
+            self._calls = {k: v for k, v in self._calls.items() if v.id not in gone}
+            self._vehicles = {k: v for k, v in self._vehicles.items() if v.incident.id not in gone}
+            grid: dict[tuple[int, int], list[_Incident]] = {}
+            for cell, incs in self._grid.items():
+                kept = [i for i in incs if i.id not in gone]
+                if kept:
+                    grid[cell] = kept
+            self._grid = grid
+            self._timers = [t for t in self._timers if t[2] not in gone]
+            heapq.heapify(self._timers)
+        self._orphans = {
+            k: live for k, v in self._orphans.items() if (live := [(s, t) for s, t in v if t >= cutoff])
+        }
+        return len(dead)
+
+    # --- MSD --------------------------------------------------------------------------------------
+
+    def _on_msd(self, sig: MsdSignal, now: float) -> Decision:
+        ck: CallKey = (sig.tps, sig.vehicle, sig.call_id)
+        inc = self._calls.get(ck)
+        if inc is not None:
+            return self._msd_in_call(inc, sig, now)
+        vkey = keys.vehicle_key(self._key, sig.msd.vin)
+        test = sig.msd.test
+        veh = self._vehicles.get((vkey, test))
+        if veh is not None and self._joins(veh.incident, sig.msd, now):
+            open_inc = veh.incident
+            self._calls[ck] = open_inc
+            self._remember(open_inc, fingerprint(sig))
+            reasons = [_REDIAL]
+            visible = self._apply_msd(open_inc, sig, now, reasons)
+            self._fold_orphans(open_inc, ck, now, reasons)
+            if visible or len(reasons) > 1:
+                return self._emit(open_inc, Outcome.joined_incident, reasons, now)
+            return Decision(outcome=Outcome.joined_incident, reasons=tuple(reasons))
+        return self._new_incident(sig, ck, vkey, now, veh)
+
+    def _joins(self, inc: _Incident, msd: Msd, now: float) -> bool:
+        # EN 16062 §7.14.3: a dropped call is redialled within 2 minutes from (nearly) the same place.
+        if inc.closed or now - inc.last_at > self.policy.redial_window_s:
+            return False
+        new = msd.position
+        if new is None or inc.position is None:
+            return True  # place unknown: the same vehicle within the window is the likelier truth
+        return distance_m(inc.position.lat, inc.position.lon, new[0], new[1]) <= self.policy.redial_distance_m
+
+    def _msd_in_call(self, inc: _Incident, sig: MsdSignal, now: float) -> Decision:
+        fp = fingerprint(sig)
+        if fp in inc.seen:
+            return Decision(outcome=Outcome.duplicate, reasons=_EXACT_REPEAT)
+        self._remember(inc, fp)
+        if inc.closed:
+            if not msd_changes(inc.msd, sig.msd, self.policy.position_change_m) and (
+                inc.automatic or not sig.msd.automatic
+            ):
+                return Decision(outcome=Outcome.duplicate, reasons=(_CLOSED, *_RESEND_UNCHANGED))
+            # The vehicle raised something new after the incident was closed: a new incident, so a
+            # cancelled alert is never silently reopened and a new activation is never swallowed.
+            ck: CallKey = (sig.tps, sig.vehicle, sig.call_id)
+            vkey = keys.vehicle_key(self._key, sig.msd.vin)
+            d = self._new_incident(sig, ck, vkey, now, self._vehicles.get((vkey, sig.msd.test)))
+            return d
+        reasons: list[Reason] = []
+        visible = self._apply_msd(inc, sig, now, reasons)
+        if visible:
+            return self._emit(inc, Outcome.new_revision, reasons, now)
+        inc.last_at = max(inc.last_at, now)
+        return Decision(outcome=Outcome.duplicate, reasons=tuple(reasons) or _RESEND_UNCHANGED)
+
+    def _apply_msd(self, inc: _Incident, sig: MsdSignal, now: float, reasons: list[Reason]) -> bool:
+        """Fold an MSD of a known incident into it; True when receivers should see a new revision."""
+        msd = sig.msd
+        visible = False
+        inc.last_at = max(inc.last_at, now)
+        mid = msd.msd.msd_structure.message_identifier
+        last_mid = inc.mids.get(sig.call_id, -1)
+        evidence = inc.evidence.merge(evidence_from_msd(msd))
+        if evidence != inc.evidence:
+            inc.evidence = evidence
+            visible = True  # the severity may change; _emit rescores
+        if msd.automatic and not inc.automatic:
+            inc.automatic = True
+            inc.escalation_due = None
+            inc.flags.pop(_ESC_PENDING, None)
+            inc.flags.pop(_ESC_HELD.code, None)
+            reasons.append(_UPGRADED)
+            visible = True
+        if inc.is_test and not msd.test:
+            inc.is_test = False
+            reasons.append(_NOT_TEST)
+            self._vehicles.setdefault((inc.vkey, False), _Vehicle(inc))
+            if not inc.automatic:
+                self._arm_escalation(inc, now)
+            visible = True
+        if sig.callback and sig.callback != inc.callback:
+            inc.callback = sig.callback
+            reasons.append(_r("callback_changed", "call-back number changed"))
+            visible = True
+        if mid < last_mid:
+            # A late older MSD: its evidence is kept (above), its position and fields are not.
+            if not visible:
+                reasons.extend(_OUT_OF_ORDER)
+            return visible
+        changes = msd_changes(inc.msd, msd, self.policy.position_change_m)
+        inc.mids[sig.call_id] = mid
+        new_pos = msd_position(msd)
+        if changes:
+            inc.msd = msd
+            reasons.extend(changes)
+            visible = True
+            newer = inc.position_sent_at is None or sig.sent_at >= inc.position_sent_at
+            trust_ok = inc.position is None or new_pos is None or new_pos.trusted or not inc.position.trusted
+            min_move = self.policy.position_change_m
+            moved = new_pos is not None and bool(position_changes(inc.position, new_pos, min_move))
+            if moved and newer and trust_ok:
+                inc.position = new_pos
+                inc.position_sent_at = sig.sent_at
+        elif visible:
+            inc.msd = msd
+        return visible
+
+    def _new_incident(
+        self, sig: MsdSignal, ck: CallKey, vkey: bytes, now: float, veh: _Vehicle | None
+    ) -> Decision:
+        policy = self.policy
+        iid = keys.incident_id(self._key, vkey, sig.tps, sig.call_id, now)
+        inc = _Incident(iid=iid, vkey=vkey, sig=sig, now=now)
+        inc.seen.add(fingerprint(sig))
+        self._incidents[iid] = inc
+        self._calls[ck] = inc
+        reasons: list[Reason] = [_NEW_CALL]
+        test = inc.is_test
+        if test:
+            reasons.append(_TEST)
+        else:
+            # False-trigger checks: each is a reason; none drops the activation.
+            for r in msd_time_reasons(sig.msd, now, policy):
+                inc.flags[r.code] = r
+            for r in position_reasons(sig.msd):
+                inc.flags[r.code] = r
+            if not inc.automatic:
+                times = veh.manual_times if veh is not None else ()
+                times = (*(t for t in times if now - t <= policy.manual_burst_window_s), now)
+                for r in manual_burst_reason(len(times), policy):
+                    inc.flags[r.code] = r
+            else:
+                times = veh.manual_times if veh is not None else ()
+            storm = self._storms.get(sig.tps)
+            if storm is None:
+                storm = self._storms[sig.tps] = StormDetector(policy)
+            for r in storm.observe(now):
+                inc.flags[r.code] = r
+            self._link_scene(inc, now)
+            if inc.automatic:
+                reasons.append(_AUTO_PSAP)
+            else:
+                self._arm_escalation(inc, now)
+            new_veh = _Vehicle(inc)
+            new_veh.manual_times = times
+            self._vehicles[(vkey, False)] = new_veh
+        if test:
+            self._vehicles[(vkey, True)] = _Vehicle(inc)
+        # The decision shows every suspicion and the escalation plan, not only the snapshot.
+        reasons.extend(inc.flags.values())
+        self._fold_orphans(inc, ck, now, reasons)
+        return self._emit(inc, Outcome.new_incident, reasons, now)
+
+    def _arm_escalation(self, inc: _Incident, now: float) -> None:
+        held = [c for c in inc.flags if c in _HOLDING or c == _CANCEL_REQ]
+        if inc.acked or inc.escalated or inc.automatic or inc.is_test:
+            return
+        if held:
+            inc.escalation_due = None
+            inc.flags.pop(_ESC_PENDING, None)
+            inc.flags[_ESC_HELD.code] = _ESC_HELD
+            return
+        due_at = inc.received_at + self.policy.escalation_delay_s
+        inc.escalation_due = due_at
+        inc.flags[_ESC_PENDING] = _r(
+            _ESC_PENDING,
+            f"manual call: to the operator first, to the PSAP if no operator acts within "
+            f"{self.policy.escalation_delay_s:.0f} s",
+        )
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (due_at, self._timer_seq, inc.id))
+
+    def _link_scene(self, inc: _Incident, now: float) -> None:
+        # Several vehicles (or devices) reporting one crash: same scene, each its own incident.
+        pos = inc.position
+        if pos is None:
+            return
+        cell = self._cell_deg
+        ci = math.floor(pos.lat / cell)
+        cj = math.floor(pos.lon / cell)
+        span = math.ceil(1 / max(math.cos(math.radians(pos.lat)), 0.05))
+        best: _Incident | None = None
+        horizon = now - self.policy.scene_window_s
+        for di in (-1, 0, 1):
+            for dj in range(-span, span + 1):
+                for other in self._grid.get((ci + di, cj + dj), ()):
+                    if other.closed or other.last_at < horizon or other.position is None:
+                        continue
+                    if distance_m(pos.lat, pos.lon, other.position.lat, other.position.lon) > (
+                        self.policy.scene_distance_m
+                    ):
+                        continue
+                    if best is None or (other.received_at, other.id) < (best.received_at, best.id):
+                        best = other
+        self._grid.setdefault((ci, cj), []).append(inc)
+        if best is not None:
+            inc.scene_id = best.scene_id
+            inc.flags["scene_linked"] = _r(
+                "scene_linked", "another incident close in time and place: same scene"
+            )
+
+    # --- cancel and position ------------------------------------------------------------------------
+
+    def _on_cancel(self, sig: CancelSignal, now: float) -> Decision:
+        ck: CallKey = (sig.tps, sig.vehicle, sig.call_id)
+        inc = self._calls.get(ck)
+        if inc is None:
+            self._orphans.setdefault(ck, []).append((sig, now))
+            return Decision(outcome=Outcome.orphan_signal, reasons=_ORPHAN)
+        fp = fingerprint(sig)
+        if fp in inc.seen:
+            return Decision(outcome=Outcome.duplicate, reasons=_EXACT_REPEAT)
+        self._remember(inc, fp)
+        reasons: list[Reason] = []
+        outcome = self._apply_cancel(inc, sig, now, reasons)
+        if outcome is None:
+            return Decision(outcome=Outcome.duplicate, reasons=tuple(reasons))
+        return self._emit(inc, outcome, reasons, now)
+
+    def _apply_cancel(
+        self, inc: _Incident, sig: CancelSignal, now: float, reasons: list[Reason]
+    ) -> Outcome | None:
+        """Fold a vehicle cancel into an incident; the outcome, or None when nothing changed."""
+        inc.last_at = max(inc.last_at, now)
+        why = f" ({sig.reason})" if sig.reason else ""
+        if inc.closed:
+            reasons.append(_CLOSED)
+            return None
+        if _CANCEL_REQ in inc.flags:
+            reasons.extend(_CANCEL_REPEAT)
+            return None
+        in_grace = now - inc.received_at <= self.policy.cancel_grace_s
+        if inc.is_test or (not inc.automatic and not self._has_psap(inc) and in_grace):
+            # A mistaken press cancelled at once, never seen by a PSAP: close without an operator.
+            inc.status = "cancelled"
+            inc.closed = True
+            inc.escalation_due = None
+            reasons.append(
+                _r(
+                    _CANCEL_IN_GRACE,
+                    f"cancelled by the vehicle within {self.policy.cancel_grace_s:.0f} s{why}",
+                )
+            )
+            return Outcome.cancelled
+        # Automatic, already at a PSAP, or late: automation does not retract it; an operator decides.
+        inc.flags[_CANCEL_REQ] = _r(
+            _CANCEL_REQ, f"the vehicle cancelled{why}: an operator must confirm before receivers are told"
+        )
+        reasons.append(inc.flags[_CANCEL_REQ])
+        if not inc.automatic and not self._has_psap(inc):
+            self._arm_escalation(inc, now)
+        return Outcome.cancel_requested
+
+    def _on_position(self, sig: PositionSignal, now: float) -> Decision:
+        ck: CallKey = (sig.tps, sig.vehicle, sig.call_id)
+        inc = self._calls.get(ck)
+        if inc is None:
+            self._orphans.setdefault(ck, []).append((sig, now))
+            return Decision(outcome=Outcome.orphan_signal, reasons=_ORPHAN)
+        fp = fingerprint(sig)
+        if fp in inc.seen:
+            return Decision(outcome=Outcome.duplicate, reasons=_EXACT_REPEAT)
+        self._remember(inc, fp)
+        reasons: list[Reason] = []
+        if self._apply_position(inc, sig, now, reasons):
+            return self._emit(inc, Outcome.new_revision, reasons, now)
+        return Decision(outcome=Outcome.duplicate, reasons=tuple(reasons))
+
+    def _apply_position(self, inc: _Incident, sig: PositionSignal, now: float, reasons: list[Reason]) -> bool:
+        inc.last_at = max(inc.last_at, now)
+        if inc.closed:
+            reasons.append(_CLOSED)
+            return False
+        if inc.position_sent_at is not None and sig.sent_at < inc.position_sent_at:
+            reasons.extend(_POS_OLDER)
+            return False
+        new = sig.position
+        if inc.position is not None and inc.position.trusted and not new.trusted:
+            reasons.extend(_POS_UNTRUSTED)
+            return False
+        changes = position_changes(inc.position, new, self.policy.position_change_m)
+        if not changes:
+            reasons.extend(_POS_SAME)
+            return False
+        inc.position = new
+        inc.position_sent_at = sig.sent_at
+        reasons.extend(changes)
+        return True
+
+    def _fold_orphans(self, inc: _Incident, ck: CallKey, now: float, reasons: list[Reason]) -> None:
+        # Cancels and positions that overtook their call's MSD are applied now, in arrival order.
+        pending = self._orphans.pop(ck, None)
+        if not pending:
+            return
+        for sig, at in pending:
+            fp = fingerprint(sig)
+            if fp in inc.seen:
+                continue
+            self._remember(inc, fp)
+            if isinstance(sig, CancelSignal):
+                self._apply_cancel(inc, sig, max(at, now), reasons)
+            elif isinstance(sig, PositionSignal):
+                self._apply_position(inc, sig, max(at, now), reasons)
+
+    # --- revisions and routes -----------------------------------------------------------------------
+
+    def _close(
+        self, inc: _Incident, status: Status, outcome: Outcome, reason: Reason, now: float
+    ) -> Decision:
+        inc.status = status
+        inc.closed = True
+        inc.escalation_due = None
+        inc.flags.pop(_ESC_PENDING, None)
+        inc.flags.pop(_ESC_HELD.code, None)
+        return self._emit(inc, outcome, [reason], now)
+
+    def _has_psap(self, inc: _Incident) -> bool:
+        special = (self.policy.operator_receiver, self.policy.test_receiver)
+        return any(r not in special for r in inc.receivers)
+
+    def _route(self, inc: _Incident, reasons: list[Reason]) -> None:
+        policy = self.policy
+        wanted: list[str] = []
+        if inc.is_test:
+            wanted.append(policy.test_receiver)
+        else:
+            wanted.append(policy.operator_receiver)
+            if inc.automatic or inc.escalated:
+                pos = inc.position
+                psap, fallback = self._router.psap_for(None if pos is None else (pos.lat, pos.lon))
+                wanted.append(psap)
+                if psap not in inc.receivers:
+                    if fallback:
+                        reasons.append(
+                            _r("routed_psap_fallback", f"position outside every PSAP area or unknown: {psap}")
+                        )
+                    else:
+                        reasons.append(_r("routed_psap_area", f"PSAP responsible for the position: {psap}"))
+        for name in wanted:
+            if name not in inc.receivers:
+                inc.receivers.append(name)
+
+    def _emit(self, inc: _Incident, outcome: Outcome, reasons: list[Reason], now: float) -> Decision:
+        if inc.status not in {"cancelled", "resolved"}:
+            inc.status = "open" if inc.revision == 0 else "updated"
+        inc.revision += 1
+        inc.last_at = max(inc.last_at, now)
+        if not inc.closed:
+            self._route(inc, reasons)
+        key = (inc.evidence, inc.is_test)
+        sev = self._severity_cache.get(key)
+        if sev is None:
+            if len(self._severity_cache) > 4096:
+                self._severity_cache.clear()
+            sev = self._severity_cache[key] = score(
+                inc.evidence, test=inc.is_test, asi15_high=self.policy.asi15_high
+            )
+        inc.severity = sev
+        rs = tuple(reasons)
+        snap = inc.snapshot = self._snapshot(inc, rs, now)
+        routes = tuple(Route(receiver=r, incident_id=inc.id, revision=inc.revision) for r in inc.receivers)
+        return Decision(outcome=outcome, reasons=rs, incident=snap, routes=routes)
+
+    def _snapshot(self, inc: _Incident, reasons: tuple[Reason, ...], now: float) -> IncidentSnapshot:
+        codes = {r.code for r in reasons}
+        flags = tuple(r for c, r in inc.flags.items() if c not in codes)
+        sev = inc.severity
+        if sev is None:  # pragma: no cover - every stored incident was emitted once
+            sev = score(inc.evidence, test=inc.is_test, asi15_high=self.policy.asi15_high)
+        return IncidentSnapshot(
+            incident_id=inc.id,
+            revision=inc.revision,
+            status=inc.status,
+            severity=sev,
+            tps=inc.tps,
+            vehicle=inc.vehicle,
+            call_id=inc.call_id,
+            automatic=inc.automatic,
+            test=inc.is_test,
+            received_at=inc.received_at,
+            updated_at=now,
+            msd=inc.msd,
+            position=inc.position,
+            callback=inc.callback,
+            lang=inc.lang,
+            scene_id=inc.scene_id,
+            reasons=reasons + flags,
+        )
+
+    @staticmethod
+    def _remember(inc: _Incident, fp: Hashable) -> None:
+        if len(inc.seen) < _SEEN_LIMIT:
+            inc.seen.add(fp)

@@ -1,0 +1,135 @@
+"""False-trigger checks: stale MSDs, doubtful positions, manual bursts and provider storms.
+
+Each check returns explained reasons; none of them drops a signal. What the engine does with a
+suspicion depends on the activation (docs/triage.md "False triggers"): an automatic non-test
+activation still goes to its PSAP at once, flagged for the operator; a manual one waits for an
+operator instead of escalating by timer.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from ecallgw.model import Msd, Reason
+from ecallgw.triage.policy import TriagePolicy
+
+__all__ = ["StormDetector", "manual_burst_reason", "msd_time_reasons", "position_reasons"]
+
+
+def msd_time_reasons(msd: Msd, now: float, policy: TriagePolicy) -> tuple[Reason, ...]:
+    """Flag an MSD whose timestamp is 0 (unknown) or far from its receipt time (stale or replayed).
+
+    EN 15722 timestamps are UTC seconds since 1970 taken when the eCall was triggered; a vehicle
+    retransmits the same timestamp within a call, so an open call's MSD ages only by the call's own
+    length, which stays well below ``msd_stale_s``.
+    """
+    ts = msd.msd.msd_structure.timestamp
+    if ts == 0:
+        return (Reason(code="msd_timestamp_missing", text="MSD timestamp is 0 (unknown time)"),)
+    skew = now - ts
+    if abs(skew) > policy.msd_stale_s:
+        where = "before" if skew > 0 else "after"
+        return (
+            Reason(
+                code="msd_timestamp_stale",
+                text=f"MSD timestamp {abs(skew):.0f} s {where} receipt (limit {policy.msd_stale_s:.0f} s)",
+            ),
+        )
+    return ()
+
+
+def position_reasons(msd: Msd) -> tuple[Reason, ...]:
+    """Flag an MSD position that is unknown (0x7FFFFFFF, out of range) or not to be trusted."""
+    s = msd.msd.msd_structure
+    if not s.vehicle_location.is_valid:
+        return (Reason(code="position_invalid", text="MSD position unknown or out of range"),)
+    if not s.control.position_can_be_trusted:
+        return (Reason(code="position_untrusted", text="vehicle reports its position cannot be trusted"),)
+    return ()
+
+
+def manual_burst_reason(count: int, policy: TriagePolicy) -> tuple[Reason, ...]:
+    """Flag the ``count``-th manual incident of one vehicle within the burst window."""
+    if count >= policy.manual_burst_count:
+        return (
+            Reason(
+                code="manual_burst",
+                text=f"manual call {count} of this vehicle within {policy.manual_burst_window_s:.0f} s "
+                f"(burst from {policy.manual_burst_count})",
+            ),
+        )
+    return ()
+
+
+class StormDetector:
+    """Counts one provider's new incidents and says when the rate is far above its baseline.
+
+    The baseline is an exponential average of per-window counts with time constant
+    ``storm_baseline_s``; it is not updated while a storm lasts, so a long flood stays a flood.
+    Deterministic: the state changes only through ``observe`` with the caller's ``now``.
+    """
+
+    __slots__ = (
+        "_alpha",
+        "_baseline",
+        "_count_in_window",
+        "_factor",
+        "_min",
+        "_recent",
+        "_window",
+        "_window_no",
+    )
+
+    def __init__(self, policy: TriagePolicy) -> None:
+        self._window = policy.storm_window_s
+        self._factor = policy.storm_factor
+        self._min = policy.storm_min_count
+        self._alpha = policy.storm_window_s / policy.storm_baseline_s
+        self._baseline = 0.0
+        self._recent: deque[float] = deque()
+        self._window_no: int | None = None
+        self._count_in_window = 0
+
+    @property
+    def threshold(self) -> float:
+        """The count within one window above which the provider is in a storm."""
+        return max(float(self._min), self._factor * self._baseline)
+
+    def observe(self, now: float) -> tuple[Reason, ...]:
+        """Count one new incident at ``now``; return a ``provider_storm`` reason during a storm."""
+        recent = self._recent
+        # Out-of-order receipt times are counted where they fall; the sliding window uses the max.
+        now_eff = recent[-1] if recent and now < recent[-1] else now
+        self._roll(now_eff)
+        recent.append(now_eff)
+        self._count_in_window += 1
+        cutoff = now_eff - self._window
+        while recent and recent[0] <= cutoff:
+            recent.popleft()
+        n = len(recent)
+        if n > self.threshold:
+            return (
+                Reason(
+                    code="provider_storm",
+                    text=f"provider storm: {n} new incidents in {self._window:.0f} s "
+                    f"(baseline {self._baseline:.1f}, threshold {self.threshold:.0f})",
+                ),
+            )
+        return ()
+
+    def _roll(self, now: float) -> None:
+        # Fixed windows feed the baseline; the sliding deque decides the storm itself.
+        no = int(now // self._window)
+        if self._window_no is None:
+            self._window_no = no
+            return
+        if no <= self._window_no:
+            return
+        in_storm = len(self._recent) > self.threshold
+        if not in_storm:
+            self._baseline += self._alpha * (self._count_in_window - self._baseline)
+            empty = min(no - self._window_no - 1, 10_000)
+            if empty > 0:
+                self._baseline *= (1 - self._alpha) ** empty
+        self._window_no = no
+        self._count_in_window = 0
