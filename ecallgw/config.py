@@ -48,6 +48,17 @@ ENV_PREFIX = "ECALLGW_"
 _frozen = {"frozen": True, "slots": True, "kw_only": True}
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
+DEFAULT_RECEIVERS: Mapping[str, Mapping[str, Any]] = types.MappingProxyType(
+    {
+        # The receiver names triage routes to by default (TriagePolicy: operator_receiver,
+        # test_receiver, fallback_psap_receiver). A table of the same name in the configuration
+        # replaces the default as a whole; MQTT for the fallback PSAP needs no address to start.
+        "operator": {"kind": "operator"},
+        "test": {"kind": "operator"},
+        "psap-fallback": {"kind": "mqtt"},
+    }
+)
+
 
 class Secret:
     """A string that must not appear in logs or tracebacks; ``repr`` and ``str`` mask it."""
@@ -186,7 +197,8 @@ class ReceiverConfig:
 
     Attributes:
         name: the receiver's name as triage routes to it.
-        kind: "http" (webhook POST) or "mqtt" (publish to ``psap/v1/{name}/incidents``).
+        kind: "http" (webhook POST), "mqtt" (publish to ``psap/v1/{name}/incidents`` on the
+            ``[mqtt]`` broker) or "operator" (the operators' event stream of this gateway).
         url: webhook URL (kind http).
         format: document format, "json" or "cap".
         token: optional bearer token sent to the receiver.
@@ -200,7 +212,7 @@ class ReceiverConfig:
     """
 
     name: str
-    kind: Literal["http", "mqtt"] = "http"
+    kind: Literal["http", "mqtt", "operator"] = "http"
     url: str = ""
     format: Literal["json", "cap"] = "json"
     token: Secret = field(default_factory=lambda: Secret(""))
@@ -257,7 +269,7 @@ class Config:
         auth: bearer tokens.
         pipeline: decode/triage stage.
         log: logging.
-        receivers: destinations by name.
+        receivers: destinations by name (`DEFAULT_RECEIVERS` unless configured).
         triage: the ``[triage]`` table, handed to ``TriagePolicy.from_mapping``.
         drain_deadline_s: on SIGTERM, how long to keep delivering before exiting.
     """
@@ -348,7 +360,7 @@ def _build_config(tree: Mapping[str, Any]) -> Config:
     if not isinstance(receivers_raw, Mapping):
         raise ConfigError("receivers", receivers_raw, "must be a table of receivers")
     receivers: dict[str, ReceiverConfig] = {}
-    for name, table in receivers_raw.items():
+    for name, table in {**DEFAULT_RECEIVERS, **receivers_raw}.items():
         if not _NAME.match(name):
             raise ConfigError(f"receivers.{name}", name, "receiver names are [A-Za-z0-9_-]{1,64}")
         if not isinstance(table, Mapping):

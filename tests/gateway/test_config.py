@@ -14,7 +14,13 @@ TOKEN = "p" * 20
 
 def test_embedded_defaults_need_no_file() -> None:
     config = load_config()
-    assert config == Config()
+    assert config.store == Config().store and config.http == Config().http
+    # Triage's default receiver names all exist, so `serve` starts with no file.
+    assert {n: r.kind for n, r in config.receivers.items()} == {
+        "operator": "operator",
+        "test": "operator",
+        "psap-fallback": "mqtt",
+    }
     assert config.store.synchronous == "full"
     assert config.mqtt.port == 1883
 
@@ -33,6 +39,7 @@ def test_layers_file_then_env_then_flags(tmp_path: Path) -> None:
     assert config.http.port == 9002  # flag beats env
     assert config.receivers["psap"].format == "cap"
     assert config.receivers["psap"].name == "psap"
+    assert set(config.receivers) == {"psap", "operator", "test", "psap-fallback"}
     assert dict(config.triage) == {"some_threshold": 3}
 
 

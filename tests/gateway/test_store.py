@@ -13,30 +13,10 @@ from ecallgw.errors import StoreError
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.records import ActionRecord, DecisionRecord, QuarantineRecord, RawSignal, Unit
 from ecallgw.gateway.store import SqliteStore
-from ecallgw.model import IncidentSnapshot, Position, Reason, Severity
+from ecallgw.model import IncidentSnapshot
+from tests.gateway.helpers import make_snapshot
 
-
-def snapshot(
-    incident_id: str = "inc-1", revision: int = 1, at: float = 1000.0, status: str = "open"
-) -> IncidentSnapshot:
-    return IncidentSnapshot(
-        incident_id=incident_id,
-        revision=revision,
-        status=status,  # type: ignore[arg-type]
-        severity=Severity(
-            level="high", score=70, reasons=(Reason(code="automatic", text="automatic trigger"),)
-        ),
-        tps="acme",
-        vehicle="v1",
-        call_id="c1",
-        automatic=True,
-        test=False,
-        received_at=at,
-        updated_at=at + revision,
-        position=Position(lat=48.1, lon=11.5, trusted=True, source="nmea", at=at, quality="gps"),
-        callback="+4912345",
-        reasons=(Reason(code="new", text="new incident"),),
-    )
+snapshot = make_snapshot
 
 
 def raw(n: int, at: float = 1000.0) -> RawSignal:

@@ -1,0 +1,323 @@
+"""The forwarder: deliver outbox entries per receiver, each incident's revisions in order, with retries.
+
+Per receiver (a *lane*): up to ``concurrency`` deliveries in flight, but never two of one incident,
+so revision 2 is only sent once revision 1 was confirmed or dead-lettered. Each delivery is retried
+with capped, jittered exponential backoff (`retry.backoff_s`); a receiver's Retry-After is honoured as
+the least delay and pauses the whole lane, since it speaks for the receiver and not for one request.
+A circuit breaker per receiver stops attempts after ``breaker_threshold`` consecutive failures for
+``breaker_cooldown_s``, then lets one probe through; deliveries waiting on an open breaker spend no
+attempts, so an outage delays them without dead-lettering them. After ``max_attempts`` (or at once on
+a permanent error) the entry is dead-lettered with its reason, a metric and an ERROR log line.
+
+A delivery is recorded in the store only after the receiver confirmed it (Alertmanager's order): a
+crash between the two means one more delivery with the same ``Idempotency-Key``, never a lost one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+from ecallgw.config import ReceiverConfig
+from ecallgw.errors import DeliveryError, PermanentDeliveryError, StoreError, TransientDeliveryError
+from ecallgw.gateway.metrics import Metrics
+from ecallgw.gateway.records import OutboxItem
+from ecallgw.gateway.retry import backoff_s
+from ecallgw.gateway.sinks import Sink
+from ecallgw.gateway.store import SqliteStore
+
+__all__ = ["CircuitBreaker", "Forwarder"]
+
+log = logging.getLogger("ecallgw.forwarder")
+
+
+class CircuitBreaker:
+    """closed → (threshold consecutive failures) → open → (cooldown) → half-open: one probe.
+
+    Args:
+        threshold: consecutive failures that open it.
+        cooldown_s: how long it stays open before a probe.
+        clock: monotonic time source.
+    """
+
+    def __init__(
+        self, threshold: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.threshold = threshold
+        self.cooldown_s = cooldown_s
+        self._clock = clock
+        self.failures = 0
+        self.open_until: float | None = None
+        self._probing = False
+        self._changed = asyncio.Event()
+
+    @property
+    def state(self) -> str:
+        """closed, open or half-open."""
+        if self.open_until is None:
+            return "closed"
+        return "half-open" if self._clock() >= self.open_until else "open"
+
+    async def admit(self) -> bool:
+        """Wait until an attempt is allowed; True when this caller is the half-open probe."""
+        while True:
+            if self.open_until is None:
+                return False
+            wait = self.open_until - self._clock()
+            if wait <= 0 and not self._probing:
+                self._probing = True
+                return True
+            self._changed.clear()
+            try:
+                async with asyncio.timeout(wait if wait > 0 else None):
+                    await self._changed.wait()
+            except TimeoutError:
+                pass
+
+    def success(self) -> None:
+        """An attempt succeeded: close."""
+        self.failures = 0
+        if self.open_until is not None:
+            self.open_until = None
+            self._probing = False
+            self._changed.set()
+
+    def failure(self) -> None:
+        """An attempt failed: count it; open (again) at the threshold or when the probe failed."""
+        self.failures += 1
+        if self._probing or self.failures >= self.threshold:
+            self.open_until = self._clock() + self.cooldown_s
+            self._probing = False
+            self._changed.set()
+
+
+class _Lane:
+    """One receiver: ordering per incident, bounded concurrency, retries, breaker."""
+
+    def __init__(self, fwd: Forwarder, config: ReceiverConfig, sink: Sink) -> None:
+        self.fwd = fwd
+        self.config = config
+        self.sink = sink
+        self.breaker = CircuitBreaker(config.breaker_threshold, config.breaker_cooldown_s)
+        self.ready: asyncio.Queue[OutboxItem] = asyncio.Queue()
+        self.waiting: dict[str, collections.deque[OutboxItem]] = {}  # incident -> revisions queued behind
+        self.pending: dict[int, float] = {}  # outbox id -> signal_at, insertion ordered (oldest first)
+        self.paused_until = 0.0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        m = fwd.metrics
+        name = config.name
+        self.m_delivered = m.deliveries.labels(name, "delivered")
+        self.m_dead = m.deliveries.labels(name, "dead_lettered")
+        self.m_ok = m.delivery_attempts.labels(name, "ok")
+        self.m_transient = m.delivery_attempts.labels(name, "transient")
+        self.m_permanent = m.delivery_attempts.labels(name, "permanent")
+        self.m_latency = m.end_to_end.labels(name)
+        self.m_breaker = m.breaker_open.labels(name)
+
+    def add(self, item: OutboxItem) -> None:
+        if item.id in self.pending:
+            return
+        self.pending[item.id] = item.signal_at
+        self.idle.clear()
+        queued = self.waiting.get(item.incident_id)
+        if queued is None:
+            self.waiting[item.incident_id] = collections.deque()
+            self.ready.put_nowait(item)
+        else:
+            queued.append(item)
+
+    def _done(self, item: OutboxItem) -> None:
+        self.pending.pop(item.id, None)
+        queued = self.waiting.get(item.incident_id)
+        if queued:
+            self.ready.put_nowait(queued.popleft())
+        else:
+            self.waiting.pop(item.incident_id, None)
+        if not self.pending:
+            self.idle.set()
+
+    async def worker(self) -> None:
+        while True:
+            item = await self.ready.get()
+            try:
+                await self._deliver(item)
+            finally:
+                self._done(item)
+
+    async def _deliver(self, item: OutboxItem) -> None:
+        cfg = self.config
+        snapshot = item.snapshot
+        if snapshot is None:
+            loaded = await self.fwd.store.load_revisions([(item.incident_id, item.revision)])
+            snapshot = loaded.get((item.incident_id, item.revision))
+            if snapshot is None:
+                await self._dead(
+                    item, 0, PermanentDeliveryError(cfg.name, "missing_revision", "not in store")
+                )
+                return
+        attempt = 0  # attempts that count towards max_attempts
+        tries = 0  # every request sent, for the record
+        while True:
+            pause = self.paused_until - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            probe = await self.breaker.admit()
+            self.m_breaker.set(0)
+            tries += 1
+            # A failed probe says the receiver is still down, not that this document fails: it does
+            # not count, so an outage delays deliveries without dead-lettering them.
+            attempt += 0 if probe else 1
+            try:
+                status = await self.sink.deliver(item, snapshot)
+            except PermanentDeliveryError as exc:
+                self.m_permanent.inc()
+                # The receiver refused this document, not the connection: the breaker stays as is.
+                await self._dead(item, tries, exc)
+                return
+            except TransientDeliveryError as exc:
+                self.m_transient.inc()
+                self.breaker.failure()
+                if self.breaker.open_until is not None:
+                    self.m_breaker.set(1)
+                if attempt >= cfg.max_attempts:
+                    await self._dead(item, tries, exc)
+                    return
+                delay = backoff_s(
+                    max(1, attempt), base_s=cfg.backoff_base_s, cap_s=cfg.backoff_cap_s, rng=self.fwd.rng
+                )
+                if exc.retry_after_s is not None:
+                    delay = max(delay, exc.retry_after_s)
+                    self.paused_until = max(self.paused_until, time.monotonic() + exc.retry_after_s)
+                log.warning(
+                    "delivery failed, will retry",
+                    extra={
+                        "receiver": cfg.name,
+                        "reason": exc.reason,
+                        "attempt": tries,
+                        "retry_in_s": round(delay, 3),
+                        "incident": item.incident_id,
+                        "revision": item.revision,
+                    },
+                )
+                await asyncio.sleep(delay)
+                continue
+            confirmed_at = time.time()
+            self.m_ok.inc()
+            self.breaker.success()
+            self.m_latency.observe(max(0.0, confirmed_at - item.signal_at))
+            self.m_delivered.inc()
+            self.fwd.delivered += 1
+            await self._record(
+                self.fwd.store.record_delivered(item, at=confirmed_at, attempts=tries, status=status)
+            )
+            return
+
+    async def _dead(self, item: OutboxItem, attempts: int, exc: DeliveryError) -> None:
+        self.m_dead.inc()
+        self.fwd.dead_lettered += 1
+        log.error(
+            "delivery dead-lettered",
+            extra={
+                "event": "dead_letter",
+                "receiver": self.config.name,
+                "reason": exc.reason,
+                "attempts": attempts,
+                "incident": item.incident_id,
+                "revision": item.revision,
+                "detail": exc.detail[:200],
+            },
+        )
+        await self._record(
+            self.fwd.store.record_dead_letter(
+                item, at=time.time(), attempts=attempts, reason=exc.reason, detail=exc.detail[:500]
+            )
+        )
+
+    async def _record(self, write: object) -> None:
+        try:
+            await write  # type: ignore[misc]
+        except StoreError:
+            # The delivery happened; failing to note it means it is sent again after a restart
+            # (same Idempotency-Key). Nothing is lost, so log and go on.
+            log.exception("could not record a delivery outcome")
+
+
+class Forwarder:
+    """Deliver outbox entries to every configured receiver.
+
+    Use as an async context manager (closes the sinks), `add` entries as they are committed, and run
+    `run` in the application's TaskGroup.
+
+    Args:
+        receivers: receiver configurations by name.
+        sinks: one sink per receiver name.
+        store: where outcomes are recorded and unloaded revisions read.
+        metrics: the gateway's metrics.
+        rng: jitter source.
+    """
+
+    def __init__(
+        self,
+        receivers: Mapping[str, ReceiverConfig],
+        sinks: Mapping[str, Sink],
+        store: SqliteStore,
+        metrics: Metrics,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.rng = rng or random.Random()
+        self.lanes = {name: _Lane(self, cfg, sinks[name]) for name, cfg in receivers.items()}
+        self.delivered = 0
+        self.dead_lettered = 0
+        metrics.outbox_source = self.outbox_gauges
+
+    async def __aenter__(self) -> Forwarder:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for lane in self.lanes.values():
+            await lane.sink.aclose()
+
+    def add(self, items: Iterable[OutboxItem]) -> None:
+        """Schedule committed outbox entries (already durable; a duplicate id is ignored)."""
+        for item in items:
+            lane = self.lanes.get(item.receiver)
+            if lane is None:
+                # Start-up checks that triage routes only to configured receivers; a stored entry
+                # for a receiver removed from the configuration since stays pending and visible.
+                log.error("outbox entry for an unconfigured receiver", extra={"receiver": item.receiver})
+                continue
+            lane.add(item)
+
+    def outbox_gauges(self, now: float) -> list[tuple[str, int, float]]:
+        """(receiver, depth, oldest pending age) for the metrics."""
+        out = []
+        for name, lane in self.lanes.items():
+            oldest = next(iter(lane.pending.values()), None)
+            out.append((name, len(lane.pending), max(0.0, now - oldest) if oldest is not None else 0.0))
+        return out
+
+    @property
+    def pending(self) -> int:
+        """Entries not yet delivered or dead-lettered, over all receivers."""
+        return sum(len(lane.pending) for lane in self.lanes.values())
+
+    async def run(self) -> None:
+        """Run every lane's workers until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            for lane in self.lanes.values():
+                for _ in range(lane.config.concurrency):
+                    tg.create_task(lane.worker())
+
+    async def wait_idle(self) -> None:
+        """Wait until nothing is pending (for drains and tests)."""
+        while not all(lane.idle.is_set() for lane in self.lanes.values()):
+            for lane in self.lanes.values():
+                await lane.idle.wait()

@@ -1,0 +1,225 @@
+"""The forwarder against a real aiohttp receiver on 127.0.0.1: order, retries, Retry-After, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ecallgw.config import ReceiverConfig, Secret, StoreConfig
+from ecallgw.gateway.forwarder import CircuitBreaker, Forwarder
+from ecallgw.gateway.metrics import Metrics
+from ecallgw.gateway.records import DecisionRecord, OutboxItem, Unit
+from ecallgw.gateway.sinks.http_webhook import HttpWebhookSink
+from ecallgw.gateway.store import SqliteStore
+from ecallgw.model import IncidentSnapshot
+from tests.gateway.helpers import make_snapshot, until
+from tests.gateway.receiver import Receiver
+
+
+def render(snapshot: IncidentSnapshot, forwarded_at: float) -> tuple[bytes, str]:
+    doc = {"incident_id": snapshot.incident_id, "revision": snapshot.revision, "forwarded_at": forwarded_at}
+    return json.dumps(doc).encode(), "application/json"
+
+
+def receiver_config(receiver: Receiver, **kw: Any) -> ReceiverConfig:
+    base: dict[str, Any] = {
+        "name": "psap",
+        "url": receiver.url,
+        "backoff_base_s": 0.01,
+        "backoff_cap_s": 0.05,
+        "breaker_threshold": 1000,
+        "timeout_s": 2.0,
+    }
+    base.update(kw)
+    return ReceiverConfig(**base)
+
+
+@asynccontextmanager
+async def forwarding(
+    tmp_path: Path, cfg: ReceiverConfig, metrics: Metrics | None = None
+) -> AsyncIterator[tuple[Forwarder, SqliteStore]]:
+    metrics = metrics or Metrics()
+    async with SqliteStore(StoreConfig(path=str(tmp_path / "gw.sqlite3")), metrics) as store:
+        sink = HttpWebhookSink(cfg, render)
+        async with Forwarder({cfg.name: cfg}, {cfg.name: sink}, store, metrics, rng=random.Random(7)) as fwd:
+            task = asyncio.create_task(fwd.run())
+            try:
+                yield fwd, store
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+
+async def commit(store: SqliteStore, snap: IncidentSnapshot, receiver: str = "psap") -> list[OutboxItem]:
+    unit = Unit(
+        journal_type="signal",
+        at=snap.updated_at,
+        decisions=(
+            DecisionRecord(
+                outcome="new",
+                reasons=(),
+                snapshot=snap,
+                routes=((receiver, snap.incident_id, snap.revision),),
+                signal_at=snap.updated_at,
+            ),
+        ),
+    )
+    return list((await store.commit(unit)).outbox)
+
+
+async def test_each_revision_delivered_once_in_order_with_idempotency_key(tmp_path: Path) -> None:
+    recv = Receiver()
+    await recv.start()
+    metrics = Metrics()
+    try:
+        async with forwarding(
+            tmp_path, receiver_config(recv, concurrency=8, token=Secret("t" * 20)), metrics
+        ) as (
+            fwd,
+            store,
+        ):
+            items = []
+            for rev in (1, 2, 3):
+                for inc in ("a", "b", "c"):
+                    items += await commit(store, make_snapshot(inc, rev))
+            fwd.add(items)
+            async with asyncio.timeout(5):
+                await fwd.wait_idle()
+            assert (await store.counts())["outbox_pending"] == 0
+    finally:
+        await recv.stop()
+    keys = [r.key for r in recv.requests]
+    assert sorted(keys) == sorted(f"{i}:{r}" for i in "abc" for r in (1, 2, 3))
+    for inc in "abc":  # revision order per incident, whatever the concurrency
+        assert [k for k in keys if k.startswith(inc)] == [f"{inc}:1", f"{inc}:2", f"{inc}:3"]
+    assert recv.requests[0].content_type == "application/json"
+    assert recv.requests[0].authorization == "Bearer " + "t" * 20
+    text = metrics.render().decode()
+    assert 'ecallgw_deliveries_total{outcome="delivered",receiver="psap"} 9.0' in text
+    assert 'ecallgw_end_to_end_latency_seconds_count{receiver="psap"} 9.0' in text
+    assert 'ecallgw_outbox_depth{receiver="psap"} 0.0' in text
+
+
+async def test_5xx_is_retried_until_confirmed(tmp_path: Path) -> None:
+    recv = Receiver(script=lambda n: (503, {}) if n < 2 else (200, {}))
+    await recv.start()
+    try:
+        async with forwarding(tmp_path, receiver_config(recv)) as (fwd, store):
+            fwd.add(await commit(store, make_snapshot("a")))
+            async with asyncio.timeout(5):
+                await fwd.wait_idle()
+            found = await store.get_incident("a")
+            assert found is not None
+            [delivery] = found[2]
+            assert (delivery["state"], delivery["attempts"], delivery["status"]) == ("delivered", 3, 200)
+    finally:
+        await recv.stop()
+    assert [r.status for r in recv.requests] == [503, 503, 200]
+    assert len({r.key for r in recv.requests}) == 1  # every retry carries the same key
+
+
+async def test_retry_after_is_honoured_for_the_whole_receiver(tmp_path: Path) -> None:
+    recv = Receiver(script=lambda n: (429, {"Retry-After": "1"}) if n == 0 else (200, {}))
+    await recv.start()
+    try:
+        async with forwarding(tmp_path, receiver_config(recv, concurrency=1)) as (fwd, store):
+            fwd.add(await commit(store, make_snapshot("a")))
+            fwd.add(await commit(store, make_snapshot("b")))
+            async with asyncio.timeout(5):
+                await fwd.wait_idle()
+    finally:
+        await recv.stop()
+    assert [r.status for r in recv.requests] == [429, 200, 200]
+    # Backoff alone would retry within 50 ms; the receiver asked for a second.
+    assert recv.requests[1].at - recv.requests[0].at >= 0.95
+
+
+async def test_dead_letter_after_max_attempts_with_metric_and_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    recv = Receiver(script=lambda n: (500, {}))
+    await recv.start()
+    metrics = Metrics()
+    try:
+        async with forwarding(tmp_path, receiver_config(recv, max_attempts=3), metrics) as (fwd, store):
+            with caplog.at_level(logging.ERROR, logger="ecallgw.forwarder"):
+                fwd.add(await commit(store, make_snapshot("a")))
+                async with asyncio.timeout(5):
+                    await fwd.wait_idle()
+            [dead] = await store.dead_letters()
+            assert (dead["incident_id"], dead["reason"], dead["attempts"]) == ("a", "http_5xx", 3)
+    finally:
+        await recv.stop()
+    assert len(recv.requests) == 3
+    assert (
+        'ecallgw_deliveries_total{outcome="dead_lettered",receiver="psap"} 1.0' in metrics.render().decode()
+    )
+    [record] = [r for r in caplog.records if getattr(r, "event", "") == "dead_letter"]
+    assert record.receiver == "psap"  # type: ignore[attr-defined]
+    assert record.reason == "http_5xx"  # type: ignore[attr-defined]
+
+
+async def test_permanent_error_dead_letters_at_once(tmp_path: Path) -> None:
+    recv = Receiver(script=lambda n: (400, {}))
+    await recv.start()
+    try:
+        async with forwarding(tmp_path, receiver_config(recv)) as (fwd, store):
+            fwd.add(await commit(store, make_snapshot("a")))
+            async with asyncio.timeout(5):
+                await fwd.wait_idle()
+            [dead] = await store.dead_letters()
+            assert dead["reason"] == "http_4xx" and dead["attempts"] == 1
+    finally:
+        await recv.stop()
+
+
+async def test_receiver_down_then_back_loses_nothing(tmp_path: Path) -> None:
+    recv = Receiver()  # not started: connection refused
+    cfg = receiver_config(recv, max_attempts=3, breaker_threshold=2, breaker_cooldown_s=0.1, concurrency=4)
+    metrics = Metrics()
+    async with forwarding(tmp_path, cfg, metrics) as (fwd, store):
+        items = []
+        for n in range(20):
+            items += await commit(store, make_snapshot(f"i{n}"))
+        fwd.add(items)
+        await until(lambda: fwd.lanes["psap"].breaker.state != "closed")
+        await asyncio.sleep(1.0)  # far more than max_attempts backoffs: only the breaker holds them
+        assert fwd.dead_lettered == 0
+        assert 'ecallgw_outbox_depth{receiver="psap"} 20.0' in metrics.render().decode()
+        await recv.start()
+        try:
+            async with asyncio.timeout(10):
+                await fwd.wait_idle()
+        finally:
+            await recv.stop()
+        assert (await store.counts())["deliveries"] == 20
+    assert recv.keys == {f"i{n}:1" for n in range(20)}
+    assert fwd.dead_lettered == 0
+
+
+async def test_breaker_states() -> None:
+    now = [0.0]
+    b = CircuitBreaker(threshold=2, cooldown_s=10.0, clock=lambda: now[0])
+    assert b.state == "closed"
+    assert await b.admit() is False
+    b.failure()
+    assert b.state == "closed"  # one failure is not an outage
+    b.failure()
+    assert b.state == "open"
+    now[0] = 10.0
+    assert b.state == "half-open"
+    assert await b.admit() is True  # the probe
+    b.failure()  # a failed probe opens again at once
+    assert b.state == "open" and b.open_until == 20.0
+    now[0] = 20.0
+    assert await b.admit() is True
+    b.success()
+    assert b.state == "closed" and b.failures == 0
