@@ -715,7 +715,9 @@ class TriageEngine:
             inc.status = "open" if inc.revision == 0 else "updated"
         inc.revision += 1
         inc.last_at = max(inc.last_at, now)
-        if not inc.closed:
+        if not inc.closed or not inc.receivers:
+            # A closed incident keeps its receivers; one closed at birth (its cancel came first)
+            # still goes to the operator, so nothing disappears unseen.
             self._route(inc, reasons)
         key = (inc.evidence, inc.is_test)
         sev = self._severity_cache.get(key)

@@ -65,7 +65,8 @@ class StormDetector:
     """Counts one provider's new incidents and says when the rate is far above its baseline.
 
     The baseline is an exponential average of per-window counts with time constant
-    ``storm_baseline_s``; it is not updated while a storm lasts, so a long flood stays a flood.
+    ``storm_baseline_s`` (a busy provider at cold start is flagged until its baseline is learnt;
+    ``storm_min_count`` keeps small providers from being flagged by a handful of calls).
     Deterministic: the state changes only through ``observe`` with the caller's ``now``.
     """
 
@@ -125,11 +126,11 @@ class StormDetector:
             return
         if no <= self._window_no:
             return
-        in_storm = len(self._recent) > self.threshold
-        if not in_storm:
-            self._baseline += self._alpha * (self._count_in_window - self._baseline)
-            empty = min(no - self._window_no - 1, 10_000)
-            if empty > 0:
-                self._baseline *= (1 - self._alpha) ** empty
+        # Storm windows feed the baseline too: a provider that is simply busy stops being flagged
+        # after a fraction of the time constant, and a flood lasting hours is absorbed only slowly.
+        self._baseline += self._alpha * (self._count_in_window - self._baseline)
+        empty = min(no - self._window_no - 1, 10_000)
+        if empty > 0:
+            self._baseline *= (1 - self._alpha) ** empty
         self._window_no = no
         self._count_in_window = 0

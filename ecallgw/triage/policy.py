@@ -146,6 +146,7 @@ class TriagePolicy:
 _POSITIVE_FLOATS = {
     "redial_window_s",
     "redial_distance_m",
+    "manual_burst_window_s",
     "scene_window_s",
     "scene_distance_m",
     "storm_window_s",

@@ -88,13 +88,16 @@ def make_msd(
             vehicle_type=vehicle_type,
         ),
         vehicle_identification_number=VehicleIdentificationNumber.from_vin(vin),
-        vehicle_propulsion_storage_type=propulsion or VehiclePropulsionStorageType(gasoline_tank_present=True),
+        vehicle_propulsion_storage_type=propulsion
+        or VehiclePropulsionStorageType(gasoline_tank_present=True),
         timestamp=int(T0) if timestamp is None else timestamp,
         vehicle_location=loc,
         vehicle_direction=45,
         number_of_passengers=occupants,
     )
-    return Msd(version=2, msd=MsdMessage(msd_structure=structure, optional_additional_data=additional), raw=raw)
+    return Msd(
+        version=2, msd=MsdMessage(msd_structure=structure, optional_additional_data=additional), raw=raw
+    )
 
 
 def msd_signal(
