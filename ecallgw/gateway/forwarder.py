@@ -23,11 +23,17 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 from ecallgw.config import ReceiverConfig
-from ecallgw.errors import DeliveryError, PermanentDeliveryError, StoreError, TransientDeliveryError
+from ecallgw.errors import (
+    DeliveryError,
+    EncodeError,
+    PermanentDeliveryError,
+    StoreError,
+    TransientDeliveryError,
+)
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.records import OutboxItem
 from ecallgw.gateway.retry import backoff_s
-from ecallgw.gateway.sinks import Sink
+from ecallgw.gateway.sinks import Documents, Sink
 from ecallgw.gateway.store import SqliteStore
 
 __all__ = ["CircuitBreaker", "Forwarder"]
@@ -98,10 +104,13 @@ class CircuitBreaker:
 class _Lane:
     """One receiver: ordering per incident, bounded concurrency, retries, breaker."""
 
-    def __init__(self, fwd: Forwarder, config: ReceiverConfig, sink: Sink) -> None:
+    def __init__(self, fwd: Forwarder, config: ReceiverConfig, sink: Sink, documents: Documents) -> None:
         self.fwd = fwd
         self.config = config
         self.sink = sink
+        self.documents = documents
+        # incident -> (revision, sent time) of the first revision this receiver confirmed (CAP refs)
+        self.first: dict[str, tuple[int, float]] = {}
         self.breaker = CircuitBreaker(config.breaker_threshold, config.breaker_cooldown_s)
         self.ready: asyncio.Queue[OutboxItem] = asyncio.Queue()
         self.waiting: dict[str, collections.deque[OutboxItem]] = {}  # incident -> revisions queued behind
@@ -138,6 +147,7 @@ class _Lane:
             self.ready.put_nowait(queued.popleft())
         else:
             self.waiting.pop(item.incident_id, None)
+            self.first.pop(item.incident_id, None)  # reloaded from the store if the incident returns
         if not self.pending:
             self.idle.set()
 
@@ -169,11 +179,22 @@ class _Lane:
             probe = await self.breaker.admit()
             self.m_breaker.set(0)
             tries += 1
+            body, content_type, sent_at = b"", "", None
+            if self.sink.needs_body:
+                sent_at = time.time()
+                first = self.first.get(item.incident_id)
+                if first is None and item.revision > 1 and self.documents.format == "cap":
+                    first = await self.fwd.store.first_delivery(item.incident_id, cfg.name)
+                try:
+                    body, content_type = self.documents.render(snapshot, forwarded_at=sent_at, first=first)
+                except EncodeError as exc:
+                    await self._dead(item, tries, PermanentDeliveryError(cfg.name, "render", str(exc)))
+                    return
             # A failed probe says the receiver is still down, not that this document fails: it does
             # not count, so an outage delays deliveries without dead-lettering them.
             attempt += 0 if probe else 1
             try:
-                status = await self.sink.deliver(item, snapshot)
+                status = await self.sink.deliver(item, body, content_type)
             except PermanentDeliveryError as exc:
                 self.m_permanent.inc()
                 # The receiver refused this document, not the connection: the breaker stays as is.
@@ -212,8 +233,12 @@ class _Lane:
             self.m_latency.observe(max(0.0, confirmed_at - item.signal_at))
             self.m_delivered.inc()
             self.fwd.delivered += 1
+            if sent_at is not None and item.incident_id not in self.first:
+                self.first[item.incident_id] = (item.revision, sent_at)
             await self._record(
-                self.fwd.store.record_delivered(item, at=confirmed_at, attempts=tries, status=status)
+                self.fwd.store.record_delivered(
+                    item, at=confirmed_at, attempts=tries, status=status, sent_at=sent_at
+                )
             )
             return
 
@@ -258,6 +283,7 @@ class Forwarder:
         sinks: one sink per receiver name.
         store: where outcomes are recorded and unloaded revisions read.
         metrics: the gateway's metrics.
+        sender: CAP ``sender`` of the documents.
         rng: jitter source.
     """
 
@@ -268,12 +294,16 @@ class Forwarder:
         store: SqliteStore,
         metrics: Metrics,
         *,
+        sender: str = "ecallgw@localhost",
         rng: random.Random | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.rng = rng or random.Random()
-        self.lanes = {name: _Lane(self, cfg, sinks[name]) for name, cfg in receivers.items()}
+        self.lanes = {
+            name: _Lane(self, cfg, sinks[name], Documents(cfg.format, sender))
+            for name, cfg in receivers.items()
+        }
         self.delivered = 0
         self.dead_lettered = 0
         metrics.outbox_source = self.outbox_gauges

@@ -67,7 +67,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, receiver, id);
 CREATE TABLE IF NOT EXISTS deliveries (
-    outbox_id INTEGER PRIMARY KEY, delivered_at REAL NOT NULL, attempts INTEGER NOT NULL, status INTEGER
+    outbox_id INTEGER PRIMARY KEY, delivered_at REAL NOT NULL, attempts INTEGER NOT NULL, status INTEGER,
+    sent_at REAL
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
     outbox_id INTEGER PRIMARY KEY, at REAL NOT NULL, attempts INTEGER NOT NULL, reason TEXT NOT NULL,
@@ -131,9 +132,13 @@ class Store(Protocol):
         ...
 
     async def record_delivered(
-        self, item: OutboxItem, *, at: float, attempts: int, status: int | None
+        self, item: OutboxItem, *, at: float, attempts: int, status: int | None, sent_at: float | None = None
     ) -> None:
         """Mark an outbox entry delivered (after the receiver confirmed)."""
+        ...
+
+    async def first_delivery(self, incident_id: str, receiver: str) -> tuple[int, float] | None:
+        """(revision, sent time) of the first revision of an incident a receiver confirmed."""
         ...
 
     async def record_dead_letter(
@@ -292,17 +297,40 @@ class SqliteStore:
         return await self.commit_nowait(unit)
 
     async def record_delivered(
-        self, item: OutboxItem, *, at: float, attempts: int, status: int | None
+        self, item: OutboxItem, *, at: float, attempts: int, status: int | None, sent_at: float | None = None
     ) -> None:
-        """Mark an outbox entry delivered, with when, after how many attempts, and the receiver's status."""
+        """Mark an outbox entry delivered.
+
+        Args:
+            item: the entry.
+            at: when the receiver confirmed.
+            attempts: requests sent.
+            status: the receiver's status code, when it has one.
+            sent_at: the send time written into the document (CAP updates reference it).
+        """
 
         def fn(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE outbox SET state='delivered' WHERE id=?", (item.id,))
             conn.execute(
-                "INSERT OR REPLACE INTO deliveries VALUES (?,?,?,?)", (item.id, at, attempts, status)
+                "INSERT OR REPLACE INTO deliveries VALUES (?,?,?,?,?)",
+                (item.id, at, attempts, status, sent_at),
             )
 
         await self.run(fn)
+
+    async def first_delivery(self, incident_id: str, receiver: str) -> tuple[int, float] | None:
+        """(revision, sent time) of the first revision of an incident a receiver confirmed, or None."""
+
+        def fn(conn: sqlite3.Connection) -> tuple[int, float] | None:
+            row = conn.execute(
+                "SELECT o.revision, d.sent_at FROM outbox o JOIN deliveries d ON d.outbox_id = o.id "
+                "WHERE o.incident_id=? AND o.receiver=? AND d.sent_at IS NOT NULL "
+                "ORDER BY o.revision LIMIT 1",
+                (incident_id, receiver),
+            ).fetchone()
+            return (int(row[0]), float(row[1])) if row is not None else None
+
+        return await self.run(fn)
 
     async def record_dead_letter(
         self, item: OutboxItem, *, at: float, attempts: int, reason: str, detail: str

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -22,11 +21,6 @@ from ecallgw.gateway.store import SqliteStore
 from ecallgw.model import IncidentSnapshot
 from tests.gateway.helpers import make_snapshot, until
 from tests.gateway.receiver import Receiver
-
-
-def render(snapshot: IncidentSnapshot, forwarded_at: float) -> tuple[bytes, str]:
-    doc = {"incident_id": snapshot.incident_id, "revision": snapshot.revision, "forwarded_at": forwarded_at}
-    return json.dumps(doc).encode(), "application/json"
 
 
 def receiver_config(receiver: Receiver, **kw: Any) -> ReceiverConfig:
@@ -48,7 +42,7 @@ async def forwarding(
 ) -> AsyncIterator[tuple[Forwarder, SqliteStore]]:
     metrics = metrics or Metrics()
     async with SqliteStore(StoreConfig(path=str(tmp_path / "gw.sqlite3")), metrics) as store:
-        sink = HttpWebhookSink(cfg, render)
+        sink = HttpWebhookSink(cfg)
         async with Forwarder({cfg.name: cfg}, {cfg.name: sink}, store, metrics, rng=random.Random(7)) as fwd:
             task = asyncio.create_task(fwd.run())
             try:

@@ -10,8 +10,6 @@ from ecallgw.config import ReceiverConfig
 from ecallgw.errors import PermanentDeliveryError, TransientDeliveryError
 from ecallgw.gateway.records import OutboxItem
 from ecallgw.gateway.retry import parse_retry_after
-from ecallgw.gateway.sinks import Renderer
-from ecallgw.model import IncidentSnapshot
 
 __all__ = ["HttpWebhookSink"]
 
@@ -27,12 +25,12 @@ class HttpWebhookSink:
 
     Args:
         config: the receiver.
-        render: renders the document for this receiver's format.
     """
 
-    def __init__(self, config: ReceiverConfig, render: Renderer) -> None:
+    needs_body = True
+
+    def __init__(self, config: ReceiverConfig) -> None:
         self._config = config
-        self._render = render
         self._session: aiohttp.ClientSession | None = None
         headers = {"User-Agent": "ecallgw"}
         if config.token:
@@ -48,7 +46,7 @@ class HttpWebhookSink:
             )
         return self._session
 
-    async def deliver(self, item: OutboxItem, snapshot: IncidentSnapshot) -> int | None:
+    async def deliver(self, item: OutboxItem, body: bytes, content_type: str) -> int | None:
         """POST one revision and classify the answer.
 
         Raises:
@@ -56,7 +54,6 @@ class HttpWebhookSink:
             PermanentDeliveryError: not worth retrying (``reason`` http_4xx).
         """
         name = self._config.name
-        body, content_type = self._render(snapshot, time.time())
         headers = {
             "Content-Type": content_type,
             "Idempotency-Key": f"{item.incident_id}:{item.revision}",

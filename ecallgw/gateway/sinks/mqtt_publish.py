@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 
 import aiomqtt
 
 from ecallgw.config import MqttConfig, ReceiverConfig
 from ecallgw.errors import TransientDeliveryError
 from ecallgw.gateway.records import OutboxItem
-from ecallgw.gateway.sinks import Renderer
-from ecallgw.model import IncidentSnapshot
 
 __all__ = ["MqttPublishSink"]
 
@@ -23,13 +20,13 @@ class MqttPublishSink:
     Args:
         config: the receiver.
         broker: the broker connection settings (client id gets a ``-pub-{receiver}`` suffix).
-        render: renders the document.
     """
 
-    def __init__(self, config: ReceiverConfig, broker: MqttConfig, render: Renderer) -> None:
+    needs_body = True
+
+    def __init__(self, config: ReceiverConfig, broker: MqttConfig) -> None:
         self._config = config
         self._broker = broker
-        self._render = render
         self._client: aiomqtt.Client | None = None
         self._lock = asyncio.Lock()
         self.topic = f"psap/v1/{config.name}/incidents"
@@ -54,13 +51,12 @@ class MqttPublishSink:
                 self._client = client
             return self._client
 
-    async def deliver(self, item: OutboxItem, snapshot: IncidentSnapshot) -> int | None:
+    async def deliver(self, item: OutboxItem, body: bytes, content_type: str) -> int | None:
         """Publish one revision with QoS 1 and wait for the broker's PUBACK.
 
         Raises:
             TransientDeliveryError: the broker is unreachable or did not confirm in time.
         """
-        body, _ = self._render(snapshot, time.time())
         try:
             client = await self._connected()
             await client.publish(self.topic, body, qos=1, timeout=self._config.timeout_s)

@@ -74,7 +74,9 @@ class OperatorSink:
     confirms at once; the outbox still records that the operator desk was routed the revision.
     """
 
-    async def deliver(self, item: OutboxItem, snapshot: IncidentSnapshot) -> int | None:
+    needs_body = False
+
+    async def deliver(self, item: OutboxItem, body: bytes, content_type: str) -> int | None:
         """Confirm at once (see the class docstring)."""
         return None
 
