@@ -1,0 +1,176 @@
+"""``ecallgw loadtest``: a fleet, a gateway and a simulated PSAP; report rate, latency, loss, triage."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ecallgw.simulators.scenarios import Mix
+
+HELP = "load-test a gateway: open-loop fleet over MQTT/HTTP, simulated PSAP, report (text, JSON, PNG)"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the sub-command's options."""
+    parser.add_argument("--rate", type=float, default=200.0, help="offered signals per second")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of sending per run")
+    parser.add_argument("--seed", type=int, default=1, help="scenario seed (same seed, same traffic)")
+    parser.add_argument(
+        "--profile",
+        choices=("throughput", "realistic"),
+        default="throughput",
+        help="throughput: one automatic crash per signal (every signal must reach a receiver); "
+        "realistic: the UK 2024 mix with an operator bot, for triage quality",
+    )
+    parser.add_argument("--mix", default="", help="override shares, e.g. 'storm=0.001,redial=0.1'")
+    parser.add_argument("--transport", choices=("mqtt", "http"), default="mqtt")
+    parser.add_argument(
+        "--drain", type=float, default=30.0, help="seconds to wait for documents after sending"
+    )
+    parser.add_argument("--max-outstanding", type=int, default=2000, help="unacknowledged publishes at most")
+    parser.add_argument("--step", action="store_true", help="raise the rate until latency or loss breaks")
+    parser.add_argument("--start-rate", type=float, default=50.0, help="first rate of the step search")
+    parser.add_argument("--factor", type=float, default=1.5, help="rate multiplier between steps")
+    parser.add_argument("--max-p99-ms", type=float, default=1000.0, help="sustainable: p99 latency at most")
+    parser.add_argument(
+        "--out", default="loadtest-out", help="directory for report.json, report.txt, plot.png"
+    )
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    parser.add_argument(
+        "--broker", default="", metavar="HOST:PORT", help="use this broker, not a private one"
+    )
+    parser.add_argument("--gateway", default="", metavar="URL", help="target a running gateway (see docs)")
+    parser.add_argument("--psap-port", type=int, default=0, help="the simulated PSAP's port (0: any)")
+    parser.add_argument("--psap-delay", type=float, default=0.0, help="PSAP answers after this many seconds")
+    parser.add_argument("--psap-errors", type=float, default=0.0, help="share of PSAP answers that are 503")
+    parser.add_argument("--psap-throttle", type=float, default=0.0, help="share of PSAP answers that are 429")
+    parser.add_argument(
+        "--psap-outage",
+        default="",
+        metavar="AT:SECONDS",
+        help="the PSAP goes down AT s into the run for SECONDS",
+    )
+    parser.add_argument("--workdir", default="", help="broker/gateway files (default: a temporary directory)")
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the load test; 0 when the run (or the step search) ended sustainable, 1 otherwise."""
+    from ecallgw.simulators.load import THROUGHPUT_MIX
+    from ecallgw.simulators.scenarios import DEFAULT_MIX, Mix
+
+    try:
+        mix = Mix.parse(args.mix, THROUGHPUT_MIX if args.profile == "throughput" else DEFAULT_MIX)
+        outage = tuple(float(x) for x in args.psap_outage.split(":")) if args.psap_outage else ()
+        if outage and len(outage) != 2:
+            raise ValueError("--psap-outage needs AT:SECONDS")
+        broker = None
+        if args.broker:
+            host, _, port = args.broker.rpartition(":")
+            broker = (host or "127.0.0.1", int(port))
+    except ValueError as exc:
+        print(f"ecallgw loadtest: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.workdir:
+        return asyncio.run(_main(args, mix, outage, broker, Path(args.workdir), out))
+    with tempfile.TemporaryDirectory(prefix="ecallgw-loadtest-") as tmp:
+        return asyncio.run(_main(args, mix, outage, broker, Path(tmp), out))
+
+
+async def _main(
+    args: argparse.Namespace,
+    mix: Mix,
+    outage: tuple[float, ...],
+    broker: tuple[str, int] | None,
+    workdir: Path,
+    out: Path,
+) -> int:
+    from ecallgw.simulators.load import LoadSpec, Sustainability, environment, judge, run_load, step_search
+    from ecallgw.simulators.psap import Behaviour
+    from ecallgw.simulators.report import write_plot
+
+    behaviour = Behaviour(
+        delay_s=args.psap_delay, error_rate=args.psap_errors, throttle_rate=args.psap_throttle
+    )
+    spec = LoadSpec(
+        rate=args.rate,
+        duration_s=args.duration,
+        seed=args.seed,
+        mix=mix,
+        transport=args.transport,
+        drain_s=args.drain,
+        operator_bot=args.profile == "realistic",
+        max_outstanding=args.max_outstanding,
+    )
+    limits = Sustainability(max_p99_s=args.max_p99_ms / 1000.0)
+    async with environment(
+        workdir,
+        seed=args.seed,
+        behaviour=behaviour,
+        broker=broker,
+        gateway_url=args.gateway or None,
+        psap_port=args.psap_port,
+    ) as env:
+        _say(f"gateway {env.gateway_url}, broker {env.mqtt_host}:{env.mqtt_port}, PSAP port {env.psap.port}")
+        if outage:
+
+            async def outage_later() -> None:
+                await asyncio.sleep(outage[0] + spec.warmup_s)
+                _say(f"PSAP goes down for {outage[1]:.0f} s")
+                await env.psap.go_down(outage[1])
+
+            outage_task = asyncio.create_task(outage_later())
+        if args.step:
+            best, steps = await step_search(
+                env, spec, start_rate=args.start_rate, factor=args.factor, limits=limits, progress=_say
+            )
+            lines = [
+                f"{'rate/s':>8} {'achieved/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+                "lost dup  verdict"
+            ]
+            for st in steps:
+                r = st.report
+                lines.append(
+                    f"{st.rate:8.0f} {r.achieved_rate:10.0f} {r.latency.p50 * 1000:8.1f} "
+                    f"{r.latency.p99 * 1000:8.1f} {r.latency.max * 1000:8.1f} {r.lost:4d} {r.duplicates:3d}  "
+                    + ("ok" if not st.failures else "; ".join(st.failures))
+                )
+            if best is None:
+                lines.append("no sustainable rate: even the first step failed")
+                (out / "steps.txt").write_text("\n".join(lines) + "\n")
+                print("\n".join(lines))
+                return 1
+            lines.append(f"highest sustainable rate: {best:.0f} signals/s")
+            print("\n".join(lines), flush=True)
+            _say(f"confirming at half of it: {best / 2:.0f}/s")
+            spec = dataclasses.replace(spec, rate=best / 2, seed=spec.seed + 1000)
+            report, *_ = await run_load(spec, env, progress=_say)
+            lines.append(f"at half ({best / 2:.0f}/s):")
+            lines.append(report.to_text())
+            (out / "steps.txt").write_text("\n".join(lines) + "\n")
+        else:
+            report, *_ = await run_load(spec, env, progress=_say)
+        if outage:
+            outage_task.cancel()
+    text = report.to_text()
+    print(text)
+    (out / "report.txt").write_text(text + "\n")
+    (out / "report.json").write_text(report.to_json() + "\n")
+    if not args.no_plot:
+        problem = write_plot(report, out / "plot.png")
+        _say(problem if problem is not None else f"plot: {out / 'plot.png'}")
+    failures = judge(report, limits)
+    if failures:
+        _say("not sustainable: " + ", ".join(failures))
+    return 0 if not failures else 1
