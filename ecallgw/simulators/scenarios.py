@@ -672,7 +672,8 @@ def _one(rng: random.Random, kind: Kind, index: int, start: float, mix: Mix) -> 
         traj = drive(rng, v.home, road, ending=ending)
         b.call(v, traj, offset_s=0.0, automatic=False)
         vehicles = [v]
-        action, delay = "cancel", rng.uniform(15.0, 60.0)
+        # Within the escalation delay (60 s by default): the operator learns it was a mistake first.
+        action, delay = "cancel", rng.uniform(10.0, 45.0)
     elif kind == "test_call":
         v = random_vehicle(rng)
         traj = drive(rng, v.home, "urban", ending="pull_over")
