@@ -1,0 +1,624 @@
+"""Render and parse the documents receivers get: the incident JSON document and OASIS CAP 1.2.
+
+Both render one ``IncidentSnapshot`` (one revision of an incident) and carry the MSD twice: decoded
+(ASN.1 field names) and as the bytes the vehicle sent (base64), so a PSAP can run its own decoder.
+The JSON document follows docs/interfaces.md and the JSON Schema shipped in
+``ecallgw/codecs/schemas/incident.schema.json``; the CAP mapping (message types, references,
+urgency/severity/certainty, area, parameters) is documented in docs/documents.md.
+
+The parsers are for receivers we run ourselves (the simulated PSAP, tests, the load test): they
+check what they read and raise ``DecodeError`` (codec "document" or "cap") for anything else.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import functools
+import hashlib
+import json
+import math
+import re
+import urllib.parse
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ecallgw.codecs import msd as msd_codec
+from ecallgw.codecs._incident_schema import INCIDENT_SCHEMA
+from ecallgw.errors import DecodeError, EncodeError
+from ecallgw.model import IncidentSnapshot, Level, Msd, Position, Reason
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
+
+__all__ = [
+    "CAP_AREA_RADIUS_KM",
+    "CAP_MEDIA_TYPE",
+    "CAP_NAMESPACE",
+    "CAP_SEVERITY",
+    "INCIDENT_SCHEMA",
+    "JSON_MEDIA_TYPE",
+    "MAX_DOCUMENT_BYTES",
+    "MSD_MEDIA_TYPE",
+    "CapAlert",
+    "cap_identifier",
+    "cap_time",
+    "iso_time",
+    "parse_cap",
+    "parse_json_document",
+    "render_cap",
+    "render_json",
+]
+
+JSON_MEDIA_TYPE = "application/json"
+CAP_MEDIA_TYPE = "application/common-alerting-protocol+xml"
+MSD_MEDIA_TYPE = "application/EmergencyCallData.eCall.MSD"
+"""RFC 8147 media type of the binary MSD."""
+CAP_NAMESPACE = "urn:oasis:names:tc:emergency:cap:1.2"
+
+MAX_DOCUMENT_BYTES = 1 << 20
+"""Largest document the parsers accept (ours are a few kilobytes)."""
+
+CAP_SEVERITY: dict[Level, tuple[str, str, str]] = {
+    # level: (urgency, severity, certainty) - docs/documents.md §"CAP mapping" explains each row
+    "critical": ("Immediate", "Extreme", "Likely"),
+    "high": ("Immediate", "Severe", "Likely"),
+    "medium": ("Expected", "Moderate", "Possible"),
+    "low": ("Expected", "Minor", "Possible"),
+}
+"""CAP urgency, severity and certainty for each triage level of an open or updated incident."""
+
+CAP_AREA_RADIUS_KM = {True: 0.15, False: 1.0}
+"""Radius of the CAP area circle: EN 15722 positionCanBeTrusted means within ±150 m with 95 %
+confidence; an untrusted position gets 1 km."""
+
+_ISO_MS = "%Y-%m-%dT%H:%M:%S"
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MAX_TIME = 253402214400.0  # year 10000
+# Characters XML 1.0 cannot carry at all (C0 controls except tab, LF, CR; surrogates; U+FFFE/F).
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+# CAP identifiers and senders must not hold spaces, commas, '<' or '&' (CAP 1.2 §3.2.1).
+_CAP_TOKEN = re.compile(r"[^\s,<&]+")
+
+
+# --- Shared helpers ---------------------------------------------------------------------------------
+
+
+def _check_time(t: float, what: str) -> float:
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+        raise EncodeError(f"{what} {t!r} is not a finite time")
+    if not 0 <= t < _MAX_TIME:
+        raise EncodeError(f"{what} {t!r} is outside 1970..9999")
+    return float(t)
+
+
+def iso_time(t: float) -> str:
+    """Epoch seconds as ISO 8601 UTC with milliseconds and ``Z``: ``2026-11-26T11:18:58.123Z``.
+
+    Raises:
+        EncodeError: for a time that is not finite or outside 1970..9999.
+    """
+    ms = round(_check_time(t, "time") * 1000)
+    when = _EPOCH + dt.timedelta(milliseconds=ms)
+    return f"{when:{_ISO_MS}}.{ms % 1000:03d}Z"
+
+
+def cap_time(t: float) -> str:
+    """Epoch seconds in the CAP 1.2 dateTime form, whole seconds, UTC as ``-00:00`` (CAP §3.3.2).
+
+    Raises:
+        EncodeError: for a time that is not finite or outside 1970..9999.
+    """
+    when = _EPOCH + dt.timedelta(seconds=math.floor(_check_time(t, "time")))
+    return f"{when:{_ISO_MS}}-00:00"
+
+
+def _msd_raw(msd: Msd) -> bytes:
+    # The bytes as the vehicle sent them; a snapshot built in code may have none, then canonical UPER.
+    return msd.raw if msd.raw else msd_codec.encode(msd)
+
+
+def _reasons(reasons: tuple[Reason, ...]) -> list[dict[str, str]]:
+    return [{"code": r.code, "text": r.text} for r in reasons]
+
+
+def _number(x: float | int | None, what: str) -> float | int | None:
+    if x is None:
+        return None
+    if isinstance(x, float) and not math.isfinite(x):
+        raise EncodeError(f"{what} {x!r} is not finite")
+    return x
+
+
+# --- JSON ---------------------------------------------------------------------------------------------
+
+
+def _position_json(p: Position) -> dict[str, Any]:
+    if not (math.isfinite(p.lat) and math.isfinite(p.lon) and abs(p.lat) <= 90 and abs(p.lon) <= 180):
+        raise EncodeError(f"position ({p.lat!r}, {p.lon!r}) is outside ±90°/±180°")
+    return {
+        "lat": p.lat,
+        "lon": p.lon,
+        "trusted": p.trusted,
+        "source": p.source,
+        "at": None if p.at is None else iso_time(p.at),
+        "quality": p.quality,
+        "heading_deg": _number(p.heading_deg, "heading_deg"),
+        "speed_kmh": _number(p.speed_kmh, "speed_kmh"),
+        "altitude_m": _number(p.altitude_m, "altitude_m"),
+        "satellites": p.satellites,
+        "hdop": _number(p.hdop, "hdop"),
+    }
+
+
+def json_document(snapshot: IncidentSnapshot, *, forwarded_at: float) -> dict[str, Any]:
+    """The incident document as a dict (what :func:`render_json` serialises).
+
+    Raises:
+        EncodeError: for a time, number or MSD that cannot be rendered.
+    """
+    s = snapshot
+    return {
+        "document": "ecallgw.incident",
+        "document_version": 1,
+        "incident_id": s.incident_id,
+        "revision": s.revision,
+        "status": s.status,
+        "severity": {
+            "level": s.severity.level,
+            "score": s.severity.score,
+            "reasons": _reasons(s.severity.reasons),
+        },
+        "call": {
+            "tps": s.tps,
+            "vehicle": s.vehicle,
+            "call_id": s.call_id,
+            "automatic": s.automatic,
+            "test": s.test,
+            "callback": s.callback,
+            "lang": s.lang,
+        },
+        "msd": None if s.msd is None else msd_codec.to_json_dict(s.msd),
+        "msd_raw": None if s.msd is None else base64.b64encode(_msd_raw(s.msd)).decode("ascii"),
+        "position": None if s.position is None else _position_json(s.position),
+        "scene_id": s.scene_id,
+        "reasons": _reasons(s.reasons),
+        "received_at": iso_time(s.received_at),
+        "updated_at": iso_time(s.updated_at),
+        "forwarded_at": iso_time(forwarded_at),
+    }
+
+
+def render_json(snapshot: IncidentSnapshot, *, forwarded_at: float) -> bytes:
+    """Render the incident document (docs/interfaces.md) as UTF-8 JSON.
+
+    Args:
+        snapshot: the revision to send.
+        forwarded_at: when this delivery is made (epoch seconds UTC).
+
+    Returns:
+        Compact UTF-8 JSON; every key is always present, unknown values are null.
+
+    Raises:
+        EncodeError: for a time, number or MSD that cannot be rendered (our fault, not the sender's).
+    """
+    doc = json_document(snapshot, forwarded_at=forwarded_at)
+    try:
+        return json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    except ValueError as exc:  # pragma: no cover - numbers are checked above
+        raise EncodeError(f"incident document: {exc}") from exc
+
+
+@functools.cache
+def _validator() -> Validator:
+    # Imported on first use: only receivers parse documents, the daemon never does.
+    import jsonschema
+
+    cls = jsonschema.validators.validator_for(INCIDENT_SCHEMA)
+    cls.check_schema(INCIDENT_SCHEMA)
+    validator: Validator = cls(INCIDENT_SCHEMA, format_checker=cls.FORMAT_CHECKER)
+    return validator
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json_document(data: bytes) -> dict[str, Any]:
+    """Parse an incident document and validate it against the shipped JSON Schema.
+
+    Args:
+        data: the UTF-8 JSON body.
+
+    Returns:
+        The document as a dict (JSON types; times stay ISO 8601 strings).
+
+    Raises:
+        DecodeError: codec "document"; ``path`` is the JSON pointer of the first schema violation.
+    """
+    if not isinstance(data, (bytes, bytearray)):
+        raise DecodeError("document", f"expected bytes, got {type(data).__name__}")
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise DecodeError("document", f"document of {len(data)} bytes exceeds {MAX_DOCUMENT_BYTES}")
+    try:
+        doc = json.loads(bytes(data).decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise DecodeError("document", f"not UTF-8 at byte {exc.start}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise DecodeError("document", f"not JSON: {exc}") from exc
+    error = next(iter(sorted(_validator().iter_errors(doc), key=lambda e: list(e.path))), None)
+    if error is not None:
+        path = "/" + "/".join(str(p) for p in error.absolute_path)
+        raise DecodeError("document", f"does not match the incident schema: {error.message[:300]}", path=path)
+    if not isinstance(doc, dict):  # pragma: no cover - the schema requires an object
+        raise DecodeError("document", "not a JSON object")
+    return doc
+
+
+# --- CAP 1.2 -------------------------------------------------------------------------------------------
+
+
+def cap_identifier(incident_id: str, revision: int) -> str:
+    """The CAP identifier of one revision: ``ecallgw:{incident_id}:{revision}``.
+
+    Deterministic, so a retried delivery carries the same identifier and a later Update or Cancel
+    can name the Alert without a lookup. Characters CAP forbids in identifiers (space, comma, ``<``,
+    ``&``) and ``%`` are percent-encoded.
+    """
+    return f"ecallgw:{_quote(incident_id)}:{revision}"
+
+
+def _quote(incident_id: str) -> str:
+    return urllib.parse.quote(incident_id, safe="-._~:/+=@")
+
+
+def _xml_text(value: object) -> str:
+    # XML 1.0 cannot carry C0 controls even escaped; replace them so the document stays well formed.
+    return _XML_INVALID.sub("\ufffd", str(value))
+
+
+def _flatten(prefix: str, value: Any) -> Iterator[tuple[str, str]]:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from _flatten(f"{prefix}.{key}" if prefix else key, inner)
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            yield from _flatten(f"{prefix}.{i}", inner)
+    elif isinstance(value, bool):
+        yield prefix, "true" if value else "false"
+    else:
+        yield prefix, str(value)
+
+
+def _msd_parameters(msd: Msd) -> Iterator[tuple[str, str]]:
+    yield "vin", msd.vin
+    if msd.position is not None:
+        yield "msd_lat", f"{msd.position[0]:.7f}"
+        yield "msd_lon", f"{msd.position[1]:.7f}"
+    # One parameter per leaf of the MSD's JSON form, named by its ASN.1 path ("msd:msdStructure.timestamp").
+    as_json = msd_codec.to_json_dict(msd)
+    for name, value in _flatten("", as_json):
+        yield f"msd:{name.removeprefix('msd.')}", value
+
+
+def _parameters(s: IncidentSnapshot) -> Iterator[tuple[str, str]]:
+    yield "incident_id", s.incident_id
+    yield "revision", str(s.revision)
+    yield "status", s.status
+    yield "level", s.severity.level
+    yield "score", str(s.severity.score)
+    for r in s.severity.reasons:
+        yield "severity_reason", f"{r.code}: {r.text}"
+    for r in s.reasons:
+        yield "reason", f"{r.code}: {r.text}"
+    yield "tps", s.tps
+    yield "vehicle", s.vehicle
+    yield "call_id", s.call_id
+    yield "automatic", "true" if s.automatic else "false"
+    yield "test", "true" if s.test else "false"
+    if s.callback is not None:
+        yield "callback", s.callback
+    if s.lang is not None:
+        yield "lang", s.lang
+    if s.scene_id is not None:
+        yield "scene_id", s.scene_id
+    yield "received_at", iso_time(s.received_at)
+    yield "updated_at", iso_time(s.updated_at)
+    if s.position is not None:
+        yield "position_source", s.position.source
+        yield "position_trusted", "true" if s.position.trusted else "false"
+        if s.position.at is not None:
+            yield "position_at", iso_time(s.position.at)
+    if s.msd is not None:
+        yield from _msd_parameters(s.msd)
+
+
+def _sub(parent: ET.Element, tag: str, text: object = None) -> ET.Element:
+    el = ET.SubElement(parent, f"{{{CAP_NAMESPACE}}}{tag}")
+    if text is not None:
+        el.text = _xml_text(text)
+    return el
+
+
+def _pair(parent: ET.Element, tag: str, name: str, value: str) -> None:
+    el = _sub(parent, tag)
+    _sub(el, "valueName", name)
+    _sub(el, "value", value)
+
+
+def _msg_type(s: IncidentSnapshot, first_sent_at: float | None, first_revision: int) -> str:
+    if first_sent_at is None or s.revision <= first_revision:
+        if s.status == "cancelled":
+            # A receiver that never got the Alert has nothing to cancel: routing should not send it.
+            raise EncodeError(f"incident {s.incident_id} revision {s.revision}: Cancel without an Alert")
+        return "Alert"
+    return "Cancel" if s.status == "cancelled" else "Update"
+
+
+def render_cap(
+    snapshot: IncidentSnapshot,
+    *,
+    sender: str,
+    forwarded_at: float,
+    first_sent_at: float | None = None,
+    first_revision: int = 1,
+) -> bytes:
+    """Render one revision as an OASIS CAP 1.2 alert (docs/documents.md §CAP).
+
+    The first message a receiver gets is an Alert; later revisions are an Update, or a Cancel when
+    the incident is cancelled, each referencing that Alert as ``sender,identifier,sent``.
+
+    Args:
+        snapshot: the revision to send.
+        sender: our CAP sender id (no spaces, commas, ``<`` or ``&``), e.g. ``ecallgw@tps.example``.
+        forwarded_at: when this message is sent (epoch seconds UTC); becomes ``sent``.
+        first_sent_at: when the receiver was sent the Alert of this incident; None when this
+            message is the first the receiver gets (then it is the Alert).
+        first_revision: the revision that Alert carried (1 unless the incident was routed to this
+            receiver only later, for example after an escalation).
+
+    Returns:
+        UTF-8 XML with a declaration, valid against the CAP 1.2 XML schema.
+
+    Raises:
+        EncodeError: for a sender CAP forbids, a time or number that cannot be rendered, or a
+            Cancel for a receiver that was never sent the Alert.
+    """
+    s = snapshot
+    if not isinstance(sender, str) or not _CAP_TOKEN.fullmatch(sender) or _XML_INVALID.search(sender):
+        raise EncodeError(f"CAP sender {sender!r} is empty or holds a space, comma, '<' or '&'")
+    msg_type = _msg_type(s, first_sent_at, first_revision)
+    urgency, severity, certainty = CAP_SEVERITY[s.severity.level]
+    if s.status == "cancelled":
+        # The occupants or the provider said there is no emergency (any more).
+        urgency, certainty = "Past", "Unlikely"
+    elif s.status == "resolved":
+        urgency = "Past"
+    kind = "Automatic" if s.automatic else "Manual"
+
+    alert = ET.Element(f"{{{CAP_NAMESPACE}}}alert")
+    _sub(alert, "identifier", cap_identifier(s.incident_id, s.revision))
+    _sub(alert, "sender", sender)
+    _sub(alert, "sent", cap_time(forwarded_at))
+    _sub(alert, "status", "Test" if s.test else "Actual")
+    _sub(alert, "msgType", msg_type)
+    _sub(alert, "source", f"ecallgw; telematics provider {s.tps}")
+    _sub(alert, "scope", "Restricted")
+    _sub(alert, "restriction", "eCall data for emergency services only (EU Regulation 2015/758 art. 6)")
+    _sub(alert, "code", "TPS-eCall")
+    if s.status in ("cancelled", "resolved"):
+        _sub(alert, "note", "; ".join(f"{r.code}: {r.text}" for r in s.reasons) or s.status)
+    if msg_type != "Alert" and first_sent_at is not None:  # (_msg_type gives Alert when it is None)
+        first = cap_identifier(s.incident_id, first_revision)
+        _sub(alert, "references", f"{sender},{first},{cap_time(first_sent_at)}")
+    _sub(alert, "incidents", _quote(s.incident_id))
+
+    info = _sub(alert, "info")
+    _sub(info, "language", "en")
+    _sub(info, "category", "Rescue")
+    _sub(info, "category", "Transport")
+    _sub(info, "event", f"{kind} eCall")
+    if s.status == "resolved":
+        _sub(info, "responseType", "AllClear")
+    _sub(info, "urgency", urgency)
+    _sub(info, "severity", severity)
+    _sub(info, "certainty", certainty)
+    _pair(info, "eventCode", "trigger", kind.lower())
+    _sub(info, "onset", cap_time(s.received_at))
+    headline = {
+        "cancelled": f"{kind} eCall cancelled",
+        "resolved": f"{kind} eCall resolved",
+    }.get(s.status, f"{kind} eCall, {s.severity.level} severity ({s.severity.score}/100)")
+    _sub(info, "headline", ("TEST: " if s.test else "") + headline)
+    lines = [f"{kind} eCall from vehicle {s.vehicle} via telematics provider {s.tps}, call {s.call_id}."]
+    lines += [f"Severity: {r.text} [{r.code}]" for r in s.severity.reasons]
+    lines += [f"Triage: {r.text} [{r.code}]" for r in s.reasons]
+    _sub(info, "description", "\n".join(lines))
+    if s.callback is not None:
+        _sub(info, "instruction", f"Call the occupants back at {s.callback}.")
+        _sub(info, "contact", s.callback)
+    for name, value in _parameters(s):
+        _pair(info, "parameter", name, value)
+    if s.msd is not None:
+        raw = _msd_raw(s.msd)
+        resource = _sub(info, "resource")
+        _sub(resource, "resourceDesc", f"eCall MSD (EN 15722 version {s.msd.version}, UPER) as sent")
+        _sub(resource, "mimeType", MSD_MEDIA_TYPE)
+        _sub(resource, "size", len(raw))
+        _sub(resource, "derefUri", base64.b64encode(raw).decode("ascii"))
+        # CAP 1.2 §3.2.3: digest is the SHA-1 of the resource (an integrity check, not security).
+        _sub(resource, "digest", hashlib.sha1(raw, usedforsecurity=False).hexdigest())
+    if s.position is not None:
+        p = s.position
+        if not (math.isfinite(p.lat) and math.isfinite(p.lon) and abs(p.lat) <= 90 and abs(p.lon) <= 180):
+            raise EncodeError(f"position ({p.lat!r}, {p.lon!r}) is outside ±90°/±180°")
+        area = _sub(info, "area")
+        trust = "trusted" if p.trusted else "not trusted"
+        _sub(area, "areaDesc", f"Vehicle position ({p.source}, {trust})")
+        _sub(area, "circle", f"{p.lat:.7f},{p.lon:.7f} {CAP_AREA_RADIUS_KM[p.trusted]}")
+
+    ET.indent(alert, space="  ")
+    body: bytes = ET.tostring(alert, encoding="utf-8", xml_declaration=False, default_namespace=CAP_NAMESPACE)
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + body + b"\n"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CapAlert:
+    """What a receiver reads from one of our CAP alerts (see :func:`parse_cap`).
+
+    ``parameters`` keeps every ``info/parameter`` in document order, repeats included.
+    """
+
+    identifier: str
+    sender: str
+    sent: str
+    status: str
+    msg_type: str
+    references: tuple[str, ...]
+    incident_id: str
+    revision: int
+    urgency: str
+    severity: str
+    certainty: str
+    parameters: tuple[tuple[str, str], ...]
+    msd_raw: bytes | None
+    circle: str | None
+
+    def parameter(self, name: str) -> str | None:
+        """The first value of parameter ``name``, or None."""
+        return next((v for n, v in self.parameters if n == name), None)
+
+    def parameter_values(self, name: str) -> tuple[str, ...]:
+        """Every value of parameter ``name``, in document order."""
+        return tuple(v for n, v in self.parameters if n == name)
+
+
+def _cap_error(reason: str, path: str = "") -> DecodeError:
+    return DecodeError("cap", reason, path=path)
+
+
+def _text(parent: ET.Element, tag: str, path: str, *, required: bool = True) -> str | None:
+    el = parent.find(f"{{{CAP_NAMESPACE}}}{tag}")
+    if el is None or not (el.text or "").strip():
+        if required:
+            raise _cap_error("required element is missing or empty", f"{path}/{tag}")
+        return None
+    return (el.text or "").strip()
+
+
+_MSG_TYPES = ("Alert", "Update", "Cancel", "Ack", "Error")
+_STATUSES = ("Actual", "Exercise", "System", "Test", "Draft")
+
+
+def parse_cap(data: bytes) -> CapAlert:
+    """Parse one of our CAP 1.2 alerts (the receiving side: simulated PSAP, tests, load test).
+
+    Checks the namespace and the elements a receiver relies on, decodes the MSD resource and
+    verifies its size and SHA-1 digest. It is not a full XML Schema validation (tests do that with
+    lxml); DTDs and entities are refused outright.
+
+    Args:
+        data: the XML body.
+
+    Returns:
+        The fields of the alert that identify and describe the incident.
+
+    Raises:
+        DecodeError: codec "cap"; ``path`` names the element.
+    """
+    if not isinstance(data, (bytes, bytearray)):
+        raise _cap_error(f"expected bytes, got {type(data).__name__}")
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise _cap_error(f"document of {len(data)} bytes exceeds {MAX_DOCUMENT_BYTES}")
+    # A CAP alert never needs a DTD; refusing them rules out entity expansion attacks.
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        raise _cap_error("DTDs and entity declarations are not accepted")
+    try:
+        root = ET.fromstring(bytes(data))
+    except ET.ParseError as exc:
+        raise _cap_error(f"not well-formed XML: {exc}") from exc
+    except (LookupError, ValueError) as exc:
+        # An unknown encoding in the XML declaration, or bytes that are not of the declared one.
+        raise _cap_error(f"not well-formed XML: {type(exc).__name__}: {exc}") from exc
+    if root.tag != f"{{{CAP_NAMESPACE}}}alert":
+        raise _cap_error(f"root element is {root.tag!r}, not the CAP 1.2 alert", "/")
+    path = "/alert"
+    identifier = _text(root, "identifier", path) or ""
+    sender = _text(root, "sender", path) or ""
+    sent = _text(root, "sent", path) or ""
+    status = _text(root, "status", path) or ""
+    msg_type = _text(root, "msgType", path) or ""
+    if status not in _STATUSES:
+        raise _cap_error(f"status {status!r} is not a CAP status", f"{path}/status")
+    if msg_type not in _MSG_TYPES:
+        raise _cap_error(f"msgType {msg_type!r} is not a CAP message type", f"{path}/msgType")
+    refs = _text(root, "references", path, required=False)
+    references = tuple(refs.split()) if refs else ()
+    for ref in references:
+        if ref.count(",") != 2:
+            raise _cap_error(f"reference {ref!r} is not sender,identifier,sent", f"{path}/references")
+    if msg_type in ("Update", "Cancel") and not references:
+        raise _cap_error(f"{msg_type} without references", f"{path}/references")
+    info = root.find(f"{{{CAP_NAMESPACE}}}info")
+    if info is None:
+        raise _cap_error("required element is missing", f"{path}/info")
+    ipath = f"{path}/info"
+    parameters: list[tuple[str, str]] = []
+    for el in info.findall(f"{{{CAP_NAMESPACE}}}parameter"):
+        name = el.findtext(f"{{{CAP_NAMESPACE}}}valueName")
+        value = el.findtext(f"{{{CAP_NAMESPACE}}}value")
+        if name is None or value is None:
+            raise _cap_error("parameter without valueName or value", f"{ipath}/parameter")
+        parameters.append((name, value))
+    # The identifier carries incident id and revision losslessly (percent-encoded); parameters are
+    # text for people and lose what XML cannot carry.
+    m = re.fullmatch(r"ecallgw:([^:\s]+(?::[^:\s]+)*):([1-9][0-9]{0,9})", identifier)
+    if m is None:
+        raise _cap_error(
+            f"identifier {identifier!r} is not ecallgw:<incident id>:<revision>", f"{path}/identifier"
+        )
+    incident_id, revision = urllib.parse.unquote(m[1], errors="strict"), int(m[2])
+    if cap_identifier(incident_id, revision) != identifier:
+        raise _cap_error(f"identifier {identifier!r} is not in canonical form", f"{path}/identifier")
+    msd_raw: bytes | None = None
+    for res in info.findall(f"{{{CAP_NAMESPACE}}}resource"):
+        if (res.findtext(f"{{{CAP_NAMESPACE}}}mimeType") or "").strip() != MSD_MEDIA_TYPE:
+            continue
+        msd_raw = _resource_bytes(res, f"{ipath}/resource")
+        break
+    area = info.find(f"{{{CAP_NAMESPACE}}}area")
+    circle = None if area is None else _text(area, "circle", f"{ipath}/area", required=False)
+    return CapAlert(
+        identifier=identifier,
+        sender=sender,
+        sent=sent,
+        status=status,
+        msg_type=msg_type,
+        references=references,
+        incident_id=incident_id,
+        revision=revision,
+        urgency=_text(info, "urgency", ipath) or "",
+        severity=_text(info, "severity", ipath) or "",
+        certainty=_text(info, "certainty", ipath) or "",
+        parameters=tuple(parameters),
+        msd_raw=msd_raw,
+        circle=circle,
+    )
+
+
+def _resource_bytes(res: ET.Element, path: str) -> bytes:
+    encoded = _text(res, "derefUri", path) or ""
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise _cap_error(f"derefUri is not base64: {exc}", f"{path}/derefUri") from exc
+    size = _text(res, "size", path, required=False)
+    if size is not None and size != str(len(raw)):
+        raise _cap_error(f"size {size} does not match the {len(raw)} decoded bytes", f"{path}/size")
+    digest = _text(res, "digest", path, required=False)
+    if digest is not None and digest.lower() != hashlib.sha1(raw, usedforsecurity=False).hexdigest():
+        raise _cap_error("digest does not match the SHA-1 of the decoded bytes", f"{path}/digest")
+    return raw
