@@ -1,0 +1,108 @@
+"""The report's definitions, on hand-built records where every figure is known in advance."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from ecallgw.simulators.drivers import SendLog, build_outgoing
+from ecallgw.simulators.psap import Arrival
+from ecallgw.simulators.report import Latency, build_report, percentile, write_plot
+from ecallgw.simulators.scenarios import Mix, Scenario, generate
+
+_PLAIN = Mix.parse("redial=0,retransmission=0,untrusted_position=0")
+
+
+def _doc(s: Scenario, incident: str, revision: int, status: str = "open") -> bytes:
+    sig = s.signals[0].signal
+    return json.dumps(
+        {
+            "incident_id": incident,
+            "revision": revision,
+            "status": status,
+            "call": {"tps": sig.tps, "vehicle": sig.vehicle, "call_id": sig.call_id, "test": False},
+            "severity": {"level": "high", "score": 80, "reasons": []},
+        }
+    ).encode()
+
+
+def _arrival(
+    receiver: str, at: float, body: bytes, key: str, *, dup: bool = False, status: int = 200
+) -> Arrival:
+    return Arrival(
+        receiver=receiver,
+        at=at,
+        status=status,
+        key=key,
+        content_type="application/json",
+        body=body,
+        duplicate=dup,
+    )
+
+
+def test_percentile_nearest_rank() -> None:
+    values = [float(i) for i in range(1, 101)]
+    assert (
+        percentile(values, 50) == 50.0 and percentile(values, 99) == 99.0 and percentile(values, 100) == 100.0
+    )
+    assert percentile([3.0], 99.9) == 3.0
+    assert math.isnan(percentile([], 50))
+    assert Latency.of([0.1, 0.2]).max == 0.2
+
+
+def test_report_figures_from_known_records(tmp_path: Path) -> None:
+    crash, press, medical, stale = generate(
+        random.Random(1),
+        4,
+        _PLAIN,
+        start=1_790_000_000.0,
+        mean_gap_s=1.0,
+        kinds=["crash", "press_no_cancel", "medical", "stale_replay"],
+    )
+    scenarios = [crash, press, medical, stale]
+    outgoing = build_outgoing(scenarios)
+    log = SendLog(len(outgoing))
+    for i, o in enumerate(outgoing):
+        log.started[i] = o.at
+        log.acked[i] = o.at + 0.001
+    t_crash, t_press = crash.start, press.start
+    arrivals = [
+        # The crash: desk and PSAP, the PSAP's copy delivered twice (one duplicate).
+        _arrival("operator", t_crash + 0.010, _doc(crash, "i1", 1), "i1:1"),
+        _arrival("psap-fallback", t_crash + 0.020, _doc(crash, "i1", 1), "i1:1"),
+        _arrival("psap-fallback", t_crash + 0.500, _doc(crash, "i1", 1), "i1:1", dup=True),
+        # A 503 we answered is not a delivery.
+        _arrival("psap-fallback", t_crash + 0.005, _doc(crash, "i1", 1), "i1:1", status=503),
+        # The mistaken press: the desk only, then cancelled.
+        _arrival("operator", t_press + 0.030, _doc(press, "i2", 1), "i2:1"),
+        _arrival("operator", t_press + 20.0, _doc(press, "i2", 2, "cancelled"), "i2:2"),
+        # The medical emergency never arrives anywhere: lost, and a real emergency not at a PSAP.
+    ]
+    report = build_report(
+        transport="mqtt",
+        scenarios=scenarios,
+        outgoing=outgoing,
+        log=log,
+        arrivals=arrivals,
+        psap_receivers={"psap-fallback"},
+    )
+    assert report.signals_scheduled == len(outgoing) == report.signals_acked
+    assert report.documents_accepted == 5 and report.documents_refused == 1 and report.duplicates == 1
+    assert report.scenarios_tracked == 3  # the stale replay is not tracked
+    assert report.lost == 1 and report.scenarios_reached == 2
+    assert report.latency.count == 2
+    assert report.latency.max == pytest.approx(0.030) and report.latency.p50 == pytest.approx(0.010)
+    assert report.psap_latency.count == 1 and report.psap_latency.max == pytest.approx(0.020)
+    assert report.real_emergencies == 2 and report.real_forwarded_to_psap == 1
+    assert report.false_calls == 2 and report.false_kept_off_psap == 2
+    assert report.real_crashes == 1 and report.incidents_per_real_crash == 1.0
+    text = report.to_text()
+    assert "lost                         1 of 3" in text
+    data = json.loads(report.to_json())
+    assert data["duplicates"] == 1 and data["latency"]["count"] == 2
+    assert write_plot(report, tmp_path / "plot.png") is None
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
