@@ -13,6 +13,8 @@ Definitions:
   ``psap_latency`` is the same to a PSAP receiver, for real emergencies.
 - lost: a tracked scenario (every kind but stale replays, which triage may rightly drop) with no
   accepted document at any receiver by the end of the drain.
+- invalid documents: accepted documents that fail ``codecs.document.parse_json_document`` (the
+  shipped JSON Schema) or ``parse_cap``.
 - duplicates: accepted deliveries whose Idempotency-Key the same receiver had accepted before.
 - triage quality: real emergencies with a document at a PSAP receiver; false calls without one
   (test calls count as kept off when only the test receiver saw them); distinct incidents per
@@ -83,6 +85,7 @@ class LoadReport:
     documents_refused: int
     duplicates: int
     unreadable_documents: int
+    invalid_documents: int
     scenarios: int
     scenarios_tracked: int
     scenarios_reached: int
@@ -151,7 +154,8 @@ class LoadReport:
             lat("latency (send -> receiver)", self.latency),
             lat("latency (send -> PSAP, real)", self.psap_latency),
             f"documents                    accepted {self.documents_accepted}, refused by us "
-            f"{self.documents_refused}, duplicates {self.duplicates}, unreadable {self.unreadable_documents}",
+            f"{self.documents_refused}, duplicates {self.duplicates}, "
+            f"unreadable {self.unreadable_documents}, failing the schema {self.invalid_documents}",
             f"lost                         {self.lost} of {self.scenarios_tracked} tracked scenarios",
             f"real emergencies at a PSAP   {share(self.real_forwarded_to_psap, self.real_emergencies)}",
             f"false calls kept off PSAPs   {share(self.false_kept_off_psap, self.false_calls)}"
@@ -166,6 +170,21 @@ class LoadReport:
                     f"  {kind:<26} {int(row['n']):>6} / {int(row['at_psap']):>6} / {int(row['incidents']):>6}"
                 )
         return "\n".join(lines)
+
+
+def _conforms(a: Arrival) -> bool:
+    """Whether a document passes the receivers' parsers (JSON Schema, or the CAP checks)."""
+    from ecallgw.codecs.document import parse_cap, parse_json_document
+    from ecallgw.errors import DecodeError
+
+    try:
+        if "xml" in a.content_type:
+            parse_cap(a.body)
+        else:
+            parse_json_document(a.body)
+    except DecodeError:
+        return False
+    return True
 
 
 _CRASH_KINDS = frozenset({"crash", "multi_vehicle_crash", "two_devices"})
@@ -204,7 +223,10 @@ def build_report(
     incidents: dict[str, set[str]] = defaultdict(set)
     psap_docs: dict[str, list[tuple[float, DocumentInfo]]] = defaultdict(list)
     unreadable = 0
+    invalid = 0
     for a in accepted:
+        if not _conforms(a):
+            invalid += 1
         info = parse_document(a.content_type, a.body)
         if info is None:
             unreadable += 1
@@ -267,6 +289,7 @@ def build_report(
         documents_refused=len(arrivals) - len(accepted),
         duplicates=sum(1 for a in accepted if a.duplicate),
         unreadable_documents=unreadable,
+        invalid_documents=invalid,
         scenarios=len(sent),
         scenarios_tracked=len(tracked),
         scenarios_reached=len(reached),

@@ -92,6 +92,8 @@ def test_report_figures_from_known_records(tmp_path: Path) -> None:
     )
     assert report.signals_scheduled == len(outgoing) == report.signals_acked
     assert report.documents_accepted == 5 and report.documents_refused == 1 and report.duplicates == 1
+    # The hand-built documents carry only what the report reads, not the full incident schema.
+    assert report.invalid_documents == 5
     assert report.scenarios_tracked == 3  # the stale replay is not tracked
     assert report.lost == 1 and report.scenarios_reached == 2
     assert report.latency.count == 2
