@@ -183,7 +183,10 @@ class PresenceBit(Construct):  # type: ignore[misc]
 
     def _build(self, obj: Any, stream: io.BytesIO, context: Any, path: str) -> bool:
         value = context.get(self.of)
-        present = value != self.default_value if self.has_default else value is not None
+        if self.has_default and context._params.get("all_defaults"):
+            present = True  # the non-canonical form real senders use (docs/msd.md §3.5)
+        else:
+            present = value != self.default_value if self.has_default else value is not None
         _write_bits(stream, int(present), 1)
         return present
 
@@ -224,7 +227,7 @@ class DefaultField(IfThenElse):  # type: ignore[misc]
         return self.default_value
 
     def _build(self, obj: Any, stream: io.BytesIO, context: Any, path: str) -> Any:
-        if obj == self.default_value:
+        if obj == self.default_value and not context._params.get("all_defaults"):
             return obj
         return self.subcon._build(obj, stream, context, path)
 
@@ -718,12 +721,16 @@ def parse_bits(node: Construct, data: bytes) -> tuple[Any, int]:
     return value, stream.tell()
 
 
-def build_bits(node: Construct, value: Any) -> bytes:
-    """Interpreted build of ``node``, padded with 0 bits to whole octets (X.691 10.1.3)."""
+def build_bits(node: Construct, value: Any, *, all_defaults: bool = False) -> bytes:
+    """Interpreted build of ``node``, padded with 0 bits to whole octets (X.691 10.1.3).
+
+    With ``all_defaults`` every DEFAULT component is sent, presence bit set, even when it equals
+    its default: legal BASIC-PER, but not canonical.
+    """
     from construct.lib import bits2bytes
 
     stream = io.BytesIO()
-    node.build_stream(value, stream)
+    node.build_stream(value, stream, all_defaults=all_defaults)
     bits = stream.getvalue()
     out: bytes = bits2bytes(bits + b"\x00" * (-len(bits) % 8))
     return out

@@ -52,6 +52,7 @@ FRAME_OCTETS = 140
 """Size of the in-band modem MSD frame; only such a frame may carry zero octets after the MSD."""
 
 _CODEC = "msd"
+_FAST = {version: _fastpath.FastCodec(schema, Msd, f"msd_v{version}") for version, schema in SCHEMAS.items()}
 
 
 def _check_tail(data: bytes, end: int) -> None:
@@ -90,28 +91,31 @@ def decode(data: bytes) -> Msd:
         DecodeError: the input is not a valid MSD of version 1, 2 or 3 (``path`` and
             ``bit_offset`` say where).
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise DecodeError(_CODEC, f"expected bytes, got {type(data).__name__}")
-    data = bytes(data)
+    if data.__class__ is not bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise DecodeError(_CODEC, f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+    fast = _FAST.get(data[0]) if data else None
+    if fast is not None:
+        msd: Msd | None = fast.decode(data)
+        if msd is not None:
+            return msd
     if not data:
         raise DecodeError(_CODEC, "empty input", bit_offset=0)
     if data[0] not in SCHEMAS:
         raise DecodeError(
             _CODEC, f"unknown MSD version {data[0]} in byte 0 (known: 1, 2, 3)", path="id", bit_offset=0
         )
-    msd = _fastpath.decode(data)
-    if msd is not None:
-        return msd
     return _decode_interpreted(data)
 
 
-def _encode_interpreted(msd: Msd) -> bytes:
+def _encode_interpreted(msd: Msd, *, canonical: bool = True) -> bytes:
     """Encode with the construct schema's build (the reference for the generated encoder)."""
     schema = SCHEMAS.get(msd.version) if isinstance(msd, Msd) else None
     if schema is None:
         raise EncodeError(f"not an MSD of version 1, 2 or 3: {msd!r}")
     try:
-        return build_bits(schema, model_to_container(schema, msd))
+        return build_bits(schema, model_to_container(schema, msd), all_defaults=not canonical)
     except SchemaValueError as exc:
         raise EncodeError(f"MSD v{msd.version}: {exc}") from exc
     except ConstructError as exc:
@@ -119,11 +123,13 @@ def _encode_interpreted(msd: Msd) -> bytes:
         raise EncodeError(f"MSD v{msd.version}: {str(exc).splitlines()[-1]} in {where}") from exc
 
 
-def encode(msd: Msd) -> bytes:
+def encode(msd: Msd, *, canonical: bool = True) -> bytes:
     """Canonical UPER encoding of an MSD (DEFAULT components equal to their default left out).
 
     Args:
         msd: the value; ``raw`` is ignored.
+        canonical: False sends every DEFAULT component with its presence bit set, as the Legato
+            and Qualcomm encoders do (docs/msd.md §3.5); for simulating such senders.
 
     Returns:
         The ECallMessage octets.
@@ -132,7 +138,10 @@ def encode(msd: Msd) -> bytes:
         EncodeError: a value the version cannot carry (VIN letters I, O, Q, an integer out of its
             range, a v3-only vehicle type in v1/v2, otherStorage in v1, N1/N2 missing in v3).
     """
-    out = _fastpath.encode(msd)
+    if not canonical:
+        return _encode_interpreted(msd, canonical=False)
+    fast = _FAST.get(getattr(msd, "version", None))  # type: ignore[arg-type]
+    out = fast.encode(msd) if fast is not None and isinstance(msd, Msd) else None
     if out is not None:
         return out
     return _encode_interpreted(msd)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from construct import ConstructError
 
+from ecallgw.codecs._fastpath import FastSequence
 from ecallgw.codecs._uper import (
     Boolean,
     Enumerated,
@@ -169,6 +170,7 @@ _BY_OID: dict[str, Sequence] = {
     OID_ERA_FORMAT2: ERA_FORMAT2,
     OID_EURO_NCAP: INCINFO,
 }
+_FAST = {oid: FastSequence(schema, f"oad_{oid.replace('.', '_')}") for oid, schema in _BY_OID.items()}
 
 
 def decode_oad(oid: str, data: bytes) -> EraAdditionalData | IncInfo | None:
@@ -184,6 +186,9 @@ def decode_oad(oid: str, data: bytes) -> EraAdditionalData | IncInfo | None:
     schema = _BY_OID.get(oid)
     if schema is None:
         return None
+    fast: EraAdditionalData | IncInfo | None = _FAST[oid].decode(data)
+    if fast is not None:
+        return fast
     try:
         value, used = parse_bits(schema, data)
     except UperError:
