@@ -135,6 +135,7 @@ class _Incident:
         "escalation_due",
         "evidence",
         "flags",
+        "generation",
         "id",
         "is_test",
         "lang",
@@ -157,8 +158,9 @@ class _Incident:
         "vkey",
     )
 
-    def __init__(self, *, iid: str, vkey: bytes, sig: MsdSignal, now: float) -> None:
+    def __init__(self, *, iid: str, vkey: bytes, sig: MsdSignal, now: float, generation: int) -> None:
         self.id = iid
+        self.generation = generation
         self.vkey = vkey
         self.tps = sig.tps
         self.vehicle = sig.vehicle
@@ -414,8 +416,8 @@ class TriageEngine:
             # cancelled alert is never silently reopened and a new activation is never swallowed.
             ck: CallKey = (sig.tps, sig.vehicle, sig.call_id)
             vkey = keys.vehicle_key(self._key, sig.msd.vin)
-            d = self._new_incident(sig, ck, vkey, now, self._vehicles.get((vkey, sig.msd.test)))
-            return d
+            veh = self._vehicles.get((vkey, sig.msd.test))
+            return self._new_incident(sig, ck, vkey, now, veh, generation=inc.generation + 1)
         reasons: list[Reason] = []
         visible = self._apply_msd(inc, sig, now, reasons)
         if visible:
@@ -454,8 +456,7 @@ class TriageEngine:
             visible = True
         if mid < last_mid:
             # A late older MSD: its evidence is kept (above), its position and fields are not.
-            if not visible:
-                reasons.extend(_OUT_OF_ORDER)
+            reasons.extend(_OUT_OF_ORDER)
             return visible
         changes = msd_changes(inc.msd, msd, self.policy.position_change_m)
         inc.mids[sig.call_id] = mid
@@ -476,11 +477,19 @@ class TriageEngine:
         return visible
 
     def _new_incident(
-        self, sig: MsdSignal, ck: CallKey, vkey: bytes, now: float, veh: _Vehicle | None
+        self,
+        sig: MsdSignal,
+        ck: CallKey,
+        vkey: bytes,
+        now: float,
+        veh: _Vehicle | None,
+        *,
+        generation: int = 0,
     ) -> Decision:
         policy = self.policy
-        iid = keys.incident_id(self._key, vkey, sig.tps, sig.call_id, now)
-        inc = _Incident(iid=iid, vkey=vkey, sig=sig, now=now)
+        # The generation tells apart two incidents of one call opened at the same receipt time.
+        iid = keys.incident_id(self._key, vkey, sig.tps, sig.call_id, now, generation)
+        inc = _Incident(iid=iid, vkey=vkey, sig=sig, now=now, generation=generation)
         inc.seen.add(fingerprint(sig))
         self._incidents[iid] = inc
         self._calls[ck] = inc

@@ -43,11 +43,21 @@ def vehicle_key(key: bytes, vin: str) -> bytes:
     return hmac.digest(key, _VIN + vin.encode("ascii", "replace"), "sha256")[:16]
 
 
-def incident_id(key: bytes, vkey: bytes, tps: str, call_id: str, received_at: float) -> str:
+def incident_id(
+    key: bytes, vkey: bytes, tps: str, call_id: str, received_at: float, generation: int = 0
+) -> str:
     """A deterministic incident id from the vehicle pseudonym, the call and its first receipt time.
 
     ``repr`` of the float is exact, so the same stored ``received_at`` always gives the same id.
-    The id is 24 hex digits (96 bits) after ``inc-``; it reveals nothing about the VIN.
+    ``generation`` counts incidents opened by one call (a new activation after a cancel). The id
+    is 24 hex digits (96 bits) after ``inc-``; it reveals nothing about the VIN.
     """
-    msg = b"\x00".join((_INCIDENT, vkey, tps.encode(), call_id.encode(), repr(float(received_at)).encode()))
+    parts = (
+        vkey,
+        tps.encode(),
+        call_id.encode(),
+        repr(float(received_at)).encode(),
+        str(generation).encode(),
+    )
+    msg = b"\x00".join((_INCIDENT, *parts))
     return "inc-" + hmac.digest(key, msg, "sha256")[:12].hex()
