@@ -157,6 +157,7 @@ class HttpConfig:
         max_body_bytes: larger ingest bodies get 413.
         provider_rate_per_s: sustained ingest requests per second per provider (429 beyond).
         provider_burst: token-bucket depth of that limit.
+        ready_max_outbox_age_s: ``/readyz`` fails while an undelivered outbox entry is older.
     """
 
     enabled: bool = True
@@ -165,6 +166,7 @@ class HttpConfig:
     max_body_bytes: int = 65536
     provider_rate_per_s: float = 500.0
     provider_burst: float = 1000.0
+    ready_max_outbox_age_s: float = 300.0
 
 
 @dataclass(**_frozen)
@@ -413,6 +415,7 @@ def _check(c: Config) -> None:
         ("http.max_body_bytes", c.http.max_body_bytes),
         ("http.provider_rate_per_s", c.http.provider_rate_per_s),
         ("http.provider_burst", c.http.provider_burst),
+        ("http.ready_max_outbox_age_s", c.http.ready_max_outbox_age_s),
         ("pipeline.queue_size", c.pipeline.queue_size),
         ("pipeline.tick_interval_s", c.pipeline.tick_interval_s),
         ("pipeline.dedup_window", c.pipeline.dedup_window),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.gateway.broker import Mosquitto
+from tests.gateway.receiver import Receiver
 
 
 @pytest.fixture
@@ -19,3 +20,14 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A PSAP webhook on 127.0.0.1 that accepts everything."""
+    recv = Receiver()
+    await recv.start()
+    try:
+        yield recv
+    finally:
+        await recv.stop()

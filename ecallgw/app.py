@@ -1,0 +1,207 @@
+"""The composition root: build every component from the configuration and run them under one TaskGroup.
+
+Start-up order: store → triage state replayed from the journal → forwarder loaded with every
+undelivered outbox entry → sources (MQTT, HTTP). Shutdown (SIGTERM, Ctrl-C) drains in the reverse
+direction: stop intake (MQTT stops reading; what is in flight is stored and acknowledged, the rest
+stays with the broker; HTTP ingest answers 503), let the pipeline finish, give the forwarder up to
+``drain_deadline_s`` to deliver what is pending (whatever is left stays in the outbox for the next
+start), then close everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable
+
+from ecallgw.config import Config, ReceiverConfig
+from ecallgw.errors import ConfigError
+from ecallgw.gateway.forwarder import Forwarder
+from ecallgw.gateway.health import Health
+from ecallgw.gateway.http_source import HttpServer
+from ecallgw.gateway.logging import configure_logging
+from ecallgw.gateway.metrics import Metrics
+from ecallgw.gateway.mqtt_source import MqttSource
+from ecallgw.gateway.pipeline import Pipeline
+from ecallgw.gateway.records import CommitResult
+from ecallgw.gateway.sinks import Sink
+from ecallgw.gateway.sinks.http_webhook import HttpWebhookSink
+from ecallgw.gateway.sinks.mqtt_publish import MqttPublishSink
+from ecallgw.gateway.sinks.operator_stream import OperatorSink, OperatorStream
+from ecallgw.gateway.store import SqliteStore
+from ecallgw.triage import TriageEngine, TriagePolicy
+
+__all__ = ["Gateway", "run_gateway"]
+
+log = logging.getLogger("ecallgw.app")
+
+
+class Gateway:
+    """The daemon: use as ``async with Gateway(config) as gw: await gw.run()``; `stop` drains it.
+
+    Args:
+        config: the validated configuration.
+        configure_log: install the JSON-lines log handler on stderr (the ``serve`` command does).
+    """
+
+    def __init__(self, config: Config, *, configure_log: bool = False) -> None:
+        self.config = config
+        self._configure_log = configure_log
+        self.metrics = Metrics()
+        self.stream = OperatorStream()
+        self._stack = contextlib.AsyncExitStack()
+        self._stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.store: SqliteStore
+        self.pipeline: Pipeline
+        self.forwarder: Forwarder
+        self.mqtt: MqttSource | None = None
+        self.http: HttpServer | None = None
+        self.health: Health
+
+    async def __aenter__(self) -> Gateway:
+        try:
+            await self._open()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def _open(self) -> None:
+        cfg = self.config
+        policy = TriagePolicy.from_mapping(cfg.triage)
+        for name in policy.receivers():
+            if name not in cfg.receivers:
+                raise ConfigError(f"receivers.{name}", None, "triage routes to this receiver: configure it")
+        self.store = await self._stack.enter_async_context(SqliteStore(cfg.store, self.metrics))
+        secret = cfg.pipeline.pseudonym_key.reveal()
+        key = hashlib.sha256(secret.encode()).digest() if secret else await self.store.key("pseudonym")
+        if self._configure_log:
+            handler = configure_logging(cfg.log.level, key)
+            self._stack.callback(logging.getLogger().removeHandler, handler)
+        sinks = {name: self._sink(r) for name, r in cfg.receivers.items()}
+        self.forwarder = await self._stack.enter_async_context(
+            Forwarder(
+                cfg.receivers,
+                sinks,
+                self.store,
+                self.metrics,
+                sender=cfg.pipeline.sender,
+                rng=random.Random(),
+            )
+        )
+        self.pipeline = Pipeline(
+            cfg.pipeline, self.store, TriageEngine(policy, key), self.metrics, self._committed
+        )
+        t0 = time.monotonic()
+        replayed = await self.pipeline.replay()
+        pending = await self.store.pending_outbox()
+        self.forwarder.add(pending)
+        log.info(
+            "state rebuilt from the journal",
+            extra={
+                "journal_entries": replayed,
+                "pending_deliveries": len(pending),
+                "seconds": round(time.monotonic() - t0, 3),
+            },
+        )
+        if cfg.mqtt.enabled:
+            self.mqtt = await self._stack.enter_async_context(
+                MqttSource(cfg.mqtt, self.pipeline.submit, self.metrics)
+            )
+        self.health = Health(
+            store=self.store,
+            forwarder=self.forwarder,
+            mqtt=self.mqtt,
+            max_outbox_age_s=cfg.http.ready_max_outbox_age_s,
+        )
+        if cfg.http.enabled:
+            self.http = await self._stack.enter_async_context(
+                HttpServer(
+                    cfg.http, cfg.auth, self.pipeline, self.store, self.stream, self.metrics, self.health
+                )
+            )
+
+    def _sink(self, r: ReceiverConfig) -> Sink:
+        if r.kind == "http":
+            return HttpWebhookSink(r)
+        if r.kind == "mqtt":
+            return MqttPublishSink(r, self.config.mqtt)
+        return OperatorSink()
+
+    def _committed(self, result: CommitResult) -> None:
+        if result.outbox:
+            self.forwarder.add(result.outbox)
+        for seq, snapshot in result.revision_seqs:
+            self.stream.publish(seq, snapshot)
+
+    def stop(self) -> None:
+        """Begin a graceful drain (safe to call from a signal handler)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Run until `stop`, then drain."""
+        cfg = self.config
+        async with asyncio.TaskGroup() as tg:
+            core = [
+                tg.create_task(self.pipeline.run(), name="pipeline"),
+                tg.create_task(self.pipeline.run_timers(), name="timers"),
+                tg.create_task(self.forwarder.run(), name="forwarder"),
+                tg.create_task(self._retention(), name="retention"),
+            ]
+            source = tg.create_task(self.mqtt.run(), name="mqtt") if self.mqtt is not None else None
+            self.health.started = True
+            self.ready.set()
+            await self._stopping.wait()
+            log.info("draining", extra={"deadline_s": cfg.drain_deadline_s})
+            if self.http is not None:
+                self.http.stop_intake()
+            if self.mqtt is not None and source is not None:
+                self.mqtt.stop()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(cfg.drain_deadline_s):
+                        await asyncio.shield(source)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(cfg.drain_deadline_s):
+                    await self.pipeline.drained()
+                    await self.forwarder.wait_idle()
+            left = self.forwarder.pending
+            log.info("stopped", extra={"undelivered_kept_in_outbox": left})
+            for task in [*core, *([source] if source is not None else [])]:
+                task.cancel()
+
+    async def _retention(self) -> None:
+        cfg = self.config.store
+        while True:
+            cutoff = time.time() - cfg.retention_days * 86400.0
+            deleted = await self.store.delete_before(cutoff)
+            for table, n in deleted.items():
+                if n:
+                    self.metrics.retention_deleted.labels(table).inc(n)
+            if any(deleted.values()):
+                log.info("retention deleted old data", extra={"rows": deleted})
+            await asyncio.sleep(cfg.retention_interval_s)
+
+
+async def run_gateway(config: Config, *, on_ready: Callable[[Gateway], None] | None = None) -> None:
+    """Run a gateway until SIGTERM or SIGINT, then drain (the ``serve`` command's body)."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    async with Gateway(config, configure_log=True) as gw:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, gw.stop)
+        if on_ready is not None:
+            loop.call_soon(on_ready, gw)
+        try:
+            await gw.run()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)

@@ -1,0 +1,52 @@
+"""Readiness: broker connected, store writable, outbox not stuck (``/readyz``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ecallgw.gateway.forwarder import Forwarder
+from ecallgw.gateway.mqtt_source import MqttSource
+from ecallgw.gateway.store import SqliteStore
+
+__all__ = ["Health"]
+
+
+class Health:
+    """The checks behind ``/readyz``.
+
+    Args:
+        store: must be writable.
+        forwarder: its oldest pending entry must be younger than ``max_outbox_age_s``.
+        mqtt: when the MQTT source is enabled, it must be connected.
+        max_outbox_age_s: outbox age beyond which the gateway reports itself stuck.
+        clock: wall clock.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: SqliteStore,
+        forwarder: Forwarder,
+        mqtt: MqttSource | None,
+        max_outbox_age_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._forwarder = forwarder
+        self._mqtt = mqtt
+        self._max_age = max_outbox_age_s
+        self._clock = clock
+        self.started = False
+
+    def checks(self) -> dict[str, bool]:
+        """Each check by name; ready when all are true."""
+        gauges = self._forwarder.outbox_gauges(self._clock())
+        out = {
+            "started": self.started,
+            "store_writable": self._store.writable,
+            "outbox_flowing": all(age <= self._max_age for _, _, age in gauges),
+        }
+        if self._mqtt is not None:
+            out["mqtt_connected"] = self._mqtt.connected.is_set()
+        return out

@@ -1,0 +1,416 @@
+"""The HTTP server: signal ingest for providers, the operator API, and metrics and health for SREs.
+
+Every endpoint but ``/healthz`` needs a bearer token from ``[auth]``; its role decides what it may do:
+
+=========================================== ========== =============================================
+endpoint                                    role       what
+=========================================== ========== =============================================
+POST /v1/ecall/{tps}/{vehicle}/{kind}       provider   ingest; only under the token's own ``tps``
+GET  /v1/incidents                          operator   list (``status``, ``level``, ``limit``)
+GET  /v1/incidents/events                   operator   Server-Sent Events, one per revision
+GET  /v1/incidents/{id}                     operator   one incident with its history (audited)
+POST /v1/incidents/{id}/actions             operator   ack, cancel, escalate, resolve (audited)
+GET  /v1/quarantine, /v1/dead-letters       sre        what could not be decoded or delivered
+GET  /metrics, /readyz                      sre        Prometheus text; readiness
+GET  /healthz                               (none)     the process is alive
+=========================================== ========== =============================================
+
+Ingest answers 202 with the incident id only after the signal is durably stored, 400 naming the
+problem when it cannot be decoded (the payload is kept in quarantine), 401/403 for a missing, wrong
+or foreign token, 413 over the size limit, 415 for an unknown body type, 429 over the provider's rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from ecallgw.codecs import document
+from ecallgw.config import AuthConfig, HttpConfig
+from ecallgw.errors import EncodeError, StoreError
+from ecallgw.gateway.health import Health
+from ecallgw.gateway.metrics import Metrics
+from ecallgw.gateway.pipeline import Pipeline
+from ecallgw.gateway.records import RawSignal
+from ecallgw.gateway.sinks.operator_stream import OperatorStream
+from ecallgw.gateway.store import IncidentRow, SqliteStore
+
+__all__ = ["HttpServer", "Principal"]
+
+log = logging.getLogger("ecallgw.http")
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_KINDS = frozenset({"msd", "cancel", "position"})
+MSGPACK = "application/msgpack"
+RAW_MSD = document.MSD_MEDIA_TYPE.lower()
+_STORE_TIMEOUT_S = 30.0
+_SSE_KEEPALIVE_S = 15.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Principal:
+    """Who a bearer token belongs to."""
+
+    name: str
+    role: str
+    tps: str = ""
+
+
+class _Bucket:
+    """Token bucket of one provider's ingest rate."""
+
+    __slots__ = ("level", "stamp")
+
+    def __init__(self, burst: float) -> None:
+        self.level = burst
+        self.stamp = time.monotonic()
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HttpServer:
+    """The aiohttp application and its site; an async context manager that listens while open.
+
+    Args:
+        config: the ``[http]`` table.
+        auth: bearer tokens.
+        pipeline: where ingested signals and operator actions go.
+        store: incidents, history, quarantine and dead letters for the API.
+        stream: the operator event stream.
+        metrics: the gateway's metrics.
+        health: readiness checks.
+    """
+
+    def __init__(
+        self,
+        config: HttpConfig,
+        auth: AuthConfig,
+        pipeline: Pipeline,
+        store: SqliteStore,
+        stream: OperatorStream,
+        metrics: Metrics,
+        health: Health,
+    ) -> None:
+        self._config = config
+        self._pipeline = pipeline
+        self._store = store
+        self._stream = stream
+        self._metrics = metrics
+        self._health = health
+        # Tokens are looked up by their SHA-256: a dict lookup does not leak the token by timing.
+        self._tokens = {
+            hashlib.sha256(t.token.reveal().encode()).digest(): Principal(name=t.name, role=t.role, tps=t.tps)
+            for t in auth.tokens
+        }
+        self._buckets: dict[str, _Bucket] = {}
+        self._runner: web.AppRunner | None = None
+        self._accepting = True
+        self.port = config.port
+        self.app = self._build()
+
+    def _build(self) -> web.Application:
+        app = web.Application(client_max_size=self._config.max_body_bytes)
+        r = app.router
+        r.add_post("/v1/ecall/{tps}/{vehicle}/{kind}", self._role("provider", self._ingest))
+        r.add_get("/v1/incidents", self._role("operator", self._list))
+        r.add_get("/v1/incidents/events", self._role("operator", self._events))
+        r.add_get("/v1/incidents/{id}", self._role("operator", self._get))
+        r.add_post("/v1/incidents/{id}/actions", self._role("operator", self._action))
+        r.add_get("/v1/quarantine", self._role("sre", self._quarantine))
+        r.add_get("/v1/dead-letters", self._role("sre", self._dead_letters))
+        r.add_get("/metrics", self._role("sre", self._metrics_page))
+        r.add_get("/readyz", self._role("sre", self._readyz))
+        r.add_get("/healthz", self._healthz)
+        return app
+
+    async def __aenter__(self) -> HttpServer:
+        self._runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._config.host, self._config.port)
+        await site.start()
+        server = site._server  # the bound port when 0 was asked for
+        sockets = getattr(server, "sockets", None) or ()
+        for sock in sockets:
+            self.port = sock.getsockname()[1]
+            break
+        log.info("http listening", extra={"address": f"{self._config.host}:{self.port}"})
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stream.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def stop_intake(self) -> None:
+        """Refuse new ingest with 503 (draining); the API stays up until the server closes."""
+        self._accepting = False
+
+    # --- auth -----------------------------------------------------------------------------------
+
+    def _principal(self, request: web.Request) -> Principal | None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return None
+        return self._tokens.get(hashlib.sha256(token.strip().encode()).digest())
+
+    def _role(
+        self, role: str, handler: Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]
+    ) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            who = self._principal(request)
+            if who is None:
+                return self._refuse(401, "missing or unknown bearer token", {"WWW-Authenticate": "Bearer"})
+            if who.role != role:
+                return self._refuse(403, f"a {who.role} token may not use this endpoint")
+            return await handler(request, who)
+
+        return guarded
+
+    def _refuse(self, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+        self._metrics.http_rejected.labels(str(status)).inc()
+        return web.json_response({"error": message}, status=status, headers=headers)
+
+    def _rate_ok(self, tps: str) -> bool:
+        cfg = self._config
+        bucket = self._buckets.get(tps)
+        if bucket is None:
+            bucket = self._buckets[tps] = _Bucket(cfg.provider_burst)
+        now = time.monotonic()
+        bucket.level = min(cfg.provider_burst, bucket.level + (now - bucket.stamp) * cfg.provider_rate_per_s)
+        bucket.stamp = now
+        if bucket.level < 1.0:
+            return False
+        bucket.level -= 1.0
+        return True
+
+    # --- ingest ---------------------------------------------------------------------------------
+
+    async def _ingest(self, request: web.Request, who: Principal) -> web.StreamResponse:
+        tps = request.match_info["tps"]
+        vehicle = request.match_info["vehicle"]
+        kind = request.match_info["kind"]
+        if tps != who.tps:
+            return self._refuse(403, f"this token may write under {who.tps!r} only")
+        if kind not in _KINDS:
+            return self._refuse(404, f"unknown kind {kind[:20]!r}: msd, cancel or position")
+        if not self._accepting:
+            return self._refuse(503, "draining; retry on another gateway", {"Retry-After": "5"})
+        if not self._rate_ok(tps):
+            return self._refuse(429, "rate limit exceeded", {"Retry-After": "1"})
+        ctype = request.content_type.lower()
+        call_id: str | None = None
+        if ctype == MSGPACK:
+            raw_kind = kind
+        elif ctype == RAW_MSD and kind == "msd":
+            raw_kind = "msd_raw"
+            call_id = request.headers.get("Call-Id", "")
+        else:
+            return self._refuse(
+                415, f"body must be {MSGPACK}" + (f" or {document.MSD_MEDIA_TYPE}" if kind == "msd" else "")
+            )
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._refuse(413, f"body over {self._config.max_body_bytes} bytes")
+        raw = RawSignal(
+            transport="http",
+            kind=raw_kind,
+            tps=tps,
+            vehicle=vehicle,
+            payload=body,
+            received_at=time.time(),
+            source=request.path,
+            call_id=call_id,
+        )
+        try:
+            async with asyncio.timeout(_STORE_TIMEOUT_S):
+                stored = await self._pipeline.submit(raw)
+                result = await asyncio.shield(stored)
+        except (TimeoutError, StoreError):
+            # Not known to be stored: the provider must retry (a retry of a stored one is harmless).
+            return self._refuse(503, "not stored; retry", {"Retry-After": "1"})
+        if result.error is not None:
+            e = result.error
+            return web.json_response(
+                {
+                    "error": str(e),
+                    "codec": e.codec,
+                    "reason": e.reason,
+                    "path": e.path,
+                    "bit_offset": e.bit_offset,
+                },
+                status=400,
+            )
+        return web.json_response({"incident_id": result.incident_id, "outcome": result.outcome}, status=202)
+
+    # --- operators ------------------------------------------------------------------------------
+
+    async def _list(self, request: web.Request, who: Principal) -> web.StreamResponse:
+        q = request.query
+        try:
+            limit = max(1, min(1000, int(q.get("limit", "100"))))
+        except ValueError:
+            return self._refuse(400, "limit must be an integer")
+        status = q.get("status")
+        level = q.get("level")
+        if status is not None and status not in ("open", "updated", "cancelled", "resolved"):
+            return self._refuse(400, "status must be open, updated, cancelled or resolved")
+        if level is not None and level not in ("critical", "high", "medium", "low"):
+            return self._refuse(400, "level must be critical, high, medium or low")
+        rows = await self._store.list_incidents(status=status, level=level, limit=limit)
+        return web.json_response({"incidents": [_row_json(r) for r in rows]})
+
+    async def _get(self, request: web.Request, who: Principal) -> web.StreamResponse:
+        incident_id = request.match_info["id"]
+        found = await self._store.get_incident(incident_id)
+        if found is None:
+            return self._refuse(404, "no such incident")
+        row, history, deliveries = found
+        await self._pipeline.audit_view(incident_id, actor=who.name, role=who.role)
+        now = time.time()
+        revisions = []
+        for rev in history:
+            try:
+                doc: Any = document.json_document(rev.snapshot, forwarded_at=now)
+            except EncodeError as exc:
+                doc = {"error": str(exc)}
+            revisions.append(
+                {
+                    "seq": rev.seq,
+                    "outcome": rev.outcome,
+                    "reasons": [{"code": c, "text": t} for c, t in rev.reasons],
+                    "document": doc,
+                }
+            )
+        audit = await self._store.audit_log(incident_id)
+        return web.json_response(
+            {**_row_json(row), "history": revisions, "deliveries": deliveries, "audit": audit}
+        )
+
+    async def _action(self, request: web.Request, who: Principal) -> web.StreamResponse:
+        incident_id = request.match_info["id"]
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return self._refuse(400, 'body must be JSON: {"action": ..., "note": ...}')
+        if not isinstance(body, dict):
+            return self._refuse(400, "body must be a JSON object")
+        action = body.get("action")
+        note = body.get("note", "")
+        if action not in ("ack", "cancel", "escalate", "resolve"):
+            return self._refuse(400, "action must be ack, cancel, escalate or resolve")
+        if not isinstance(note, str) or len(note) > 2000:
+            return self._refuse(400, "note must be a string of at most 2000 characters")
+        result = await self._pipeline.action(incident_id, action, actor=who.name, role=who.role, note=note)
+        status = {"unknown_incident": 404, "rejected": 409}.get(result.outcome, 200)
+        return web.json_response(
+            {
+                "incident_id": incident_id,
+                "outcome": result.outcome,
+                "revision": result.revision,
+                "reasons": [{"code": c, "text": t} for c, t in result.reasons],
+            },
+            status=status,
+        )
+
+    async def _events(self, request: web.Request, who: Principal) -> web.StreamResponse:
+        last = request.headers.get("Last-Event-ID") or request.query.get("after") or "0"
+        try:
+            after = int(last)
+        except ValueError:
+            return self._refuse(400, "Last-Event-ID must be an integer")
+        queue = self._stream.subscribe()  # subscribe first: nothing falls between backlog and live
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        try:
+            await resp.prepare(request)
+            while True:  # the backlog from the store
+                backlog = await self._store.revisions_after(after, 500)
+                for rev in backlog:
+                    await resp.write(_sse(rev.seq, rev.snapshot))
+                    after = rev.seq
+                if len(backlog) < 500:
+                    break
+            while True:
+                try:
+                    async with asyncio.timeout(_SSE_KEEPALIVE_S):
+                        event = await queue.get()
+                except TimeoutError:
+                    await resp.write(b": keepalive\n\n")
+                    continue
+                if event is None:
+                    break  # fell behind or shutting down: the client resumes with Last-Event-ID
+                if event.seq <= after:
+                    continue
+                await resp.write(_sse(event.seq, event.snapshot))
+                after = event.seq
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self._stream.unsubscribe(queue)
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await resp.write_eof()
+        return resp
+
+    # --- SRE ------------------------------------------------------------------------------------
+
+    async def _quarantine(self, request: web.Request, who: Principal) -> web.StreamResponse:
+        rows = await self._store.quarantined(100)
+        for r in rows:
+            r["payload"] = bytes(r["payload"]).hex()
+        return web.json_response({"quarantine": rows})
+
+    async def _dead_letters(self, request: web.Request, who: Principal) -> web.StreamResponse:
+        return web.json_response({"dead_letters": await self._store.dead_letters()})
+
+    async def _metrics_page(self, request: web.Request, who: Principal) -> web.StreamResponse:
+        return web.Response(body=self._metrics.render(), content_type="text/plain", charset="utf-8")
+
+    async def _readyz(self, request: web.Request, who: Principal) -> web.StreamResponse:
+        checks = self._health.checks()
+        ok = all(v for v in checks.values())
+        return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
+
+    async def _healthz(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"alive": True})
+
+
+def _row_json(r: IncidentRow) -> dict[str, Any]:
+    return {
+        "incident_id": r.incident_id,
+        "revision": r.revision,
+        "status": r.status,
+        "level": r.level,
+        "score": r.score,
+        "tps": r.tps,
+        "vehicle": r.vehicle,
+        "received_at": document.iso_time(r.received_at),
+        "updated_at": document.iso_time(r.updated_at),
+    }
+
+
+def _sse(seq: int, snapshot: Any) -> bytes:
+    try:
+        data = document.render_json(snapshot, forwarded_at=time.time())
+    except EncodeError as exc:
+        data = json.dumps(
+            {"incident_id": snapshot.incident_id, "revision": snapshot.revision, "error": str(exc)}
+        ).encode()
+    return b"id: %d\nevent: revision\ndata: %s\n\n" % (seq, data)

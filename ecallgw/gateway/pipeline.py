@@ -1,0 +1,438 @@
+"""The pipeline: decode → triage → one store transaction (journal + revision + outbox) → acknowledge.
+
+Sources `submit` raw signals into a bounded queue (they wait while it is full) and get a future that
+resolves once the signal is durably stored; only then do they acknowledge (MQTT PUBACK, HTTP 202).
+One consumer decodes and triages in arrival order and queues the unit of work for the store's next
+group commit without waiting for it, so decoding the next signal overlaps the commit. The number of
+units queued but not committed is bounded too.
+
+Triage is called synchronously together with queueing the store write, by every caller (signals,
+operator actions, timer ticks, prunes), so the journal order is exactly the order the engine saw.
+That is what makes `replay` at start-up exact: a fresh engine fed the journal with each entry's stored
+``now`` rebuilds the same state, and the idempotent outbox insert adds nothing twice.
+
+Transport duplicates (the same bytes under the same topic again: an MQTT redelivery after a lost
+PUBACK, an HTTP client retrying) are recognised by digest and acknowledged once the original is
+stored, without being triaged twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ecallgw.codecs.envelope import decode_envelope, decode_raw_msd
+from ecallgw.config import PipelineConfig
+from ecallgw.errors import DecodeError
+from ecallgw.gateway.metrics import Metrics
+from ecallgw.gateway.records import (
+    ActionRecord,
+    CommitResult,
+    DecisionRecord,
+    JournalRow,
+    QuarantineRecord,
+    RawSignal,
+    Unit,
+)
+from ecallgw.gateway.store import SqliteStore
+from ecallgw.model import MsdSignal, Signal
+from ecallgw.triage import Decision, TriageEngine
+
+__all__ = ["ActionResult", "Ingested", "Pipeline"]
+
+log = logging.getLogger("ecallgw.pipeline")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ingested:
+    """What became of one raw signal once it is stored.
+
+    Attributes:
+        outcome: triage's outcome, "quarantined", or "redelivered" (a transport duplicate).
+        incident_id: the incident the signal made or changed, when it did.
+        error: the decode error of a quarantined signal.
+    """
+
+    outcome: str
+    incident_id: str | None = None
+    error: DecodeError | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActionResult:
+    """What an operator action did, once stored."""
+
+    outcome: str
+    reasons: tuple[tuple[str, str], ...]
+    revision: int | None
+
+
+OnCommit = Callable[[CommitResult], None]
+
+
+def _reason_label(err: DecodeError) -> str:
+    # DecodeError.reason is prose with values in it; the field path is a small, schema-bounded set.
+    if not err.path:
+        return "input"
+    return ".".join(err.path.split(".")[:2])[:64]
+
+
+class Pipeline:
+    """The stage between sources and the store.
+
+    Args:
+        config: the ``[pipeline]`` table.
+        store: the store.
+        engine: a fresh triage engine (rebuilt by `replay` before anything is submitted).
+        metrics: the gateway's metrics.
+        on_commit: called with every commit's result (the forwarder and the operator stream listen).
+        clock: wall clock (epoch seconds).
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        store: SqliteStore,
+        engine: TriageEngine,
+        metrics: Metrics,
+        on_commit: OnCommit,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self.engine = engine
+        self._metrics = metrics
+        self._on_commit = on_commit
+        self._clock = clock
+        self._queue: asyncio.Queue[tuple[RawSignal, asyncio.Future[Ingested]]] = asyncio.Queue(
+            config.queue_size
+        )
+        self._uncommitted = asyncio.Semaphore(config.queue_size)
+        # digest -> the original's result (a future until it is committed)
+        self._seen: collections.OrderedDict[bytes, asyncio.Future[Ingested] | Ingested] = (
+            collections.OrderedDict()
+        )
+        self.processed = 0
+        self.replayed = 0
+        self._outstanding = 0  # submitted and not yet stored (or failed)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tick_children: dict[str, Any] = {}
+
+    # --- entry points ---------------------------------------------------------------------------
+
+    async def submit(self, raw: RawSignal) -> asyncio.Future[Ingested]:
+        """Queue a raw signal (waiting while the queue is full).
+
+        Returns:
+            A future resolved with `Ingested` once the signal is stored; failed with `StoreError`
+            if it could not be.
+        """
+        fut: asyncio.Future[Ingested] = asyncio.get_running_loop().create_future()
+        await self._queue.put((raw, fut))
+        self._outstanding += 1
+        self._idle.clear()
+        fut.add_done_callback(self._settled)
+        return fut
+
+    def _settled(self, _: asyncio.Future[Ingested]) -> None:
+        self._outstanding -= 1
+        if not self._outstanding:
+            self._idle.set()
+
+    @property
+    def queued(self) -> int:
+        """Signals waiting for decode and triage."""
+        return self._queue.qsize()
+
+    async def drained(self) -> None:
+        """Wait until every submitted signal is stored (for a graceful stop, after intake stopped)."""
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        """Consume the queue until cancelled."""
+        while True:
+            raw, fut = await self._queue.get()
+            await self._uncommitted.acquire()
+            try:
+                self._process(raw, fut)
+            except BaseException:
+                self._uncommitted.release()
+                raise
+
+    async def action(
+        self, incident_id: str, action: str, *, actor: str, role: str, note: str
+    ) -> ActionResult:
+        """Apply an operator action: triage it, journal and audit it, and route any new revision.
+
+        Returns:
+            The outcome once it is stored (also for rejected actions: the audit keeps those too).
+        """
+        now = self._clock()
+        decision = self.engine.on_operator_action(incident_id, action, now=now, actor=actor)
+        record = ActionRecord(
+            incident_id=incident_id, action=action, actor=actor, role=role, note=note, at=now
+        )
+        unit = Unit(
+            journal_type="action",
+            at=now,
+            action=record,
+            decisions=(self._record(decision, now),),
+            audit_outcome=str(decision.outcome),
+        )
+        result = await self._store.commit(unit)
+        self._count(decision)
+        self._metrics.operator_actions.labels(
+            action if action in _ACTIONS else "other", str(decision.outcome)
+        ).inc()
+        self._on_commit(result)
+        snap = decision.incident
+        return ActionResult(
+            outcome=str(decision.outcome),
+            reasons=tuple((r.code, r.text) for r in decision.reasons),
+            revision=snap.revision if snap is not None else None,
+        )
+
+    async def audit_view(self, incident_id: str, *, actor: str, role: str) -> None:
+        """Write who viewed an incident's personal data to the audit log (not journaled)."""
+        now = self._clock()
+        record = ActionRecord(incident_id=incident_id, action="view", actor=actor, role=role, note="", at=now)
+        await self._store.commit(Unit(journal_type=None, at=now, action=record, audit_outcome="viewed"))
+
+    async def tick(self) -> int:
+        """Fire due triage timers (escalations) and journal the tick; returns decisions made."""
+        now = self._clock()
+        decisions = self.engine.due(now)
+        if not decisions:
+            return 0  # a tick that changed nothing need not be replayed
+        unit = Unit(journal_type="tick", at=now, decisions=tuple(self._record(d, now) for d in decisions))
+        result = await self._store.commit(unit)
+        for d in decisions:
+            self._count(d)
+        self._on_commit(result)
+        return len(decisions)
+
+    async def prune(self) -> int:
+        """Forget old triage state, journaled so that a replay forgets it at the same point."""
+        now = self._clock()
+        dropped = self.engine.prune(now)
+        await self._store.commit(Unit(journal_type="prune", at=now))
+        return dropped
+
+    async def run_timers(self) -> None:
+        """Tick and prune on their intervals until cancelled."""
+        last_prune = time.monotonic()
+        while True:
+            await asyncio.sleep(self._config.tick_interval_s)
+            await self.tick()
+            if time.monotonic() - last_prune >= self._config.prune_interval_s:
+                last_prune = time.monotonic()
+                await self.prune()
+
+    # --- replay ---------------------------------------------------------------------------------
+
+    async def replay(self, chunk: int = 2000) -> int:
+        """Rebuild triage state from the journal (call once, before sources start).
+
+        Every decision is written again; the store ignores what it already has (same keys), and
+        anything a crash left unwritten cannot exist, since journal and decisions share a transaction.
+
+        Returns:
+            Journal entries replayed.
+        """
+        after = 0
+        while True:
+            rows = await self._store.journal(after, chunk)
+            if not rows:
+                break
+            records: list[DecisionRecord] = []
+            for row in rows:
+                after = row.seq
+                records.extend(self._replay_row(row))
+            if records:
+                result = await self._store.commit(
+                    Unit(journal_type=None, at=self._clock(), decisions=tuple(records))
+                )
+                if result.outbox:
+                    log.warning("replay created outbox entries", extra={"count": len(result.outbox)})
+            self.replayed += len(rows)
+        return self.replayed
+
+    def _replay_row(self, row: JournalRow) -> list[DecisionRecord]:
+        if row.type == "signal":
+            assert row.signal is not None
+            raw = row.signal
+            self._remember(raw.digest, Ingested(outcome="redelivered"))
+            try:
+                signal = self._decode(raw)
+            except DecodeError as exc:
+                # Journaled signals decoded when they came; a codec change since is worth a word.
+                log.error("journaled signal no longer decodes", extra={"seq": row.seq, "error": str(exc)})
+                return []
+            return [self._record(self.engine.on_signal(signal, now=row.at), row.at)]
+        if row.type == "action":
+            a = row.action
+            assert a is not None
+            return [
+                self._record(
+                    self.engine.on_operator_action(a.incident_id, a.action, now=row.at, actor=a.actor), row.at
+                )
+            ]
+        if row.type == "tick":
+            return [self._record(d, row.at) for d in self.engine.due(row.at)]
+        self.engine.prune(row.at)
+        return []
+
+    # --- the hot path ---------------------------------------------------------------------------
+
+    def _process(self, raw: RawSignal, fut: asyncio.Future[Ingested]) -> None:
+        m = self._metrics
+        m.received(raw.transport, raw.kind if raw.kind in _KINDS else "invalid")
+        original = self._seen.get(raw.digest)
+        if original is not None:
+            m.signals_duplicate.labels(raw.transport).inc()
+            self._uncommitted.release()
+            if isinstance(original, asyncio.Future) and not original.done():
+                # Acknowledge the copy only once the original is stored.
+                original.add_done_callback(lambda o: _follow(o, fut))
+            else:
+                first = original.result() if isinstance(original, asyncio.Future) else original
+                _set(fut, Ingested(outcome="redelivered", incident_id=first.incident_id))
+            return
+        try:
+            signal = self._decode(raw)
+        except DecodeError as exc:
+            m.decode_errors.labels(exc.codec, _reason_label(exc)).inc()
+            log.warning(
+                "signal quarantined",
+                extra={
+                    "transport": raw.transport,
+                    "source": raw.source,
+                    "codec": exc.codec,
+                    "error": str(exc),
+                },
+            )
+            unit = Unit(
+                journal_type=None,
+                at=raw.received_at,
+                quarantine=QuarantineRecord(signal=raw, codec=exc.codec, reason=exc.reason, path=exc.path),
+            )
+            self._submit_unit(unit, fut, Ingested(outcome="quarantined", error=exc), None, raw.digest)
+            return
+        decision = self.engine.on_signal(signal, now=raw.received_at)
+        unit = Unit(
+            journal_type="signal",
+            at=raw.received_at,
+            signal=raw,
+            decisions=(self._record(decision, raw.received_at),),
+        )
+        snap = decision.incident
+        result = Ingested(
+            outcome=str(decision.outcome), incident_id=snap.incident_id if snap is not None else None
+        )
+        self._submit_unit(unit, fut, result, decision, raw.digest)
+        if decision.outcome == "new_incident" and isinstance(signal, MsdSignal) and snap is not None:
+            log.info(
+                "new incident",
+                extra={
+                    "incident": snap.incident_id,
+                    "tps": raw.tps,
+                    "level": snap.severity.level,
+                    "score": snap.severity.score,
+                    "automatic": snap.automatic,
+                    "test": snap.test,
+                },
+            )
+
+    def _submit_unit(
+        self,
+        unit: Unit,
+        fut: asyncio.Future[Ingested],
+        result: Ingested,
+        decision: Decision | None,
+        digest: bytes,
+    ) -> None:
+        stored = self._store.commit_nowait(unit)
+        self._remember(digest, fut)
+
+        def done(s: asyncio.Future[CommitResult]) -> None:
+            self._uncommitted.release()
+            self.processed += 1
+            if s.cancelled():
+                fut.cancel()
+                return
+            exc = s.exception()
+            if exc is not None:
+                self._seen.pop(digest, None)  # not stored: a redelivery must be processed again
+                if not fut.done():
+                    fut.set_exception(exc)
+                return
+            if decision is not None:
+                self._count(decision)
+            self._remember(digest, result)
+            self._on_commit(s.result())
+            _set(fut, result)
+
+        stored.add_done_callback(done)
+
+    def _decode(self, raw: RawSignal) -> Signal:
+        if raw.kind == "msd_raw":
+            return decode_raw_msd(
+                raw.tps, raw.vehicle, raw.call_id or "", raw.payload, sent_at=raw.received_at
+            )
+        if raw.kind not in _ENVELOPE_KINDS:
+            raise DecodeError("topic", f"not an ingest topic or path: {raw.source[:100]!r}", path="kind")
+        return decode_envelope(raw.kind, raw.tps, raw.vehicle, raw.payload)
+
+    def _record(self, decision: Decision, now: float) -> DecisionRecord:
+        return DecisionRecord(
+            outcome=str(decision.outcome),
+            reasons=decision.reasons,
+            snapshot=decision.incident,
+            routes=tuple((r.receiver, r.incident_id, r.revision) for r in decision.routes),
+            signal_at=now,
+        )
+
+    def _count(self, decision: Decision) -> None:
+        m = self._metrics
+        m.outcome(str(decision.outcome), decision.reasons[0].code if decision.reasons else "none")
+        snap = decision.incident
+        if decision.outcome == "new_incident" and snap is not None:
+            m.incidents.labels(snap.severity.level).inc()
+
+    def _remember(self, digest: bytes, value: asyncio.Future[Ingested] | Ingested) -> None:
+        seen = self._seen
+        seen[digest] = value
+        seen.move_to_end(digest)
+        if len(seen) > self._config.dedup_window:
+            seen.popitem(last=False)
+
+
+_ENVELOPE_KINDS = frozenset({"msd", "cancel", "position"})
+_KINDS = frozenset({"msd", "cancel", "position", "msd_raw"})
+_ACTIONS = frozenset({"ack", "cancel", "escalate", "resolve"})
+
+
+def _set(fut: asyncio.Future[Ingested], value: Ingested) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _follow(original: asyncio.Future[Ingested], copy: asyncio.Future[Ingested]) -> None:
+    if copy.done():
+        return
+    # The original was not stored, so neither is the copy: the source must not acknowledge it.
+    if original.cancelled():
+        copy.cancel()
+        return
+    exc = original.exception()
+    if exc is not None:
+        copy.set_exception(exc)
+        return
+    copy.set_result(Ingested(outcome="redelivered", incident_id=original.result().incident_id))

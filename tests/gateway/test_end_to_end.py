@@ -1,0 +1,379 @@
+"""The whole gateway in-process against a real mosquitto, a real SQLite file and a real PSAP webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from pathlib import Path
+
+import aiohttp
+import aiomqtt
+import pytest
+from lxml import etree
+
+from ecallgw.codecs import document
+from tests.gateway.broker import Mosquitto
+from tests.gateway.harness import (
+    OPERATOR_TOKEN,
+    PROVIDER_TOKEN,
+    SRE_TOKEN,
+    gateway_config,
+    running_gateway,
+)
+from tests.gateway.helpers import cancel_envelope, make_msd, msd_envelope, until, vin_for
+from tests.gateway.receiver import Receiver
+
+CAP_XSD = Path(__file__).parents[1] / "codecs" / "data" / "CAP-v1.2.xsd"
+
+
+async def publish(broker: Mosquitto, items: list[tuple[str, bytes]]) -> None:
+    async with asyncio.timeout(10), aiomqtt.Client(broker.host, broker.port) as pub:
+        for topic, payload in items:
+            await pub.publish(topic, payload, qos=1)
+
+
+def documents(recv: Receiver) -> list[dict[str, object]]:
+    return [json.loads(r.body) for r in recv.accepted]
+
+
+async def test_published_msd_reaches_the_psap_as_the_right_document(
+    tmp_path: Path, mosquitto: Mosquitto, receiver: Receiver
+) -> None:
+    now = time.time()
+    msd = make_msd(vin=vin_for(1), timestamp=int(now), automatic=True, passengers=3)
+    async with running_gateway(gateway_config(tmp_path, broker=mosquitto, psap_url=receiver.url)) as gw:
+        await publish(
+            mosquitto, [("ecall/v1/acme/car-1/msd", msd_envelope(msd, call_id="call-1", sent_at=now))]
+        )
+        await until(lambda: len(receiver.accepted) == 1)
+        [row] = await gw.store.list_incidents()
+    [doc] = documents(receiver)
+    parsed = document.parse_json_document(receiver.accepted[0].body)  # valid against our schema
+    assert parsed["incident_id"] == row.incident_id
+    assert receiver.accepted[0].key == f"{row.incident_id}:1"
+    assert receiver.accepted[0].content_type == "application/json"
+    assert doc["revision"] == 1 and doc["status"] == "open"
+    assert doc["call"] == {
+        "tps": "acme",
+        "vehicle": "car-1",
+        "call_id": "call-1",
+        "automatic": True,
+        "test": False,
+        "callback": "+4915112345678",
+        "lang": None,
+    }
+    assert base64.b64decode(str(doc["msd_raw"])) == msd  # the vehicle's own bytes
+    msd_json = doc["msd"]
+    assert isinstance(msd_json, dict)
+    assert msd_json["msd"]["msdStructure"]["vehicleIdentificationNumber"]["isowmi"] == "WVW"
+    assert msd_json["msd"]["msdStructure"]["numberOfPassengers"] == 3
+
+
+async def test_malformed_signal_is_quarantined_counted_and_acknowledged(
+    tmp_path: Path, mosquitto: Mosquitto, receiver: Receiver
+) -> None:
+    now = time.time()
+    truncated = make_msd(vin=vin_for(2), timestamp=int(now))[:9]
+    cfg = gateway_config(tmp_path, broker=mosquitto, psap_url=receiver.url)
+    async with running_gateway(cfg) as gw:
+        await publish(
+            mosquitto, [("ecall/v1/acme/car-2/msd", msd_envelope(truncated, call_id="c", sent_at=now))]
+        )
+        await until(lambda: gw.pipeline.processed == 1)
+        [q] = await gw.store.quarantined()
+        assert q["payload"] == msd_envelope(truncated, call_id="c", sent_at=now)
+        assert (q["codec"], q["transport"], q["source"]) == ("msd", "mqtt", "ecall/v1/acme/car-2/msd")
+        text = gw.metrics.render().decode()
+        assert 'ecallgw_decode_errors_total{codec="msd",' in text
+        assert await gw.store.list_incidents() == []
+    # Acknowledged: a new session of the same client gets nothing again.
+    async with running_gateway(cfg) as gw:
+        await asyncio.sleep(0.3)
+        assert gw.pipeline.processed == 0
+    assert receiver.requests == []
+
+
+async def test_a_cancel_cancels(tmp_path: Path, mosquitto: Mosquitto, receiver: Receiver) -> None:
+    now = time.time()
+    manual = make_msd(vin=vin_for(3), timestamp=int(now), automatic=False)
+    async with running_gateway(gateway_config(tmp_path, broker=mosquitto, psap_url=receiver.url)) as gw:
+        await publish(
+            mosquitto,
+            [
+                ("ecall/v1/acme/car-3/msd", msd_envelope(manual, call_id="c3", sent_at=now)),
+                ("ecall/v1/acme/car-3/cancel", cancel_envelope(call_id="c3", sent_at=now + 5)),
+            ],
+        )
+        await until(lambda: gw.pipeline.processed == 2)
+        [row] = await gw.store.list_incidents()
+        assert (row.status, row.revision) == ("cancelled", 2)
+        found = await gw.store.get_incident(row.incident_id)
+        assert found is not None
+        assert [(h.snapshot.revision, h.snapshot.status) for h in found[1]] == [(1, "open"), (2, "cancelled")]
+        await asyncio.sleep(0.3)
+    assert receiver.requests == []  # a manual call cancelled in grace never bothers the PSAP
+
+
+async def test_operator_cancel_of_an_automatic_call_reaches_the_psap_as_cap_cancel(
+    tmp_path: Path, mosquitto: Mosquitto, receiver: Receiver
+) -> None:
+    now = time.time()
+    cfg = gateway_config(tmp_path, broker=mosquitto, psap_url=receiver.url, psap_format="cap")
+    async with running_gateway(cfg) as gw:
+        assert gw.http is not None
+        await publish(
+            mosquitto,
+            [
+                (
+                    "ecall/v1/acme/car-4/msd",
+                    msd_envelope(make_msd(vin=vin_for(4), timestamp=int(now)), call_id="c4", sent_at=now),
+                )
+            ],
+        )
+        await until(lambda: len(receiver.accepted) == 1)
+        [row] = await gw.store.list_incidents()
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"http://127.0.0.1:{gw.http.port}/v1/incidents/{row.incident_id}/actions",
+                json={"action": "cancel", "note": "called back: no emergency"},
+                headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"},
+            ) as resp,
+        ):
+            assert resp.status == 200
+            body = await resp.json()
+        assert body["outcome"] == "cancelled" and body["revision"] == 2
+        await until(lambda: len(receiver.accepted) == 2)
+        [entry] = await gw.store.audit_log(row.incident_id)
+        assert (entry["actor"], entry["action"], entry["note"]) == (
+            "alice",
+            "cancel",
+            "called back: no emergency",
+        )
+    schema = etree.XMLSchema(etree.parse(str(CAP_XSD)))
+    alert, cancel = (etree.fromstring(r.body) for r in receiver.accepted)
+    for doc in (alert, cancel):
+        schema.assertValid(doc)
+    ns = {"cap": document.CAP_NAMESPACE}
+    assert alert.findtext("cap:msgType", namespaces=ns) == "Alert"
+    assert cancel.findtext("cap:msgType", namespaces=ns) == "Cancel"
+    # The Cancel references exactly the Alert the PSAP got (sender, identifier, sent).
+    ref = cancel.findtext("cap:references", namespaces=ns)
+    assert ref == ",".join(
+        alert.findtext(f"cap:{k}", namespaces=ns) or "" for k in ("sender", "identifier", "sent")
+    )
+    assert [r.content_type for r in receiver.accepted] == [document.CAP_MEDIA_TYPE] * 2
+
+
+async def test_escalation_timer_survives_a_restart(
+    tmp_path: Path, mosquitto: Mosquitto, receiver: Receiver
+) -> None:
+    now = time.time()
+    cfg = gateway_config(
+        tmp_path, broker=mosquitto, psap_url=receiver.url, triage={"escalation_delay_s": 1.5}
+    )
+    manual = make_msd(vin=vin_for(5), timestamp=int(now), automatic=False)
+    async with running_gateway(cfg) as gw:
+        await publish(
+            mosquitto, [("ecall/v1/acme/car-5/msd", msd_envelope(manual, call_id="c5", sent_at=now))]
+        )
+        await until(lambda: gw.pipeline.processed == 1)
+    assert receiver.requests == []  # stopped before the timer fired
+    await asyncio.sleep(1.6)
+    async with running_gateway(cfg) as gw:
+        assert gw.pipeline.replayed == 1
+        await until(lambda: len(receiver.accepted) == 1)
+        [row] = await gw.store.list_incidents()
+    [doc] = documents(receiver)
+    assert doc["incident_id"] == row.incident_id and doc["revision"] == 2
+    assert any(r["code"] == "escalation_timeout" for r in doc["reasons"])  # type: ignore[attr-defined]
+
+
+async def test_http_ingest_raw_msd_is_stored_then_delivered(tmp_path: Path, receiver: Receiver) -> None:
+    now = time.time()
+    msd = make_msd(vin=vin_for(6), timestamp=int(now))
+    async with running_gateway(gateway_config(tmp_path, broker=None, psap_url=receiver.url)) as gw:
+        assert gw.http is not None
+        base = f"http://127.0.0.1:{gw.http.port}"
+        auth = {"Authorization": f"Bearer {PROVIDER_TOKEN}"}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{base}/v1/ecall/acme/car-6/msd",
+                data=msd,
+                headers={**auth, "Content-Type": document.MSD_MEDIA_TYPE, "Call-Id": "c6"},
+            ) as resp:
+                assert resp.status == 202
+                accepted = await resp.json()
+            # The same request again (a client retry) is the same signal, stored once.
+            async with http.post(
+                f"{base}/v1/ecall/acme/car-6/msd",
+                data=msd,
+                headers={**auth, "Content-Type": document.MSD_MEDIA_TYPE, "Call-Id": "c6"},
+            ) as resp:
+                assert resp.status == 202
+                again = await resp.json()
+            async with http.post(
+                f"{base}/v1/ecall/acme/car-7/msd",
+                data=b"\xff\xff",
+                headers={**auth, "Content-Type": "application/msgpack"},
+            ) as resp:
+                assert resp.status == 400
+                error = await resp.json()
+        await until(lambda: len(receiver.accepted) == 1)
+        assert (await gw.store.counts())["journal"] == 1
+        assert len(await gw.store.quarantined()) == 1
+    assert accepted["outcome"] == "new_incident" and accepted["incident_id"].startswith("inc-")
+    assert again == {"incident_id": accepted["incident_id"], "outcome": "redelivered"}
+    assert error["codec"] == "envelope"
+    assert receiver.accepted[0].key == f"{accepted['incident_id']}:1"
+
+
+async def test_operator_api_list_get_history_and_events(tmp_path: Path, receiver: Receiver) -> None:
+    now = time.time()
+    async with running_gateway(gateway_config(tmp_path, broker=None, psap_url=receiver.url)) as gw:
+        assert gw.http is not None
+        base = f"http://127.0.0.1:{gw.http.port}"
+        op = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+        async with aiohttp.ClientSession() as http:
+            events = await http.get(f"{base}/v1/incidents/events", headers=op)
+            assert events.status == 200
+            async with http.post(
+                f"{base}/v1/ecall/acme/car-8/msd",
+                data=msd_envelope(
+                    make_msd(vin=vin_for(8), timestamp=int(now), automatic=False), call_id="c8", sent_at=now
+                ),
+                headers={"Authorization": f"Bearer {PROVIDER_TOKEN}", "Content-Type": "application/msgpack"},
+            ) as resp:
+                incident_id = (await resp.json())["incident_id"]
+            async with asyncio.timeout(5):
+                lines: list[str] = []
+                while len(lines) < 3:
+                    lines.append((await events.content.readline()).decode().strip())
+            events.close()
+            assert lines[0] == "id: 1" and lines[1] == "event: revision"
+            assert json.loads(lines[2].removeprefix("data: "))["incident_id"] == incident_id
+            async with http.post(
+                f"{base}/v1/incidents/{incident_id}/actions",
+                json={"action": "ack", "note": "on it"},
+                headers=op,
+            ) as resp:
+                assert resp.status == 200 and (await resp.json())["outcome"] == "acknowledged"
+            async with http.post(
+                f"{base}/v1/incidents/{incident_id}/actions", json={"action": "explode"}, headers=op
+            ) as resp:
+                assert resp.status == 400
+            async with http.post(
+                f"{base}/v1/incidents/inc-nope/actions", json={"action": "ack"}, headers=op
+            ) as resp:
+                assert resp.status == 404
+            async with http.get(f"{base}/v1/incidents?status=open", headers=op) as resp:
+                listed = (await resp.json())["incidents"]
+            async with http.get(f"{base}/v1/incidents?level=bogus", headers=op) as resp:
+                assert resp.status == 400
+            async with http.get(f"{base}/v1/incidents/{incident_id}", headers=op) as resp:
+                detail = await resp.json()
+            # Resuming the stream after the last seen id gives nothing old.
+            async with http.get(f"{base}/v1/incidents/events", headers={**op, "Last-Event-ID": "1"}) as resp:
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.3):
+                        await resp.content.readline()
+    assert [i["incident_id"] for i in listed] == [incident_id]
+    assert detail["status"] == "open" and len(detail["history"]) == 1
+    assert detail["history"][0]["document"]["call"]["call_id"] == "c8"
+    assert [(a["action"], a["actor"]) for a in detail["audit"]] == [("ack", "alice"), ("view", "alice")]
+
+
+ENDPOINTS = [
+    ("POST", "/v1/ecall/acme/car/msd", "provider"),
+    ("GET", "/v1/incidents", "operator"),
+    ("GET", "/v1/incidents/events", "operator"),
+    ("GET", "/v1/incidents/inc-x", "operator"),
+    ("POST", "/v1/incidents/inc-x/actions", "operator"),
+    ("GET", "/v1/quarantine", "sre"),
+    ("GET", "/v1/dead-letters", "sre"),
+    ("GET", "/metrics", "sre"),
+    ("GET", "/readyz", "sre"),
+]
+TOKENS = {"provider": PROVIDER_TOKEN, "operator": OPERATOR_TOKEN, "sre": SRE_TOKEN}
+
+
+async def test_every_endpoint_refuses_missing_wrong_and_foreign_tokens(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    async with running_gateway(gateway_config(tmp_path, broker=None, psap_url=receiver.url)) as gw:
+        assert gw.http is not None
+        base = f"http://127.0.0.1:{gw.http.port}"
+        async with aiohttp.ClientSession() as http:
+            for method, path, role in ENDPOINTS:
+                for header in (None, "Bearer not-a-token-at-all-000", f"Basic {TOKENS[role]}"):
+                    headers = {"Authorization": header} if header else {}
+                    async with http.request(method, base + path, headers=headers) as resp:
+                        assert resp.status == 401, (method, path, header)
+                for other, token in TOKENS.items():
+                    if other == role:
+                        continue
+                    async with http.request(
+                        method, base + path, headers={"Authorization": f"Bearer {token}"}
+                    ) as resp:
+                        assert resp.status == 403, (method, path, other)
+            async with http.get(f"{base}/healthz") as resp:
+                assert resp.status == 200
+            # A provider cannot write under another provider's name.
+            async with http.post(
+                f"{base}/v1/ecall/other/car/msd",
+                data=b"x",
+                headers={"Authorization": f"Bearer {PROVIDER_TOKEN}", "Content-Type": "application/msgpack"},
+            ) as resp:
+                assert resp.status == 403
+            async with http.get(f"{base}/readyz", headers={"Authorization": f"Bearer {SRE_TOKEN}"}) as resp:
+                ready = await resp.json()
+            async with http.post(
+                f"{base}/v1/ecall/acme/car/msd",
+                data=b"x" * 70000,
+                headers={"Authorization": f"Bearer {PROVIDER_TOKEN}", "Content-Type": "application/msgpack"},
+            ) as resp:
+                assert resp.status == 413
+        assert (await gw.store.counts())["journal"] == 0  # nothing refused was stored
+    assert ready == {
+        "ready": True,
+        "checks": {"started": True, "store_writable": True, "outbox_flowing": True},
+    }
+
+
+async def test_metrics_carry_no_vin_vehicle_or_incident_id(
+    tmp_path: Path, mosquitto: Mosquitto, receiver: Receiver
+) -> None:
+    now = time.time()
+    vin = vin_for(9)
+    async with running_gateway(gateway_config(tmp_path, broker=mosquitto, psap_url=receiver.url)) as gw:
+        assert gw.http is not None
+        await publish(
+            mosquitto,
+            [
+                (
+                    "ecall/v1/acme/car-nine/msd",
+                    msd_envelope(make_msd(vin=vin, timestamp=int(now)), call_id="c9", sent_at=now),
+                )
+            ],
+        )
+        await until(lambda: len(receiver.accepted) == 1)
+        [row] = await gw.store.list_incidents()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(
+                f"http://127.0.0.1:{gw.http.port}/metrics", headers={"Authorization": f"Bearer {SRE_TOKEN}"}
+            ) as resp:
+                text = await resp.text()
+            mosquitto.stop()
+            await until(lambda: not gw.health.checks()["mqtt_connected"])
+            async with http.get(
+                f"http://127.0.0.1:{gw.http.port}/readyz", headers={"Authorization": f"Bearer {SRE_TOKEN}"}
+            ) as resp:
+                assert resp.status == 503
+                assert (await resp.json())["checks"]["mqtt_connected"] is False
+    for secret in (vin, "car-nine", row.incident_id, "48.13", "c9"):
+        assert secret not in text
+    assert 'ecallgw_deliveries_total{outcome="delivered",receiver="psap-fallback"} 1.0' in text
+    assert "ecallgw_mqtt_connected 1.0" in text
+    assert 'ecallgw_incidents_total{level="high"} 1.0' in text
