@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
@@ -59,6 +59,7 @@ def flatten(prefix: str, value: Any) -> list[tuple[str, str]]:
 # --- The bar: every document valid against the CAP 1.2 schema ----------------------------------------
 
 
+@settings(max_examples=400)
 @given(snapshots(), times, st.none() | times, st.data())
 def test_every_document_is_valid_cap_and_parses_back(
     s: IncidentSnapshot, forwarded_at: float, first_sent_at: float | None, data: st.DataObject

@@ -13,7 +13,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ecallgw.codecs import msd as msd_codec
@@ -77,6 +77,7 @@ def test_shipped_schema_file_is_the_schema_the_parser_uses() -> None:
     jsonschema.Draft202012Validator.check_schema(INCIDENT_SCHEMA)
 
 
+@settings(max_examples=400)
 @given(snapshots(), times)
 def test_every_document_is_valid_and_parses_back(snapshot: IncidentSnapshot, forwarded_at: float) -> None:
     data = render_json(snapshot, forwarded_at=forwarded_at)

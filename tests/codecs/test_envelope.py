@@ -6,12 +6,13 @@ import functools
 import json
 import math
 import operator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from ecallgw.codecs import msd as msd_codec
@@ -26,7 +27,8 @@ from ecallgw.codecs.envelope import (
 )
 from ecallgw.codecs.nmea import encode_gga
 from ecallgw.errors import DecodeError, EncodeError
-from ecallgw.model import CancelSignal, MsdSignal, Position, PositionSignal
+from ecallgw.model import CancelSignal, Msd, MsdSignal, Position, PositionSignal
+from tests.codecs._strategies import msds
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "msd-public.json").read_text())
 RAW = bytes.fromhex(VECTORS[0]["hex"])
@@ -237,6 +239,20 @@ def test_msd_signal_round_trips(tps: str, vehicle: str, call_id: str, sent_at: f
     assert back == s
     assert isinstance(back, MsdSignal)
     assert back.msd.raw == RAW
+
+
+@given(msds(), st.booleans())
+def test_any_msd_round_trips_with_its_bytes(msd: Msd, framed: bool) -> None:
+    raw = msd_codec.encode(msd)
+    # The MSD strategy covers the ASN.1 space; EN 15722 (and the envelope) caps an MSD at 140 bytes.
+    assume(len(raw) <= MAX_MSD_BYTES)
+    if framed:
+        raw += bytes(MAX_MSD_BYTES - len(raw))  # in-band modem frame: zero fill to 140 octets
+    s = MsdSignal(tps="t", vehicle="v", call_id="c", sent_at=SENT_AT, msd=replace(msd, raw=raw))
+    back = decode_envelope("msd", "t", "v", encode_envelope(s))
+    assert back == s
+    assert isinstance(back, MsdSignal)
+    assert back.msd.raw == raw
 
 
 @given(names, names, call_ids, sent_ats, st.none() | st.text(max_size=40).filter(str.isprintable))
