@@ -77,7 +77,7 @@ confidence; an untrusted position gets 1 km."""
 
 _ISO_MS = "%Y-%m-%dT%H:%M:%S"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_MAX_TIME = 253402214400.0  # year 10000
+_MAX_TIME = 253402214400.0  # 9999-12-31T00:00Z: a day of margin below datetime.MAXYEAR
 # Characters XML 1.0 cannot carry at all (C0 controls except tab, LF, CR; surrogates; U+FFFE/F).
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 # CAP identifiers and senders must not hold spaces, commas, '<' or '&' (CAP 1.2 §3.2.1).

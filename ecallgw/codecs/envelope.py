@@ -8,7 +8,7 @@ the body is one msgpack map. Bounds and rules (docs/documents.md §Envelopes):
 key        kinds                    accepted value
 ========== ======================== ===========================================================
 call_id    msd, cancel, position    str, 1..128 characters, no control characters
-sent_at    msd, cancel, position    int or float (not bool), finite, 0 ≤ sent_at < year 10000
+sent_at    msd, cancel, position    int or float (not bool), finite, 0 ≤ sent_at < 9999-12-31
 msd        msd                      bin, 1..140 bytes (the EN 15722 MSD size limit), as sent
 callback   msd (optional)           str, E.164: ``+`` then 2..15 digits
 lang       msd (optional)           str, BCP 47 shape, at most 35 characters
@@ -69,7 +69,7 @@ MAX_REASON_CHARS = 512
 """Longest cancel reason accepted, in characters."""
 
 MAX_SENT_AT = 253402214400.0
-"""sent_at must be below this (year 10000): the documents render times as ISO 8601."""
+"""sent_at must be below this (9999-12-31T00:00Z): the documents render times as ISO 8601."""
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -109,7 +109,7 @@ def _check_sent_at(value: object, path: str = "sent_at") -> float:
     if not math.isfinite(number):
         raise _error(f"{value!r} is not finite", path)
     if not 0 <= number < MAX_SENT_AT:
-        raise _error(f"{value!r} is outside 0..{MAX_SENT_AT:.0f} (1970 to year 10000)", path)
+        raise _error(f"{value!r} is outside 0..{MAX_SENT_AT:.0f} (1970 to 9999-12-31)", path)
     return number
 
 
