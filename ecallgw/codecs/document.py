@@ -96,10 +96,13 @@ def _check_time(t: float, what: str) -> float:
 
 
 def iso_time(t: float) -> str:
-    """Epoch seconds as ISO 8601 UTC with milliseconds and ``Z``: ``2026-11-26T11:18:58.123Z``.
+    """Epoch seconds as ISO 8601 UTC with milliseconds and ``Z``.
 
     Raises:
         EncodeError: for a time that is not finite or outside 1970..9999.
+
+    >>> iso_time(1764158400.25)
+    '2025-11-26T12:00:00.250Z'
     """
     ms = round(_check_time(t, "time") * 1000)
     when = _EPOCH + dt.timedelta(milliseconds=ms)
@@ -111,6 +114,9 @@ def cap_time(t: float) -> str:
 
     Raises:
         EncodeError: for a time that is not finite or outside 1970..9999.
+
+    >>> cap_time(1764158400.75)
+    '2025-11-26T12:00:00-00:00'
     """
     when = _EPOCH + dt.timedelta(seconds=math.floor(_check_time(t, "time")))
     return f"{when:{_ISO_MS}}-00:00"
@@ -267,6 +273,11 @@ def cap_identifier(incident_id: str, revision: int) -> str:
     Deterministic, so a retried delivery carries the same identifier and a later Update or Cancel
     can name the Alert without a lookup. Characters CAP forbids in identifiers (space, comma, ``<``,
     ``&``) and ``%`` are percent-encoded.
+
+    >>> cap_identifier("inc-4f1c2a9e0b7d6c5a3e2f1d0c", 2)
+    'ecallgw:inc-4f1c2a9e0b7d6c5a3e2f1d0c:2'
+    >>> cap_identifier("a, b&c", 1)
+    'ecallgw:a%2C%20b%26c:1'
     """
     return f"ecallgw:{_quote(incident_id)}:{revision}"
 

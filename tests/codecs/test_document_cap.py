@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import doctest
 import hashlib
 import re
 from dataclasses import replace
@@ -14,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
+from ecallgw.codecs import document as document_module
 from ecallgw.codecs import msd as msd_codec
 from ecallgw.codecs.document import (
     CAP_SEVERITY,
@@ -170,6 +172,11 @@ def test_cancel_for_a_receiver_that_never_got_the_alert_is_refused() -> None:
 def test_sender_cap_forbids_is_refused(sender: str) -> None:
     with pytest.raises(EncodeError):
         render_cap(golden_snapshot(), sender=sender, forwarded_at=T0)
+
+
+def test_docstring_examples() -> None:
+    result = doctest.testmod(document_module)
+    assert (result.failed, result.attempted > 0) == (0, True)
 
 
 def test_test_calls_have_status_test() -> None:

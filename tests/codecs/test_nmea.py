@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import doctest
 import functools
 import operator
 from dataclasses import replace
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from ecallgw.codecs import nmea as nmea_module
 from ecallgw.codecs.nmea import (
     GNSS_TALKERS,
     MAX_SENTENCES,
@@ -369,6 +371,11 @@ def test_encoders_build_void_fixes_for_tests() -> None:
     ):
         with pytest.raises(DecodeError, match="no valid fix"):
             decode_nmea(text, reference_time=REF)
+
+
+def test_docstring_examples() -> None:
+    result = doctest.testmod(nmea_module)
+    assert (result.failed, result.attempted > 0) == (0, True)
 
 
 def test_encoded_minutes_never_reach_sixty() -> None:
