@@ -222,3 +222,35 @@ def random_msd(rng: random.Random, version: Version) -> Msd:
     )
     extra = _random_oad(rng) if rng.random() < 0.3 else None
     return Msd(version=version, msd=MsdMessage(msd_structure=structure, optional_additional_data=extra))
+
+
+# --- Mutations of valid encodings (fuzzing) -----------------------------------------------------
+
+MUTATIONS = ("random", "bit_flips", "truncate", "append", "splice")
+
+
+def mutate(rng: random.Random, data: bytes, kind: str) -> bytes:
+    """A damaged copy of ``data``: the fuzz inputs of tests and bench/msd_fuzz.py.
+
+    Kinds: random bytes behind a valid version octet, 1-8 flipped bits, a truncation, bytes
+    appended (zero or random, sometimes filling a 140-octet frame), or a random run overwritten.
+    """
+    if kind == "random":
+        return bytes([rng.choice((1, 2, 3))]) + rng.randbytes(rng.randrange(0, 160))
+    if kind == "bit_flips":
+        out = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            bit = rng.randrange(8 * len(out))
+            out[bit // 8] ^= 0x80 >> (bit % 8)
+        return bytes(out)
+    if kind == "truncate":
+        return data[: rng.randrange(len(data))]
+    if kind == "append":
+        fill = 140 - len(data) if rng.random() < 0.3 and len(data) < 140 else rng.randint(1, 8)
+        tail = bytes(fill) if rng.random() < 0.5 else rng.randbytes(fill)
+        return data + tail
+    if kind == "splice":
+        start = rng.randrange(len(data))
+        size = rng.randint(1, 6)
+        return data[:start] + rng.randbytes(size) + data[start + size :]
+    raise ValueError(kind)

@@ -1,0 +1,79 @@
+"""Damaged and random inputs: the MSD decoder raises DecodeError and nothing else, never guesses.
+
+The long run (1,000,000 inputs) is bench/msd_fuzz.py; these are CI-sized.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ecallgw.codecs import msd as codec
+from ecallgw.errors import DecodeError
+from ecallgw.model import Msd
+from tests.codecs._strategies import MUTATIONS, msds, mutate, random_msd
+
+
+def check(data: bytes) -> bool:
+    """Decode ``data``; True if it decoded. Fails the test on any exception but DecodeError, or
+    when the generated fast path and the interpreted schema disagree."""
+    fast = codec._FAST.get(data[0]) if data else None
+    fast_value = fast.decode(data) if fast is not None else None
+    try:
+        value = codec.decode(data)
+    except DecodeError as error:
+        assert fast_value is None  # the fast path never accepts what the schema refuses
+        assert error.codec == "msd"
+        assert error.bit_offset is None or 0 <= error.bit_offset <= 8 * len(data)
+        return False
+    assert value == codec._decode_interpreted(data)
+    assert fast_value is None or fast_value == value
+    assert value.raw == data
+    codec.to_json_dict(value)  # a decoded MSD always has a JSON form
+    return True
+
+
+@given(st.binary(max_size=200))
+def test_random_bytes(data: bytes) -> None:
+    check(data)
+
+
+@given(st.sampled_from((1, 2, 3)), st.binary(max_size=160))
+def test_random_bytes_behind_a_version(version: int, body: bytes) -> None:
+    check(bytes([version]) + body)
+
+
+@given(msds(), st.sampled_from(MUTATIONS), st.randoms(use_true_random=False))
+def test_mutated_msds(msd: Msd, kind: str, rng: random.Random) -> None:
+    data = codec.encode(msd) if rng.random() < 0.7 else codec.encode(msd, canonical=False)
+    check(mutate(rng, data, kind))
+
+
+@pytest.mark.parametrize("kind", MUTATIONS)
+def test_seeded_mutations(kind: str) -> None:
+    rng = random.Random(f"msd-fuzz-{kind}")
+    decoded = 0
+    for _ in range(400):
+        data = codec.encode(random_msd(rng, rng.choice((1, 2, 3))))
+        decoded += check(mutate(rng, data, kind))
+    if kind == "truncate":
+        assert decoded == 0  # every truncation loses data bits: nothing may decode
+    elif kind in ("random", "append"):
+        assert decoded < 400  # zero fill of a 140-octet frame is the only tail accepted
+
+
+def test_every_truncation_of_the_public_vector() -> None:
+    from tests.codecs.test_msd_vectors import PUBLIC_BYTES
+
+    for end in range(len(PUBLIC_BYTES)):
+        with pytest.raises(DecodeError):
+            codec.decode(PUBLIC_BYTES[:end])
+
+
+def test_not_bytes() -> None:
+    with pytest.raises(DecodeError):
+        codec.decode("015c06")  # type: ignore[arg-type]
+    assert check(bytearray(codec.encode(random_msd(random.Random(1), 2))))  # type: ignore[arg-type]
