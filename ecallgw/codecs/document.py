@@ -472,8 +472,9 @@ def render_cap(
         _sub(area, "circle", f"{p.lat:.7f},{p.lon:.7f} {CAP_AREA_RADIUS_KM[p.trusted]}")
 
     ET.indent(alert, space="  ")
-    body: bytes = ET.tostring(alert, encoding="utf-8", xml_declaration=False, default_namespace=CAP_NAMESPACE)
-    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + body + b"\n"
+    # Serialising to str and encoding once saves ElementTree's many small encoded writes.
+    body = ET.tostring(alert, encoding="unicode", default_namespace=CAP_NAMESPACE)
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n").encode()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -586,7 +587,8 @@ def parse_cap(data: bytes) -> CapAlert:
         parameters.append((name, value))
     # The identifier carries incident id and revision losslessly (percent-encoded); parameters are
     # text for people and lose what XML cannot carry.
-    m = re.fullmatch(r"ecallgw:([^:\s]+(?::[^:\s]+)*):([1-9][0-9]{0,9})", identifier)
+    # The revision is the last segment; the id may hold colons of its own (kept unescaped).
+    m = re.fullmatch(r"ecallgw:(\S+):([1-9][0-9]{0,9})", identifier)
     if m is None:
         raise _cap_error(
             f"identifier {identifier!r} is not ecallgw:<incident id>:<revision>", f"{path}/identifier"

@@ -120,7 +120,10 @@ def test_every_document_is_valid_cap_and_parses_back(
         assert float(radius) == (0.15 if s.position.trusted else 1.0)
 
 
-@given(st.text(min_size=1, max_size=40), st.integers(1, 10**6))
+@given(
+    st.text(min_size=1, max_size=40) | st.sampled_from([":", "a:1", "::", "%41", "a b,<&>"]),
+    st.integers(1, 10**6),
+)
 def test_identifiers_are_deterministic_cap_tokens(incident_id: str, revision: int) -> None:
     ident = cap_identifier(incident_id, revision)
     assert ident == cap_identifier(incident_id, revision)
@@ -128,6 +131,15 @@ def test_identifiers_are_deterministic_cap_tokens(incident_id: str, revision: in
     assert not re.search(r"[\s,<&]", ident)
     assert ident.endswith(f":{revision}")
     assert cap_identifier(incident_id + "x", revision) != ident
+    # ... and the parser gets the exact id and revision back from it, colons and all.
+    alert = parse_cap(
+        render_cap(
+            replace(golden_snapshot(), incident_id=incident_id, revision=revision),
+            sender=SENDER,
+            forwarded_at=T0,
+        )
+    )
+    assert (alert.incident_id, alert.revision) == (incident_id, revision)
 
 
 # --- Message types and references -----------------------------------------------------------------------
