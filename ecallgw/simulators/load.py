@@ -331,9 +331,10 @@ def _scenarios_for(spec: LoadSpec, start: float) -> list[Scenario]:
     return generate(random.Random(spec.seed), n, spec.mix, start=start, mean_gap_s=1.0 / scenario_rate)
 
 
-def _tracked(scenarios: Sequence[Scenario]) -> set[tuple[str, str]]:
+def _owners(scenarios: Sequence[Scenario]) -> dict[tuple[str, str], str]:
+    """(tps, vehicle) -> scenario id, for the scenarios whose arrival we wait for (not stale replays)."""
     return {
-        (t.signal.tps, t.signal.vehicle)
+        (t.signal.tps, t.signal.vehicle): s.id
         for s in scenarios
         if s.label.kind != "stale_replay"
         for t in s.signals
@@ -366,15 +367,19 @@ async def run_load(
     # The envelopes carry sent_at and MSD timestamps from generation; moving the whole schedule by the
     # build time (seconds) keeps them well inside the gateway's staleness window.
     outgoing = [replace(o, at=o.at + shift) for o in outgoing]
-    tracked = _tracked(scenarios)
-    seen: set[tuple[str, str]] = set()
+    owners = _owners(scenarios)
+    # A scenario has arrived when a document names any of its vehicles (a second device or a redial
+    # may fold into the first vehicle's incident and never be named itself).
+    tracked = set(owners.values())
+    seen: set[str] = set()
     all_seen = asyncio.Event()
 
     def on_arrival(a: Arrival) -> None:
         if a.accepted:
             info = parse_document(a.content_type, a.body)
-            if info is not None:
-                seen.add((info.tps, info.vehicle))
+            sid = owners.get((info.tps, info.vehicle)) if info is not None else None
+            if sid is not None:
+                seen.add(sid)
                 if tracked <= seen:
                     all_seen.set()
 
@@ -401,7 +406,7 @@ async def run_load(
                 done = sum(1 for o in outgoing if o.at <= time.time())
                 progress(
                     f"t={time.time() - t0:6.1f}s scheduled {done}/{len(outgoing)} "
-                    f"receivers saw {len(seen & tracked)}/{len(tracked)} vehicles, "
+                    f"scenarios at a receiver {len(seen)}/{len(tracked)}, "
                     f"documents {len(env.psap.arrivals) - first_arrival}"
                 )
 

@@ -10,7 +10,8 @@ Definitions:
   acknowledged / (last acknowledgement - first scheduled send).
 - latency: per scenario, first accepted document about any of its vehicles at any receiver, minus
   the *scheduled* send time of its first signal (open loop: a late driver cannot hide delay).
-  ``psap_latency`` is the same to a PSAP receiver, for real emergencies.
+  ``psap_latency`` is the same to a PSAP receiver, for real automatic emergencies (a manual one
+  reaches a PSAP when the operator escalates it, which is not latency).
 - lost: a tracked scenario (every kind but stale replays, which triage may rightly drop) with no
   accepted document at any receiver by the end of the drain.
 - invalid documents: accepted documents that fail ``codecs.document.parse_json_document`` (the
@@ -146,13 +147,14 @@ class LoadReport:
             return f"{a}/{b}" + (f" ({100.0 * a / b:.1f} %)" if b else "")
 
         lines = [
-            f"transport                    {self.transport}, {self.duration_s:.1f} s",
+            f"transport                    {self.transport}, "
+            f"{self.duration_s:.1f} s from the first send to the last record",
             f"signals                      scheduled {self.signals_scheduled}, sent {self.signals_sent}, "
             f"acknowledged {self.signals_acked}, send errors {self.send_errors}",
             f"rate                         offered {self.offered_rate:.1f}/s, "
             f"achieved {self.achieved_rate:.1f}/s",
             lat("latency (send -> receiver)", self.latency),
-            lat("latency (send -> PSAP, real)", self.psap_latency),
+            lat("latency (send -> PSAP, auto)", self.psap_latency),
             f"documents                    accepted {self.documents_accepted}, refused by us "
             f"{self.documents_refused}, duplicates {self.duplicates}, "
             f"unreadable {self.unreadable_documents}, failing the schema {self.invalid_documents}",
@@ -248,7 +250,10 @@ def build_report(
     reached = [s for s in tracked if s.id in first_any]
     latency = [first_any[s.id] - first_send[s.id] for s in reached]
     real = [s for s in sent if s.label.real]
-    psap_latency = [first_psap[s.id] - first_send[s.id] for s in real if s.id in first_psap]
+    # Automatic real emergencies only: a manual one reaches the PSAP when the operator escalates it.
+    psap_latency = [
+        first_psap[s.id] - first_send[s.id] for s in real if s.label.automatic and s.id in first_psap
+    ]
     false = [s for s in sent if not s.label.real]
     false_at_psap = [s for s in false if s.id in first_psap]
     later_cancelled = 0
