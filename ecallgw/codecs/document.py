@@ -20,7 +20,6 @@ import hashlib
 import json
 import math
 import re
-import urllib.parse
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -282,8 +281,24 @@ def cap_identifier(incident_id: str, revision: int) -> str:
     return f"ecallgw:{_quote(incident_id)}:{revision}"
 
 
+_ID_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/+=@")
+
+
 def _quote(incident_id: str) -> str:
-    return urllib.parse.quote(incident_id, safe="-._~:/+=@")
+    # RFC 3986 percent-encoding of UTF-8, keeping the characters above; written out because
+    # urllib belongs to the I/O modules codecs do not import.
+    return "".join(
+        c if c in _ID_SAFE else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
+        for c in incident_id
+    )
+
+
+def _unquote(text: str) -> str:
+    """Inverse of :func:`_quote`; ValueError for text that no id quotes to."""
+    if "%" in text and not re.fullmatch(r"(?:[^%]|%[0-9A-F]{2})*", text):
+        raise ValueError("malformed percent-encoding")
+    raw = re.sub(rb"%([0-9A-F]{2})", lambda m: bytes([int(m[1], 16)]), text.encode("utf-8", "surrogatepass"))
+    return raw.decode("utf-8", "surrogatepass")
 
 
 def _xml_text(value: object) -> str:
@@ -593,7 +608,12 @@ def parse_cap(data: bytes) -> CapAlert:
         raise _cap_error(
             f"identifier {identifier!r} is not ecallgw:<incident id>:<revision>", f"{path}/identifier"
         )
-    incident_id, revision = urllib.parse.unquote(m[1], errors="strict"), int(m[2])
+    try:
+        incident_id, revision = _unquote(m[1]), int(m[2])
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise _cap_error(
+            f"identifier {identifier!r} is not percent-encoded UTF-8", f"{path}/identifier"
+        ) from exc
     if cap_identifier(incident_id, revision) != identifier:
         raise _cap_error(f"identifier {identifier!r} is not in canonical form", f"{path}/identifier")
     msd_raw: bytes | None = None
