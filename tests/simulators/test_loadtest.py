@@ -1,0 +1,86 @@
+"""The load test end to end: real mosquitto, real ``ecallgw serve``, real simulated PSAP on 127.0.0.1.
+
+The report's figures are recomputed here from what the simulated PSAP recorded, parsed with the
+receivers' own document parsers (not the report's), so the report cannot lie.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from ecallgw.codecs.document import parse_cap, parse_json_document
+from ecallgw.simulators.drivers import Outgoing
+from ecallgw.simulators.load import THROUGHPUT_MIX, LoadSpec, Sustainability, environment, judge, run_load
+from ecallgw.simulators.psap import Arrival, Behaviour
+from ecallgw.simulators.report import LoadReport
+from ecallgw.simulators.scenarios import Mix, Scenario
+
+
+def _vehicle_of(a: Arrival) -> tuple[str, str]:
+    if "xml" in a.content_type:
+        alert = parse_cap(a.body)
+        return alert.parameter("tps") or "", alert.parameter("vehicle") or ""
+    doc = parse_json_document(a.body)
+    return doc["call"]["tps"], doc["call"]["vehicle"]
+
+
+def _check_against_records(
+    report: LoadReport, scenarios: list[Scenario], outgoing: list[Outgoing], arrivals: list[Arrival]
+) -> None:
+    accepted = [a for a in arrivals if 200 <= a.status < 300]
+    assert report.documents_accepted == len(accepted)
+    assert report.documents_refused == len(arrivals) - len(accepted)
+    seen_keys: dict[str, set[str]] = defaultdict(set)
+    duplicates = 0
+    for a in accepted:
+        assert a.key is not None
+        duplicates += a.key in seen_keys[a.receiver]
+        seen_keys[a.receiver].add(a.key)
+    assert report.duplicates == duplicates
+    owner = {(t.signal.tps, t.signal.vehicle): s.id for s in scenarios for t in s.signals}
+    first_doc: dict[str, float] = {}
+    for a in accepted:
+        sid = owner[_vehicle_of(a)]  # every document names a vehicle we sent
+        first_doc[sid] = min(first_doc.get(sid, math.inf), a.at)
+    first_send: dict[str, float] = {}
+    for o in outgoing:
+        first_send[o.scenario] = min(first_send.get(o.scenario, math.inf), o.at)
+    tracked = {s.id for s in scenarios if s.label.kind != "stale_replay"}
+    assert report.scenarios_tracked == len(tracked)
+    assert report.lost == len(tracked - set(first_doc))
+    latencies = sorted(first_doc[sid] - first_send[sid] for sid in tracked & set(first_doc))
+    assert report.latency.count == len(latencies)
+    assert math.isclose(report.latency.max, latencies[-1])
+    assert math.isclose(report.latency.p50, latencies[math.ceil(0.5 * len(latencies)) - 1])
+    assert min(latencies) > 0  # measured from the schedule, and nothing arrives before it was sent
+    assert report.signals_scheduled == len(outgoing)
+
+
+async def test_report_matches_what_the_psap_recorded(tmp_path: Path) -> None:
+    async with asyncio.timeout(120), environment(tmp_path / "env", seed=3) as env:
+        spec = LoadSpec(rate=40.0, duration_s=2.0, seed=3, drain_s=30.0)
+        report, scenarios, outgoing, log, arrivals = await run_load(spec, env)
+    _check_against_records(report, scenarios, outgoing, arrivals)
+    assert report.signals_acked == len(outgoing) == log.acknowledged
+    assert report.lost == 0 and report.duplicates == 0 and report.invalid_documents == 0
+    # Automatic crashes go to a PSAP at once (and to the operator desk): two documents each at least.
+    assert report.real_forwarded_to_psap == report.real_emergencies == len(scenarios)
+    assert report.documents_accepted >= 2 * len(scenarios)
+    assert judge(report, Sustainability(max_p99_s=5.0)) == []
+
+
+async def test_failing_psap_over_http_loses_nothing(tmp_path: Path) -> None:
+    # A PSAP that answers 503 or 429 (Retry-After 1 s) to 40 % of requests: the gateway retries
+    # until each document is accepted; the accepted ones are never duplicated.
+    behaviour = Behaviour(error_rate=0.25, throttle_rate=0.15, retry_after_s=1)
+    mix = Mix.parse("redial=0,retransmission=0,untrusted_position=0", THROUGHPUT_MIX)
+    async with asyncio.timeout(150), environment(tmp_path / "env", seed=4, behaviour=behaviour) as env:
+        spec = LoadSpec(rate=25.0, duration_s=2.0, seed=4, transport="http", mix=mix, drain_s=60.0)
+        report, scenarios, outgoing, _log, arrivals = await run_load(spec, env)
+    _check_against_records(report, scenarios, outgoing, arrivals)
+    assert report.documents_refused > 0  # the failures really happened
+    assert report.lost == 0 and report.duplicates == 0
+    assert report.signals_acked == len(outgoing)
