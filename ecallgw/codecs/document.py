@@ -254,7 +254,10 @@ def parse_json_document(data: bytes) -> dict[str, Any]:
         raise DecodeError("document", f"not UTF-8 at byte {exc.start}") from exc
     except (ValueError, RecursionError) as exc:
         raise DecodeError("document", f"not JSON: {exc}") from exc
-    error = next(iter(sorted(_validator().iter_errors(doc), key=lambda e: list(e.path))), None)
+    from jsonschema.exceptions import best_match
+
+    # best_match picks the deepest, most specific error (inside anyOf/oneOf too), deterministically.
+    error = best_match(_validator().iter_errors(doc))
     if error is not None:
         path = "/" + "/".join(str(p) for p in error.absolute_path)
         raise DecodeError("document", f"does not match the incident schema: {error.message[:300]}", path=path)
