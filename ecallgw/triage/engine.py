@@ -122,6 +122,12 @@ _CANCEL_IN_GRACE = "cancelled_in_grace"
 _CANCEL_REQ = "cancel_requested"
 
 
+# Decisions are frozen: the common constant ones are built once and shared.
+_DUP_EXACT = Decision(outcome=Outcome.duplicate, reasons=_EXACT_REPEAT)
+_DUP_RESEND = Decision(outcome=Outcome.duplicate, reasons=_RESEND_UNCHANGED)
+_ORPHAN_DECISION = Decision(outcome=Outcome.orphan_signal, reasons=_ORPHAN)
+
+
 class _Incident:
     """Mutable per-incident state; receivers see it only through ``IncidentSnapshot``."""
 
@@ -219,6 +225,7 @@ class TriageEngine:
     def __init__(self, policy: TriagePolicy, key: bytes) -> None:
         self.policy = policy
         self._key = keys.check_key(key)
+        self._id_key = keys.incident_key(key)
         self._router = PsapRouter(policy)
         self._incidents: dict[str, _Incident] = {}
         self._calls: dict[CallKey, _Incident] = {}
@@ -229,6 +236,7 @@ class TriageEngine:
         self._timer_seq = 0
         self._grid: dict[tuple[int, int], list[_Incident]] = {}
         self._cell_deg = policy.scene_distance_m / _METRES_PER_DEGREE
+        self._row_widths: dict[int, float] = {}
         self._severity_cache: dict[tuple[Evidence, bool], Severity] = {}
 
     # --- public API -------------------------------------------------------------------------------
@@ -405,7 +413,7 @@ class TriageEngine:
     def _msd_in_call(self, inc: _Incident, sig: MsdSignal, now: float) -> Decision:
         fp = fingerprint(sig)
         if fp in inc.seen:
-            return Decision(outcome=Outcome.duplicate, reasons=_EXACT_REPEAT)
+            return _DUP_EXACT
         self._remember(inc, fp)
         if inc.closed:
             if not msd_changes(inc.msd, sig.msd, self.policy.position_change_m) and (
@@ -423,7 +431,7 @@ class TriageEngine:
         if visible:
             return self._emit(inc, Outcome.new_revision, reasons, now)
         inc.last_at = max(inc.last_at, now)
-        return Decision(outcome=Outcome.duplicate, reasons=tuple(reasons) or _RESEND_UNCHANGED)
+        return Decision(outcome=Outcome.duplicate, reasons=tuple(reasons)) if reasons else _DUP_RESEND
 
     def _apply_msd(self, inc: _Incident, sig: MsdSignal, now: float, reasons: list[Reason]) -> bool:
         """Fold an MSD of a known incident into it; True when receivers should see a new revision."""
@@ -432,10 +440,14 @@ class TriageEngine:
         inc.last_at = max(inc.last_at, now)
         mid = msd.msd.msd_structure.message_identifier
         last_mid = inc.mids.get(sig.call_id, -1)
-        evidence = inc.evidence.merge(evidence_from_msd(msd))
-        if evidence != inc.evidence:
-            inc.evidence = evidence
-            visible = True  # the severity may change; _emit rescores
+        min_move = self.policy.position_change_m
+        # Most MSDs of an open call are plain retransmissions: compare first, derive only on change.
+        changes = msd_changes(inc.msd, msd, min_move)
+        if changes:
+            evidence = inc.evidence.merge(evidence_from_msd(msd))
+            if evidence != inc.evidence:
+                inc.evidence = evidence
+                visible = True  # the severity may change; _emit rescores
         if msd.automatic and not inc.automatic:
             inc.automatic = True
             inc.escalation_due = None
@@ -458,16 +470,14 @@ class TriageEngine:
             # A late older MSD: its evidence is kept (above), its position and fields are not.
             reasons.extend(_OUT_OF_ORDER)
             return visible
-        changes = msd_changes(inc.msd, msd, self.policy.position_change_m)
         inc.mids[sig.call_id] = mid
-        new_pos = msd_position(msd)
         if changes:
             inc.msd = msd
             reasons.extend(changes)
             visible = True
+            new_pos = msd_position(msd)
             newer = inc.position_sent_at is None or sig.sent_at >= inc.position_sent_at
             trust_ok = inc.position is None or new_pos is None or new_pos.trusted or not inc.position.trusted
-            min_move = self.policy.position_change_m
             moved = new_pos is not None and bool(position_changes(inc.position, new_pos, min_move))
             if moved and newer and trust_ok:
                 inc.position = new_pos
@@ -488,7 +498,7 @@ class TriageEngine:
     ) -> Decision:
         policy = self.policy
         # The generation tells apart two incidents of one call opened at the same receipt time.
-        iid = keys.incident_id(self._key, vkey, sig.tps, sig.call_id, now, generation)
+        iid = keys.incident_id(self._id_key, vkey, sig.tps, sig.call_id, now, generation)
         inc = _Incident(iid=iid, vkey=vkey, sig=sig, now=now, generation=generation)
         inc.seen.add(fingerprint(sig))
         self._incidents[iid] = inc
@@ -520,11 +530,15 @@ class TriageEngine:
                 reasons.append(_AUTO_PSAP)
             else:
                 self._arm_escalation(inc, now)
-            new_veh = _Vehicle(inc)
-            new_veh.manual_times = times
-            self._vehicles[(vkey, False)] = new_veh
+            if veh is None:
+                veh = self._vehicles[(vkey, False)] = _Vehicle(inc)
+            veh.incident = inc
+            veh.manual_times = times
         if test:
-            self._vehicles[(vkey, True)] = _Vehicle(inc)
+            if veh is None:
+                self._vehicles[(vkey, True)] = _Vehicle(inc)
+            else:
+                veh.incident = inc
         # The decision shows every suspicion and the escalation plan, not only the snapshot.
         reasons.extend(inc.flags.values())
         self._fold_orphans(inc, ck, now, reasons)
@@ -554,29 +568,45 @@ class TriageEngine:
         pos = inc.position
         if pos is None:
             return
-        cell = self._cell_deg
-        ci = math.floor(pos.lat / cell)
-        cj = math.floor(pos.lon / cell)
-        span = math.ceil(1 / max(math.cos(math.radians(pos.lat)), 0.05))
+        lat, lon = pos.lat, pos.lon
+        ci = math.floor(lat / self._cell_deg)
+        grid = self._grid
         best: _Incident | None = None
         horizon = now - self.policy.scene_window_s
-        for di in (-1, 0, 1):
-            for dj in range(-span, span + 1):
-                for other in self._grid.get((ci + di, cj + dj), ()):
-                    if other.closed or other.last_at < horizon or other.position is None:
+        limit = self.policy.scene_distance_m
+        for row in (ci - 1, ci, ci + 1):
+            # Each row of cells is as wide in metres as it is tall, so 3 x 3 cells cover the radius.
+            cj = math.floor(lon / self._row_width(row))
+            for cell in ((row, cj - 1), (row, cj), (row, cj + 1)):
+                for other in grid.get(cell, ()):
+                    op = other.position
+                    if other.closed or other.last_at < horizon or op is None:
                         continue
-                    if distance_m(pos.lat, pos.lon, other.position.lat, other.position.lon) > (
-                        self.policy.scene_distance_m
-                    ):
+                    if distance_m(lat, lon, op.lat, op.lon) > limit:
                         continue
                     if best is None or (other.received_at, other.id) < (best.received_at, best.id):
                         best = other
-        self._grid.setdefault((ci, cj), []).append(inc)
+        home = (ci, math.floor(lon / self._row_width(ci)))
+        cell_list = grid.get(home)
+        if cell_list is None:
+            grid[home] = [inc]
+        else:
+            cell_list.append(inc)
         if best is not None:
             inc.scene_id = best.scene_id
             inc.flags["scene_linked"] = _r(
                 "scene_linked", "another incident close in time and place: same scene"
             )
+
+    def _row_width(self, row: int) -> float:
+        """Longitude width in degrees of the cells of one latitude row (at least the scene radius)."""
+        w = self._row_widths.get(row)
+        if w is None:
+            cd = self._cell_deg
+            # The pole-ward edge is the narrowest: size the row's cells for it.
+            edge = max(abs(row * cd), abs((row + 1) * cd))
+            w = self._row_widths[row] = min(360.0, cd / max(math.cos(math.radians(min(edge, 90.0))), 1e-6))
+        return w
 
     # --- cancel and position ------------------------------------------------------------------------
 
@@ -585,10 +615,10 @@ class TriageEngine:
         inc = self._calls.get(ck)
         if inc is None:
             self._orphans.setdefault(ck, []).append((sig, now))
-            return Decision(outcome=Outcome.orphan_signal, reasons=_ORPHAN)
+            return _ORPHAN_DECISION
         fp = fingerprint(sig)
         if fp in inc.seen:
-            return Decision(outcome=Outcome.duplicate, reasons=_EXACT_REPEAT)
+            return _DUP_EXACT
         self._remember(inc, fp)
         reasons: list[Reason] = []
         outcome = self._apply_cancel(inc, sig, now, reasons)
@@ -635,10 +665,10 @@ class TriageEngine:
         inc = self._calls.get(ck)
         if inc is None:
             self._orphans.setdefault(ck, []).append((sig, now))
-            return Decision(outcome=Outcome.orphan_signal, reasons=_ORPHAN)
+            return _ORPHAN_DECISION
         fp = fingerprint(sig)
         if fp in inc.seen:
-            return Decision(outcome=Outcome.duplicate, reasons=_EXACT_REPEAT)
+            return _DUP_EXACT
         self._remember(inc, fp)
         reasons: list[Reason] = []
         if self._apply_position(inc, sig, now, reasons):

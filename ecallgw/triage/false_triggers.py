@@ -8,8 +8,6 @@ operator instead of escalating by timer.
 
 from __future__ import annotations
 
-from collections import deque
-
 from ecallgw.model import Msd, Reason
 from ecallgw.triage.policy import TriagePolicy
 
@@ -64,22 +62,15 @@ def manual_burst_reason(count: int, policy: TriagePolicy) -> tuple[Reason, ...]:
 class StormDetector:
     """Counts one provider's new incidents and says when the rate is far above its baseline.
 
-    The baseline is an exponential average of per-window counts with time constant
-    ``storm_baseline_s`` (a busy provider at cold start is flagged until its baseline is learnt;
-    ``storm_min_count`` keeps small providers from being flagged by a handful of calls).
-    Deterministic: the state changes only through ``observe`` with the caller's ``now``.
+    The count over the last ``storm_window_s`` is estimated from two fixed windows (the current one
+    and the previous one weighted by how much of it still lies in the sliding window), which costs
+    O(1) time and memory per provider at any rate. The baseline is an exponential average of
+    per-window counts with time constant ``storm_baseline_s`` (a busy provider at cold start is
+    flagged until its baseline is learnt; ``storm_min_count`` keeps small providers from being
+    flagged by a handful of calls). Deterministic: the state changes only through ``observe``.
     """
 
-    __slots__ = (
-        "_alpha",
-        "_baseline",
-        "_count_in_window",
-        "_factor",
-        "_min",
-        "_recent",
-        "_window",
-        "_window_no",
-    )
+    __slots__ = ("_alpha", "_baseline", "_cur", "_factor", "_min", "_no", "_prev", "_window")
 
     def __init__(self, policy: TriagePolicy) -> None:
         self._window = policy.storm_window_s
@@ -87,9 +78,9 @@ class StormDetector:
         self._min = policy.storm_min_count
         self._alpha = policy.storm_window_s / policy.storm_baseline_s
         self._baseline = 0.0
-        self._recent: deque[float] = deque()
-        self._window_no: int | None = None
-        self._count_in_window = 0
+        self._no: int | None = None
+        self._cur = 0
+        self._prev = 0
 
     @property
     def threshold(self) -> float:
@@ -98,39 +89,35 @@ class StormDetector:
 
     def observe(self, now: float) -> tuple[Reason, ...]:
         """Count one new incident at ``now``; return a ``provider_storm`` reason during a storm."""
-        recent = self._recent
-        # Out-of-order receipt times are counted where they fall; the sliding window uses the max.
-        now_eff = recent[-1] if recent and now < recent[-1] else now
-        self._roll(now_eff)
-        recent.append(now_eff)
-        self._count_in_window += 1
-        cutoff = now_eff - self._window
-        while recent and recent[0] <= cutoff:
-            recent.popleft()
-        n = len(recent)
-        if n > self.threshold:
+        pos = now / self._window
+        no = int(pos // 1)
+        if self._no is None:
+            self._no = no
+        elif no > self._no:
+            self._roll(no)
+        # A receipt time older than the current window (replayed out of order) counts in it.
+        self._cur += 1
+        frac = min(max(pos - self._no, 0.0), 1.0)
+        n = self._cur + self._prev * (1.0 - frac)
+        threshold = self.threshold
+        if n > threshold:
             return (
                 Reason(
                     code="provider_storm",
-                    text=f"provider storm: {n} new incidents in {self._window:.0f} s "
-                    f"(baseline {self._baseline:.1f}, threshold {self.threshold:.0f})",
+                    text=f"provider storm: about {n:.0f} new incidents in {self._window:.0f} s "
+                    f"(baseline {self._baseline:.1f}, threshold {threshold:.0f})",
                 ),
             )
         return ()
 
-    def _roll(self, now: float) -> None:
-        # Fixed windows feed the baseline; the sliding deque decides the storm itself.
-        no = int(now // self._window)
-        if self._window_no is None:
-            self._window_no = no
-            return
-        if no <= self._window_no:
-            return
+    def _roll(self, no: int) -> None:
+        assert self._no is not None
         # Storm windows feed the baseline too: a provider that is simply busy stops being flagged
         # after a fraction of the time constant, and a flood lasting hours is absorbed only slowly.
-        self._baseline += self._alpha * (self._count_in_window - self._baseline)
-        empty = min(no - self._window_no - 1, 10_000)
+        self._baseline += self._alpha * (self._cur - self._baseline)
+        empty = min(no - self._no - 1, 10_000)
         if empty > 0:
             self._baseline *= (1 - self._alpha) ** empty
-        self._window_no = no
-        self._count_in_window = 0
+        self._prev = self._cur if empty == 0 else 0
+        self._cur = 0
+        self._no = no
