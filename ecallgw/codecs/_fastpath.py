@@ -19,6 +19,7 @@ decides and produces the precise error. Tests compare both paths on every genera
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -43,7 +44,7 @@ from ecallgw.codecs._uper import (
     oid_to_octets,
 )
 
-__all__ = ["FRAME_OCTETS", "FastCodec", "FastSequence"]
+__all__ = ["FRAME_OCTETS", "GIVE_UP_DECODE", "FastCodec", "FastSequence"]
 
 FRAME_OCTETS = 140
 
@@ -56,27 +57,38 @@ _VIN_PAIRS: tuple[str | None, ...] = tuple(
     VIN_ALPHABET[i >> 6] + VIN_ALPHABET[i & 63] if i >> 6 < 33 and i & 63 < 33 else None for i in range(4096)
 )
 _VIN_SINGLE = tuple(VIN_ALPHABET)  # indexing past 32 raises IndexError
-_VIN_PAIR_CODE = {VIN_ALPHABET[i] + VIN_ALPHABET[j]: (i << 6) | j for i in range(33) for j in range(33)}
-_VIN_CODE = {c: i for i, c in enumerate(VIN_ALPHABET)}
+_VIN_OCTAL = str.maketrans({c: f"{i:02o}" for i, c in enumerate(VIN_ALPHABET)})
 
 
 class _GiveUp(Exception):  # noqa: N818 - internal signal, never leaves this module
     """The generated code cannot handle this input; the interpreted path decides."""
 
 
-_GIVE_UP_DECODE = (_GiveUp, ValueError, IndexError, TypeError, OverflowError)
+_GIVE_UP_DECODE = (_GiveUp, ValueError, IndexError, TypeError, OverflowError, KeyError)
+GIVE_UP_DECODE = _GIVE_UP_DECODE
+"""What a generated decoder raises when it leaves the input to the interpreted parse."""
 _GIVE_UP_ENCODE = (_GiveUp, ValueError, IndexError, TypeError, OverflowError, KeyError, AttributeError)
 
 
 _ARC = tuple(str(i) for i in range(128))
 
 
+_OID_CACHE: dict[bytes, str] = {}
+_OID_CACHE_SIZE = 256  # OIDs are few in practice; the cache stops growing, it never evicts
+
+
 def _oid_or_give_up(octets: bytes) -> str:
+    oid = _OID_CACHE.get(octets)
+    if oid is not None:
+        return oid
     if octets and octets.isascii():  # every arc below 128: one octet each (1.4.2, 8.1, ...)
-        return ".".join([_ARC[b] for b in octets])
-    oid = oid_from_octets(octets)
-    if oid is None:
-        raise _GiveUp
+        oid = ".".join([_ARC[b] for b in octets])
+    else:
+        oid = oid_from_octets(octets)
+        if oid is None:
+            raise _GiveUp
+    if len(_OID_CACHE) < _OID_CACHE_SIZE:
+        _OID_CACHE[octets] = oid
     return oid
 
 
@@ -113,10 +125,11 @@ class _Source:
             "_from_bytes": int.from_bytes,
             "_VIN_PAIRS": _VIN_PAIRS,
             "_VIN_SINGLE": _VIN_SINGLE,
-            "_VIN_PAIR_CODE": _VIN_PAIR_CODE,
-            "_VIN_CODE": _VIN_CODE,
+            "_VIN_OCTAL": _VIN_OCTAL,
             "_oid_or_give_up": _oid_or_give_up,
             "_octets_or_give_up": _octets_or_give_up,
+            "_POPCOUNT": _POPCOUNT,
+            "_LOW_MASK": _LOW_MASK,
         }
         self._names: dict[int, str] = {}
         self._count = 0
@@ -328,37 +341,133 @@ def _gen_decode_sequence(src: _Source, node: Sequence, indent: int, k: int) -> t
     return _gen_decode_components(src, node, indent, k)
 
 
+_GROUP_MAX = 7  # booleans per table lookup: at most 3**7 = 2187 entries per table
+_POPCOUNT = tuple(bin(i).count("1") for i in range(1 << _GROUP_MAX))
+_LOW_MASK = tuple((1 << i) - 1 for i in range(_GROUP_MAX + 1))
+_GROUP_TABLES: dict[tuple[Any, ...], dict[int, tuple[Any, ...]]] = {}
+
+
+def _boolean_groups(node: Sequence) -> list[list[Any]]:
+    """Runs of OPTIONAL/DEFAULT BOOLEAN components whose presence bits are adjacent, by 7 at most.
+
+    VehiclePropulsionStorageType (7 BOOLEAN DEFAULT FALSE) and ERA-GLONASS DiagnosticResult and
+    CrashInfo (21 and 8 BOOLEAN OPTIONAL) are such runs: their present values follow as one bit
+    each, so a group decodes with one table lookup keyed by presence bits and value bits.
+    """
+    presence_index = {
+        sc.subcon.of: i for i, sc in enumerate(node.subcons) if isinstance(sc.subcon, PresenceBit)
+    }
+    groups: list[list[Any]] = []
+    run: list[Any] = []
+    for i, sc in enumerate(node.subcons):
+        sub = sc.subcon
+        is_boolean = isinstance(sub, OptionalField | DefaultField) and sub.subcon is Boolean
+        adjacent = bool(run) and presence_index.get(sc.name) == presence_index[run[-1].name] + 1
+        adjacent = adjacent and node.subcons[i - 1] is run[-1]
+        if is_boolean and (not run or (adjacent and len(run) < _GROUP_MAX)):
+            run.append(sc)
+            continue
+        if run:
+            groups.append(run)
+        run = [sc] if is_boolean else []
+    if run:
+        groups.append(run)
+    return groups
+
+
+def _group_table(group: list[Any]) -> dict[int, tuple[Any, ...]]:
+    """(presence bits << 7 | value bits) -> the group's values, for every valid combination."""
+    absent = tuple(None if isinstance(sc.subcon, OptionalField) else sc.subcon.default_value for sc in group)
+    key = (len(group), absent)
+    if key not in _GROUP_TABLES:
+        table: dict[int, tuple[Any, ...]] = {}
+        size = len(group)
+        for presence in range(1 << size):
+            count = _POPCOUNT[presence]
+            for bits in range(1 << count):
+                values: list[Any] = []
+                j = 0
+                for i in range(size):
+                    if presence >> (size - 1 - i) & 1:
+                        values.append(bool(bits >> (count - 1 - j) & 1))
+                        j += 1
+                    else:
+                        values.append(absent[i])
+                table[presence << _GROUP_MAX | bits] = tuple(values)
+        _GROUP_TABLES[key] = table
+    return _GROUP_TABLES[key]
+
+
 def _gen_decode_components(src: _Source, node: Sequence, indent: int, k: int) -> tuple[str, int]:
     values: dict[str, str] = {}
+    groups = _boolean_groups(node)
+    first_flag = {f"{g[0].name}__present": g for g in groups}
+    grouped_flags = {f"{sc.name}__present" for g in groups for sc in g}
+    first_field = {g[0].name: g for g in groups}
+    grouped_fields = {sc.name for g in groups for sc in g}
+    group_presence: dict[int, str] = {}
+    group_keys: list[str] = []
+    deferred = ""
     for sc in node.subcons:
         sub = sc.subcon
         if isinstance(sub, ExtensionBit):
             _extension_bit(src, indent, k)
             k += 1
         elif isinstance(sub, PresenceBit):
-            values[sc.name] = _read(src, indent, k, 1, "flag")
+            if sc.name in first_flag:
+                group = first_flag[sc.name]
+                group_presence[id(group)] = _read(src, indent, k, len(group))
+            if sc.name not in grouped_flags:
+                values[sc.name] = _read(src, indent, k, 1, "flag")
             k += 1
+        elif sc.name in first_field:
+            group = first_field[sc.name]
+            k = _sync(src, indent, k)
+            presence, count, bits, key = src.var("p"), src.var("c"), src.var("b"), src.var("g")
+            src.emit(indent, f"{presence} = {group_presence[id(group)]}")
+            src.emit(indent, f"{count} = _POPCOUNT[{presence}]")
+            src.emit(indent, f"{bits} = (n >> (s - {count})) & _LOW_MASK[{count}]")
+            src.emit(indent, f"s -= {count}")
+            src.emit(indent, f"{key} = {presence} << {_GROUP_MAX} | {bits}")
+            names = [src.var() for _ in group]
+            for member, name in zip(group, names, strict=True):
+                values[member.name] = name
+            table = src.const(_group_table(group), "group")
+            unpack = f"{', '.join(names)}, = {table}[{key}]"
+            if len(groups) == 1 and len(node.components) == len(group) and not node.computed:
+                deferred = unpack  # the values are needed only when the interned object is missing
+            else:
+                src.emit(indent, unpack)
+            group_keys.append(key)
+        elif sc.name in grouped_fields:
+            continue
         elif isinstance(sub, OptionalField | DefaultField):
             k = _sync(src, indent, k)
             values[sc.name] = out = src.var()
             src.emit(indent, f"if {values[sub.flag]}:")
-            if sub.subcon is Boolean:
-                # One bit: read it straight from n (a window would cost a statement more).
-                src.emit(indent + 1, f"{out} = (n >> (s - 1)) & 1 == 1")
-                src.emit(indent + 1, "s -= 1")
-            else:
-                inner, k_inner = _gen_decode(src, sub.subcon, indent + 1, 0)
-                _sync(src, indent + 1, k_inner)
-                src.emit(indent + 1, f"{out} = {inner}")
+            inner, k_inner = _gen_decode(src, sub.subcon, indent + 1, 0)
+            _sync(src, indent + 1, k_inner)
+            src.emit(indent + 1, f"{out} = {inner}")
             src.emit(indent, "else:")
             absent = None if isinstance(sub, OptionalField) else sub.default_value
             src.emit(indent + 1, f"{out} = {src.const(absent, 'dflt')}")
         else:
             values[sc.name], k = _gen_decode(src, sub, indent, k)
-    return _gen_build_model(src, node, values, indent), k
+    # A SEQUENCE that is one group (VehiclePropulsionStorageType) is interned by the group's key.
+    whole = len(groups) == 1 and len(node.components) == len(groups[0]) and not node.computed
+    if not whole:
+        return _gen_build_model(src, node, values, indent), k
+    return _gen_build_model(src, node, values, indent, intern_key=group_keys[0], prelude=deferred), k
 
 
-def _gen_build_model(src: _Source, node: Sequence, values: dict[str, str], indent: int) -> str:
+def _gen_build_model(
+    src: _Source,
+    node: Sequence,
+    values: dict[str, str],
+    indent: int,
+    intern_key: str | None = None,
+    prelude: str = "",
+) -> str:
     cls = node.model
     assigned: dict[str, str] = {node.attr(sc.name): values[sc.name] for sc in node.components}
     for attr, value in node.constants.items():
@@ -383,10 +492,15 @@ def _gen_build_model(src: _Source, node: Sequence, values: dict[str, str], inden
         # A small value space of varying encodings (VehiclePropulsionStorageType): intern by value.
         key = src.var("key")
         table = src.const({}, "interned")
-        src.emit(indent, f"{key} = ({', '.join(values[sc.name] for sc in node.components)},)")
+        if intern_key is not None:
+            key = intern_key
+        else:
+            src.emit(indent, f"{key} = ({', '.join(values[sc.name] for sc in node.components)},)")
         src.emit(indent, f"{out} = {table}.get({key})")
         src.emit(indent, f"if {out} is None:")
         body_indent = indent + 1
+    if prelude:
+        src.emit(body_indent, prelude)
     _gen_new(src, cls, assigned, out, body_indent)
     if intern:
         src.emit(body_indent, f"{table}[{key}] = {out}")
@@ -467,16 +581,13 @@ def _gen_encode(src: _Source, node: Construct, value: str, indent: int, kb: int)
         src.emit(indent, f"a = (a << {width}) | {src.const(node.index, 'index')}[{value}]")
         return kb + width
     if isinstance(node, VinCharacters):
+        # Each permitted character becomes its 6-bit index as two octal digits, so int(..., 8)
+        # packs the string in one call. A character outside the alphabet stays one character:
+        # the length check catches it (and int() would otherwise accept "_" or spaces).
         x = src.var("x")
-        src.emit(indent, f"{x} = {value}")
-        src.emit(indent, f"if len({x}) != {node.size}: raise _GiveUp")
-        parts = []
-        for i in range(0, node.size - 1, 2):
-            parts.append((f"_VIN_PAIR_CODE[{x}[{i}:{i + 2}]]", 12))
-        if node.size % 2:
-            parts.append((f"_VIN_CODE[{x}[{node.size - 1}]]", 6))
-        for expr, width in parts:
-            src.emit(indent, f"a = (a << {width}) | {expr}")
+        src.emit(indent, f"{x} = {value}.translate(_VIN_OCTAL)")
+        src.emit(indent, f"if len({x}) != {2 * node.size} or len({value}) != {node.size}: raise _GiveUp")
+        src.emit(indent, f"a = (a << {6 * node.size}) | int({x}, 8)")
         return kb + 6 * node.size
     if isinstance(node, OctetString | RelativeOid):
         octets = src.var("o")
@@ -500,6 +611,30 @@ def _gen_encode(src: _Source, node: Construct, value: str, indent: int, kb: int)
     raise TypeError(f"no fast encoder for schema node {node!r}")
 
 
+_ENCODE_TABLES: dict[tuple[Any, ...], dict[tuple[Any, ...], tuple[int, int, int]]] = {}
+
+
+def _group_encode_table(group: list[Any]) -> dict[tuple[Any, ...], tuple[int, int, int]]:
+    """Values of a boolean group -> (presence bits, number of value bits, value bits)."""
+    kinds = tuple(
+        (isinstance(sc.subcon, DefaultField), getattr(sc.subcon, "default_value", None)) for sc in group
+    )
+    if kinds not in _ENCODE_TABLES:
+        choices = [(False, True) if is_default else (None, False, True) for is_default, _ in kinds]
+        table: dict[tuple[Any, ...], tuple[int, int, int]] = {}
+        for combo in itertools.product(*choices):
+            presence = count = bits = 0
+            for value, (is_default, dflt) in zip(combo, kinds, strict=True):
+                present = value != dflt if is_default else value is not None
+                presence = presence << 1 | present
+                if present:
+                    bits = bits << 1 | bool(value)
+                    count += 1
+            table[combo] = (presence, count, bits)
+        _ENCODE_TABLES[kinds] = table
+    return _ENCODE_TABLES[kinds]
+
+
 def _gen_encode_sequence(src: _Source, node: Sequence, value: str, indent: int, kb: int) -> int:
     obj = src.var("o")
     src.emit(indent, f"{obj} = {value}")
@@ -513,11 +648,36 @@ def _gen_encode_sequence(src: _Source, node: Sequence, value: str, indent: int, 
     for attr, dflt in _dataclass_defaults(node.model).items():
         if attr not in covered:  # a model attribute this version cannot carry must stay at its default
             src.emit(indent, f"if {obj}.{attr} != {src.const(dflt, 'dflt')}: raise _GiveUp")
+    # Runs of OPTIONAL/DEFAULT BOOLEANs (see _boolean_groups) are encoded by one table lookup:
+    # their presence bits in the preamble, their value bits where the first of them stands.
+    groups = _boolean_groups(node)
+    first_flag: dict[str, tuple[str, int]] = {}
+    first_field: dict[str, tuple[str, str]] = {}
+    grouped: set[str] = set()
+    for group in groups:
+        presence, count, bits = src.var("p"), src.var("c"), src.var("b")
+        table = src.const(_group_encode_table(group), "group")
+        key = ", ".join(values[sc.name] for sc in group)
+        src.emit(indent, f"{presence}, {count}, {bits} = {table}[({key},)]")
+        first_flag[f"{group[0].name}__present"] = (presence, len(group))
+        first_field[group[0].name] = (count, bits)
+        grouped.update(sc.name for sc in group)
+        grouped.update(f"{sc.name}__present" for sc in group)
     for sc in node.subcons:
         sub = sc.subcon
         if isinstance(sub, ExtensionBit):
             src.emit(indent, "a <<= 1")
             kb += 1
+        elif sc.name in first_flag:
+            presence, size = first_flag[sc.name]
+            src.emit(indent, f"a = (a << {size}) | {presence}")
+            kb += size
+        elif sc.name in first_field:
+            count, bits = first_field[sc.name]
+            src.emit(indent, f"a = (a << {count}) | {bits}")
+            src.emit(indent, f"b += {count}")
+        elif sc.name in grouped:
+            continue
         elif isinstance(sub, PresenceBit):
             test = (
                 f"{values[sub.of]} != {src.const(sub.default_value, 'dflt')}"
@@ -663,6 +823,11 @@ class FastCodec:
             return self._decode(data)
         except _GIVE_UP_DECODE:
             return None
+
+    @property
+    def decode_or_raise(self) -> Callable[[bytes], Any]:
+        """The generated decoder itself: raises one of GIVE_UP_DECODE to defer (saves a call)."""
+        return self._decode
 
     def encode(self, msd: Any) -> bytes | None:
         """The canonical encoding of ``msd`` (its version must be this codec's), or None to defer."""

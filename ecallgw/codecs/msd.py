@@ -53,6 +53,7 @@ FRAME_OCTETS = 140
 
 _CODEC = "msd"
 _FAST = {version: _fastpath.FastCodec(schema, Msd, f"msd_v{version}") for version, schema in SCHEMAS.items()}
+_FAST_DECODE = {version: fast.decode_or_raise for version, fast in _FAST.items()}
 
 
 def _check_tail(data: bytes, end: int) -> None:
@@ -95,11 +96,11 @@ def decode(data: bytes) -> Msd:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise DecodeError(_CODEC, f"expected bytes, got {type(data).__name__}")
         data = bytes(data)
-    fast = _FAST.get(data[0]) if data else None
-    if fast is not None:
-        msd: Msd | None = fast.decode(data)
-        if msd is not None:
-            return msd
+    try:
+        msd: Msd = _FAST_DECODE[data[0]](data)
+        return msd
+    except _fastpath.GIVE_UP_DECODE:  # unusual or bad input (or no such version): the schema decides
+        pass
     if not data:
         raise DecodeError(_CODEC, "empty input", bit_offset=0)
     if data[0] not in SCHEMAS:
