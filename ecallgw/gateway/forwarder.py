@@ -3,7 +3,7 @@
 Per receiver (a *lane*): up to ``concurrency`` deliveries in flight, but never two of one incident,
 so revision 2 is only sent once revision 1 was confirmed or dead-lettered. Each delivery is retried
 with capped, jittered exponential backoff (`retry.backoff_s`); a receiver's Retry-After is honoured as
-the least delay and pauses the whole lane, since it speaks for the receiver and not for one request.
+the least delay and holds the whole lane (through its breaker), since it speaks for the receiver.
 A circuit breaker per receiver stops attempts after ``breaker_threshold`` consecutive failures for
 ``breaker_cooldown_s``, then lets one probe through; deliveries waiting on an open breaker spend no
 attempts, so an outage delays them without dead-lettering them. After ``max_attempts`` (or at once on
@@ -92,6 +92,12 @@ class CircuitBreaker:
             self._probing = False
             self._changed.set()
 
+    def hold(self, until: float) -> None:
+        """The receiver asked us to wait (Retry-After): no attempt before ``until``, then one probe."""
+        self.open_until = max(self.open_until or 0.0, until)
+        self._probing = False
+        self._changed.set()
+
     def failure(self) -> None:
         """An attempt failed: count it; open (again) at the threshold or when the probe failed."""
         self.failures += 1
@@ -115,7 +121,6 @@ class _Lane:
         self.ready: asyncio.Queue[OutboxItem] = asyncio.Queue()
         self.waiting: dict[str, collections.deque[OutboxItem]] = {}  # incident -> revisions queued behind
         self.pending: dict[int, float] = {}  # outbox id -> signal_at, insertion ordered (oldest first)
-        self.paused_until = 0.0
         self.idle = asyncio.Event()
         self.idle.set()
         m = fwd.metrics
@@ -173,9 +178,6 @@ class _Lane:
         attempt = 0  # attempts that count towards max_attempts
         tries = 0  # every request sent, for the record
         while True:
-            pause = self.paused_until - time.monotonic()
-            if pause > 0:
-                await asyncio.sleep(pause)
             probe = await self.breaker.admit()
             self.m_breaker.set(0)
             tries += 1
@@ -212,8 +214,9 @@ class _Lane:
                     max(1, attempt), base_s=cfg.backoff_base_s, cap_s=cfg.backoff_cap_s, rng=self.fwd.rng
                 )
                 if exc.retry_after_s is not None:
+                    # Retry-After speaks for the receiver, not for this request: hold the whole lane.
                     delay = max(delay, exc.retry_after_s)
-                    self.paused_until = max(self.paused_until, time.monotonic() + exc.retry_after_s)
+                    self.breaker.hold(time.monotonic() + exc.retry_after_s)
                 log.warning(
                     "delivery failed, will retry",
                     extra={

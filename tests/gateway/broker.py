@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,12 +37,21 @@ def free_port() -> int:
 class Mosquitto:
     """One mosquitto process; `stop` and `start` again keep the port and the persisted sessions."""
 
-    def __init__(self, directory: Path, *, port: int | None = None, max_inflight: int = 1000) -> None:
+    def __init__(
+        self, directory: Path | None = None, *, port: int | None = None, max_inflight: int = 1000
+    ) -> None:
+        # Started as root, mosquitto drops to the 'mosquitto' user, which must reach and write its
+        # directory (pytest's tmp_path is 0700): without that, sessions silently do not survive a
+        # restart. So by default it gets a world-writable directory of its own under /tmp.
+        self._own_directory = directory is None
+        if directory is None:
+            directory = Path(tempfile.mkdtemp(prefix="ecallgw-mosquitto-"))
         self.directory = directory
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.proc: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o777)
         self.conf = directory / "mosquitto.conf"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
@@ -101,3 +111,9 @@ class Mosquitto:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        """Remove the directory this broker created for itself."""
+        if self._own_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)

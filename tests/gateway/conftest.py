@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -12,14 +11,10 @@ from tests.gateway.receiver import Receiver
 
 
 @pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+def mosquitto() -> Iterator[Mosquitto]:
     """A private broker on a free port, stopped after the test (restartable inside it)."""
-    broker = Mosquitto(tmp_path / "mosquitto")
-    broker.start()
-    try:
+    with Mosquitto() as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture
