@@ -10,8 +10,8 @@ key        kinds                    accepted value
 call_id    msd, cancel, position    str, 1..128 characters, no control characters
 sent_at    msd, cancel, position    int or float (not bool), finite, 0 ≤ sent_at < 9999-12-31
 msd        msd                      bin, 1..140 bytes (the EN 15722 MSD size limit), as sent
-callback   msd (optional)           str, E.164: ``+`` then 2..15 digits
-lang       msd (optional)           str, BCP 47 shape, at most 35 characters
+callback   msd (optional)           str, E.164: ``+`` then 2..15 digits; any other value is left out
+lang       msd (optional)           str, BCP 47 shape, at most 35 characters; else left out
 reason     cancel (optional)        str, at most 512 characters, no control characters
 nmea       position                 str, at most 4096 characters (decoded by codecs.nmea)
 ========== ======================== ===========================================================
@@ -136,6 +136,15 @@ def _check_text(
     return value
 
 
+def _lenient(value: object, path: str, *, pattern: re.Pattern[str], limit: int) -> str | None:
+    if value is None:
+        return None
+    try:
+        return _check_text(value, path, pattern=pattern, limit=limit)
+    except DecodeError:
+        return None
+
+
 def _typename(value: object) -> str:
     return {bytes: "bin", str: "str", bool: "bool", int: "int", float: "float", type(None): "nil"}.get(
         type(value), "array" if isinstance(value, (list, tuple)) else type(value).__name__
@@ -214,10 +223,10 @@ def decode_envelope(kind: str, tps: str, vehicle: str, payload: bytes) -> Signal
         raw = _check_msd_bytes(_required(fields, "msd"))
         callback = _optional(fields, "callback")
         lang = _optional(fields, "lang")
-        if callback is not None:
-            callback = _check_text(callback, "callback", pattern=_E164, limit=16)
-        if lang is not None:
-            lang = _check_text(lang, "lang", pattern=_BCP47, limit=35)
+        # A malformed callback number or language tag must not cost the emergency: the MSD still
+        # goes through and the bad optional value is left out (the raw envelope stays in the journal).
+        callback = _lenient(callback, "callback", pattern=_E164, limit=16)
+        lang = _lenient(lang, "lang", pattern=_BCP47, limit=35)
         return MsdSignal(
             tps=tps,
             vehicle=vehicle,

@@ -117,11 +117,6 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("msd", msd_body(msd=RAW.hex()), "msd", "not str"),
     ("msd", msd_body(msd=b""), "msd", "outside 1..140"),
     ("msd", msd_body(msd=RAW + bytes(MAX_MSD_BYTES + 1 - len(RAW))), "msd", "outside 1..140"),
-    ("msd", msd_body(callback="030 123456"), "callback", "form"),
-    ("msd", msd_body(callback="+0301234"), "callback", "form"),
-    ("msd", msd_body(callback=4930123456), "callback", "not int"),
-    ("msd", msd_body(lang="deutsch österreich"), "lang", "form"),
-    ("msd", msd_body(lang="en-" + "a" * 40), "lang", "exceeds"),
     ("cancel", {"call_id": "c", "sent_at": 1, "reason": 3}, "reason", "not int"),
     ("cancel", {"call_id": "c", "sent_at": 1, "reason": "r" * 513}, "reason", "exceeds 512"),
     ("cancel", {"call_id": "c", "sent_at": 1, "reason": "a\x00b"}, "reason", "control"),
@@ -130,6 +125,31 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("position", {"call_id": "c", "sent_at": 1, "nmea": GGA.encode()}, "nmea", "not bin"),
     ("position", {"call_id": "c", "sent_at": 1, "nmea": "\r\n".join([GGA] * 60)}, "nmea", "exceeds 4096"),
 ]
+
+
+# Malformed optional call details must not cost the emergency: the MSD goes through without them.
+LENIENT: list[tuple[dict[str, Any], str, str | None]] = [
+    # (body, the key that is left out, the other key's value, which must survive)
+    (msd_body(callback="030 123456", lang="de"), "callback", "de"),  # national format, not E.164
+    (msd_body(callback="+0301234", lang="de"), "callback", "de"),  # no leading zero after the plus
+    (msd_body(callback=4930123456, lang="de"), "callback", "de"),  # a number, not a string
+    (msd_body(lang="deutsch österreich", callback="+4930123456"), "lang", "+4930123456"),  # not BCP 47
+    (msd_body(lang="en-" + "a" * 40, callback="+4930123456"), "lang", "+4930123456"),  # over 35 chars
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "dropped", "kept"), LENIENT, ids=["cb-national", "cb-zero", "cb-int", "lang-words", "lang-long"]
+)
+def test_malformed_optional_call_details_are_left_out_not_refused(
+    body: dict[str, Any], dropped: str, kept: str | None
+) -> None:
+    s = decode_envelope("msd", "tps1", "veh-1", pack(**body))
+    assert isinstance(s, MsdSignal)
+    assert s.msd == msd_codec.decode(RAW)
+    values = {"callback": s.callback, "lang": s.lang}
+    assert values.pop(dropped) is None
+    assert next(iter(values.values())) == kept
 
 
 @pytest.mark.parametrize(("kind", "body", "path", "why"), BAD, ids=[f"{b[0]}-{b[2]}-{b[3]}" for b in BAD])
