@@ -6,8 +6,10 @@ and what the simulated receivers recorded (``Arrival``), joined to the scenarios
 
 Definitions:
 
-- offered rate: scheduled signals / scheduled span; achieved rate: signals the broker or gateway
-  acknowledged / (last acknowledgement - first scheduled send).
+- offered rate: scheduled signals / scheduled span; achieved rate: signals the broker (MQTT) or
+  the gateway (HTTP 202) acknowledged / (last acknowledgement - first scheduled send); delivered
+  rate: tracked scenarios that reached a receiver / (last such first arrival - first scheduled send),
+  the end-to-end figure.
 - latency: per scenario, first accepted document about any of its vehicles at any receiver, minus
   the *scheduled* send time of its first signal (open loop: a late driver cannot hide delay).
   ``psap_latency`` is the same to a PSAP receiver, for real automatic emergencies (a manual one
@@ -82,6 +84,7 @@ class LoadReport:
     send_errors: int
     offered_rate: float
     achieved_rate: float
+    delivered_rate: float
     documents_accepted: int
     documents_refused: int
     duplicates: int
@@ -152,7 +155,7 @@ class LoadReport:
             f"signals                      scheduled {self.signals_scheduled}, sent {self.signals_sent}, "
             f"acknowledged {self.signals_acked}, send errors {self.send_errors}",
             f"rate                         offered {self.offered_rate:.1f}/s, "
-            f"achieved {self.achieved_rate:.1f}/s",
+            f"acknowledged {self.achieved_rate:.1f}/s, delivered end to end {self.delivered_rate:.1f}/s",
             lat("latency (send -> receiver)", self.latency),
             lat("latency (send -> PSAP, auto)", self.psap_latency),
             f"documents                    accepted {self.documents_accepted}, refused by us "
@@ -280,6 +283,8 @@ def build_report(
     ack_span = (max(acked_times) - t0) if acked_times else 0.0
     achieved = len(acked_times) / ack_span if ack_span > 0 else float(len(acked_times))
     end = max([*acked_times, *(a.at for a in accepted), t0])
+    last_first = max((first_any[s.id] for s in reached), default=t0)
+    delivered = len(reached) / (last_first - t0) if last_first > t0 else float(len(reached))
 
     return LoadReport(
         transport=transport,
@@ -290,6 +295,7 @@ def build_report(
         send_errors=sum(1 for e in log.errors if e is not None),
         offered_rate=offered,
         achieved_rate=achieved,
+        delivered_rate=delivered,
         documents_accepted=len(accepted),
         documents_refused=len(arrivals) - len(accepted),
         duplicates=sum(1 for a in accepted if a.duplicate),
