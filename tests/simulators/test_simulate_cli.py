@@ -51,7 +51,7 @@ async def test_publish_over_mqtt(tmp_path: Path) -> None:
                 "-n",
                 "5",
                 "--kinds",
-                "crash,accidental_cancel",
+                "crash,test_call",
                 "--gap",
                 "0.01",
                 "--mix",
@@ -64,10 +64,10 @@ async def test_publish_over_mqtt(tmp_path: Path) -> None:
             async with asyncio.timeout(10):
                 async for message in sub.messages:
                     received.append(message)
-                    if len(received) == 7:  # 3 crashes (1 MSD) + 2 accidental presses (MSD + cancel)
+                    if len(received) == 5:  # one MSD each (a cancel would come 2-20 s later)
                         break
         kinds = sorted(str(m.topic).rsplit("/", 1)[1] for m in received)
-        assert kinds == ["cancel", "cancel"] + ["msd"] * 5
+        assert kinds == ["msd"] * 5
         for m in received:
             _, _, tps, vehicle, kind = str(m.topic).split("/")
             assert isinstance(m.payload, bytes)
