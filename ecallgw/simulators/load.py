@@ -138,6 +138,7 @@ class LoadSpec:
         warmup_s: seconds between building the schedule and its first send.
         drain_s: after the last send, how long to wait for documents still on their way.
         operator_bot: act on desk incidents as the labels prescribe.
+        operator_delay_scale: multiply the labels' operator delays (below 1 for demos and tests).
         max_outstanding: most unacknowledged publishes or requests.
     """
 
@@ -149,6 +150,7 @@ class LoadSpec:
     warmup_s: float = 1.0
     drain_s: float = 30.0
     operator_bot: bool = False
+    operator_delay_scale: float = 1.0
     max_outstanding: int = 2000
 
 
@@ -389,7 +391,7 @@ async def run_load(
     plan = {
         (t.signal.tps, t.signal.vehicle): (
             s.label.operator_action,
-            s.start + shift + s.label.operator_delay_s,
+            s.start + shift + s.label.operator_delay_s * spec.operator_delay_scale,
         )
         for s in scenarios
         if s.label.operator_action is not None and s.label.operator_delay_s is not None
@@ -447,6 +449,9 @@ async def run_load(
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+            env.psap.unsubscribe(on_arrival)
+            if bot is not None:
+                env.psap.unsubscribe(bot.on_arrival)
     arrivals = env.psap.arrivals[first_arrival:]
     log = log_holder["log"]
     report = build_report(

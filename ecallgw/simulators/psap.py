@@ -173,6 +173,11 @@ class SimulatedPsap:
         """Call ``listener`` with every arrival (on the event loop, right after it is recorded)."""
         self._listeners.append(listener)
 
+    def unsubscribe(self, listener: Callable[[Arrival], None]) -> None:
+        """Stop calling ``listener``."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
     @property
     def duplicates(self) -> int:
         """Accepted deliveries whose Idempotency-Key had been accepted before."""

@@ -84,3 +84,48 @@ async def test_failing_psap_over_http_loses_nothing(tmp_path: Path) -> None:
     assert report.documents_refused > 0  # the failures really happened
     assert report.lost == 0 and report.duplicates == 0
     assert report.signals_acked == len(outgoing)
+
+
+async def test_operator_bot_escalates_real_and_cancels_false_calls(tmp_path: Path) -> None:
+    # Manual calls reach a PSAP only when the operator escalates them (or a 60 s timer fires): the
+    # bot escalates the medical emergencies and cancels the mistaken presses, 20x faster than labelled.
+    mix = Mix(
+        shares={"medical": 1.0, "press_no_cancel": 1.0},
+        redial=0.0,
+        retransmission=0.0,
+        untrusted_position=0.0,
+    )
+    async with asyncio.timeout(120), environment(tmp_path / "env", seed=5) as env:
+        spec = LoadSpec(
+            rate=5.0,
+            duration_s=2.0,
+            seed=5,
+            mix=mix,
+            operator_bot=True,
+            operator_delay_scale=0.05,
+            drain_s=30.0,
+        )
+        report, scenarios, outgoing, _log, arrivals = await run_load(spec, env)
+    _check_against_records(report, scenarios, outgoing, arrivals)
+    kinds = {s.label.kind for s in scenarios}
+    assert kinds == {"medical", "press_no_cancel"}
+    assert report.real_forwarded_to_psap == report.real_emergencies > 0
+    assert report.false_kept_off_psap == report.false_calls > 0
+    first_send = {o.scenario: o.at for o in reversed(outgoing)}
+    owner = {(t.signal.tps, t.signal.vehicle): s for s in scenarios for t in s.signals}
+    last_desk_status: dict[str, tuple[int, str]] = {}
+    for a in arrivals:
+        if not 200 <= a.status < 300:
+            continue
+        s = owner[_vehicle_of(a)]
+        if a.receiver.startswith("psap"):
+            # Escalated by the bot within seconds, long before the 60 s escalation timer.
+            assert s.label.kind == "medical" and a.at - first_send[s.id] < 30.0
+        elif a.receiver == "operator":
+            doc = parse_json_document(a.body)
+            last_desk_status[s.id] = max(
+                last_desk_status.get(s.id, (0, "")), (doc["revision"], doc["status"])
+            )
+    for s in scenarios:
+        if s.label.kind == "press_no_cancel":
+            assert last_desk_status[s.id][1] == "cancelled"
