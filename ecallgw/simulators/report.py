@@ -14,6 +14,8 @@ Definitions:
   the *scheduled* send time of its first signal (open loop: a late driver cannot hide delay).
   ``psap_latency`` is the same to a PSAP receiver, for real automatic emergencies (a manual one
   reaches a PSAP when the operator escalates it, which is not latency).
+- driver lag: how late the driver handed each signal to the transport; when it is large, the
+  simulator (not the gateway) limited the run.
 - lost: a tracked scenario (every kind but stale replays, which triage may rightly drop) with no
   accepted document at any receiver by the end of the drain.
 - invalid documents: accepted documents that fail ``codecs.document.parse_json_document`` (the
@@ -96,6 +98,7 @@ class LoadReport:
     lost: int
     latency: Latency
     psap_latency: Latency
+    send_lag: Latency
     real_emergencies: int
     real_forwarded_to_psap: int
     false_calls: int
@@ -158,6 +161,7 @@ class LoadReport:
             f"acknowledged {self.achieved_rate:.1f}/s, delivered end to end {self.delivered_rate:.1f}/s",
             lat("latency (send -> receiver)", self.latency),
             lat("latency (send -> PSAP, auto)", self.psap_latency),
+            lat("driver lag (schedule -> send)", self.send_lag),
             f"documents                    accepted {self.documents_accepted}, refused by us "
             f"{self.documents_refused}, duplicates {self.duplicates}, "
             f"unreadable {self.unreadable_documents}, failing the schema {self.invalid_documents}",
@@ -307,6 +311,9 @@ def build_report(
         lost=len(tracked) - len(reached),
         latency=Latency.of(latency),
         psap_latency=Latency.of(psap_latency),
+        send_lag=Latency.of(
+            [st - o.at for o, st in zip(outgoing, log.started, strict=True) if not math.isnan(st)]
+        ),
         real_emergencies=len(real),
         real_forwarded_to_psap=sum(1 for s in real if s.id in first_psap),
         false_calls=len(false),
