@@ -644,7 +644,7 @@ def json_to_model(node: Construct, value: Any, path: str = "") -> Any:
             raise SchemaValueError("expected an object", path)
         names = {sc.name for sc in node.components}
         # Computed attributes ("decoded") may appear in JSON we produced; they are derived again.
-        unknown = sorted(set(value) - names - set(node.computed))
+        unknown = sorted(map(str, set(value) - names - set(node.computed)))
         if unknown:
             raise SchemaValueError(f"unknown keys {unknown}", path)
         kwargs: dict[str, Any] = {}

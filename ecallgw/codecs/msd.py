@@ -40,6 +40,7 @@ from ecallgw.model import Msd
 
 __all__ = [
     "FRAME_OCTETS",
+    "MAX_OCTETS",
     "decode",
     "decode_msd",
     "encode",
@@ -50,6 +51,9 @@ __all__ = [
 
 FRAME_OCTETS = 140
 """Size of the in-band modem MSD frame; only such a frame may carry zero octets after the MSD."""
+
+MAX_OCTETS = 2 * (3 + 0x3FFF) + 64
+"""Longer input cannot be an MSD: at most two unfragmented OCTET STRINGs plus fixed fields."""
 
 _CODEC = "msd"
 _FAST = {version: _fastpath.FastCodec(schema, Msd, f"msd_v{version}") for version, schema in SCHEMAS.items()}
@@ -103,6 +107,8 @@ def decode(data: bytes) -> Msd:
         pass
     if not data:
         raise DecodeError(_CODEC, "empty input", bit_offset=0)
+    if len(data) > MAX_OCTETS:  # before the interpreted parse, which needs a byte per bit
+        raise DecodeError(_CODEC, f"{len(data)} octets is longer than any MSD ({MAX_OCTETS} at most)")
     if data[0] not in SCHEMAS:
         raise DecodeError(
             _CODEC, f"unknown MSD version {data[0]} in byte 0 (known: 1, 2, 3)", path="id", bit_offset=0

@@ -5,6 +5,7 @@ The long run (1,000,000 inputs) is bench/msd_fuzz.py; these are CI-sized.
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ecallgw.codecs import msd as codec
-from ecallgw.errors import DecodeError
+from ecallgw.errors import DecodeError, EncodeError
 from ecallgw.model import Msd
 from tests.codecs._strategies import MUTATIONS, msds, mutate, random_msd
 
@@ -77,3 +78,48 @@ def test_not_bytes() -> None:
     with pytest.raises(DecodeError):
         codec.decode("015c06")  # type: ignore[arg-type]
     assert check(bytearray(codec.encode(random_msd(random.Random(1), 2))))  # type: ignore[arg-type]
+
+
+def test_oversized_input() -> None:
+    data = codec.encode(random_msd(random.Random(2), 1))
+    with pytest.raises(DecodeError, match="longer than any MSD"):
+        codec.decode(data + bytes(codec.MAX_OCTETS))
+
+
+_json_leaves = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.text(max_size=20), st.floats(allow_nan=False)
+)
+_json_values = st.recursive(
+    _json_leaves,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _replace_leaf(value: object, rng: random.Random, new: object) -> object:
+    """A copy of a JSON value with one randomly chosen member replaced by ``new``."""
+    if isinstance(value, dict) and value:
+        key = rng.choice(sorted(value))
+        if rng.random() < 0.3:
+            return {**value, key: new}
+        return {**value, key: _replace_leaf(value[key], rng, new)}
+    return new
+
+
+@given(_json_values)
+def test_from_json_dict_random_json(value: object) -> None:
+    with contextlib.suppress(DecodeError):  # and nothing else
+        codec.from_json_dict(value)  # type: ignore[arg-type]
+
+
+@given(msds(), _json_values, st.randoms(use_true_random=False))
+def test_from_json_dict_damaged_json(msd: Msd, new: object, rng: random.Random) -> None:
+    damaged = _replace_leaf(codec.to_json_dict(msd), rng, new)
+    try:
+        value = codec.from_json_dict(damaged)  # type: ignore[arg-type]
+    except DecodeError:
+        return
+    with contextlib.suppress(EncodeError):  # a shape-valid value out of range: EncodeError only
+        codec.encode(value)
