@@ -3,16 +3,21 @@
 construct parses bit-level schemas one bit-byte at a time, which is far too slow for a gateway
 (and ``.compile()`` does not help BitStruct). The schema is still the single source of truth:
 this module walks the same tree (:mod:`ecallgw.codecs._uper` nodes), writes straight-line Python
-for it, and ``exec``s that once. Decoding reads the whole PDU as one integer ``n`` and takes each
-field as ``(n >> shift) & mask``, where ``s`` counts the bits from the current position to the end
-of the input; encoding shifts each field into one accumulator. Frozen model objects are created
-with ``object.__new__`` and their slot descriptors (the model has no ``__post_init__``), and
-components whose whole value space is small (ControlType, VehiclePropulsionStorageType) are
-interned, since they are immutable.
+for it, and ``exec``s that once (the source is kept on ``decode_source`` / ``encode_source``).
+
+Decoding reads the whole PDU as one integer ``n``; ``s`` counts the bits from the current
+position to its end. Consecutive fixed fields are cut from one small "window" integer, so the big
+integer is shifted once per window; all extension bits of a window are tested with one mask; runs
+of OPTIONAL/DEFAULT BOOLEANs decode with one table lookup keyed by their presence and value bits.
+Encoding shifts each field into one accumulator, the boolean runs again by table. Frozen model
+objects are built by filling a mutable twin class with the same slots and then assigning
+``__class__`` (the model has no ``__post_init__``; the trick is checked once per class, with
+slot-descriptor calls as the fallback), and components whose value space is small (ControlType,
+VehiclePropulsionStorageType) are interned, since they are immutable.
 
 The generated code is allowed to give up, never to be wrong: on anything unusual (a truncated
-input, an extension bit, an index out of range, a long-form length, a value of the wrong type) it
-raises internally and the caller returns None, so the interpreted construct parse or build
+input, an extension bit, an index out of range, a fragmented length, a value of the wrong type)
+it raises internally and the caller falls back to the interpreted construct parse or build, which
 decides and produces the precise error. Tests compare both paths on every generated value.
 """
 
