@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import itertools
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +40,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--step", action="store_true", help="raise the rate until latency or loss breaks")
     parser.add_argument("--start-rate", type=float, default=50.0, help="first rate of the step search")
     parser.add_argument("--factor", type=float, default=1.5, help="rate multiplier between steps")
+    parser.add_argument(
+        "--same-gateway",
+        action="store_true",
+        help="step mode: one gateway for all steps (default: fresh per step)",
+    )
     parser.add_argument("--max-p99-ms", type=float, default=1000.0, help="sustainable: p99 latency at most")
     parser.add_argument(
         "--out", default="loadtest-out", help="directory for report.json, report.txt, plot.png"
@@ -98,7 +106,15 @@ async def _main(
     workdir: Path,
     out: Path,
 ) -> int:
-    from ecallgw.simulators.load import LoadSpec, Sustainability, environment, judge, run_load, step_search
+    from ecallgw.simulators.load import (
+        Environment,
+        LoadSpec,
+        Sustainability,
+        environment,
+        judge,
+        run_load,
+        step_search,
+    )
     from ecallgw.simulators.psap import Behaviour
     from ecallgw.simulators.report import write_plot
 
@@ -116,26 +132,28 @@ async def _main(
         max_outstanding=args.max_outstanding,
     )
     limits = Sustainability(max_p99_s=args.max_p99_ms / 1000.0)
-    async with environment(
-        workdir,
-        seed=args.seed,
-        behaviour=behaviour,
-        broker=broker,
-        gateway_url=args.gateway or None,
-        psap_port=args.psap_port,
-    ) as env:
-        _say(f"gateway {env.gateway_url}, broker {env.mqtt_host}:{env.mqtt_port}, PSAP port {env.psap.port}")
-        if outage:
+    counter = itertools.count()
 
-            async def outage_later() -> None:
-                await asyncio.sleep(outage[0] + spec.warmup_s)
-                _say(f"PSAP goes down for {outage[1]:.0f} s")
-                await env.psap.go_down(outage[1])
+    def make_env() -> contextlib.AbstractAsyncContextManager[Environment]:
+        return environment(
+            workdir / f"env{next(counter)}",
+            seed=args.seed,
+            behaviour=behaviour,
+            broker=broker,
+            gateway_url=args.gateway or None,
+            psap_port=args.psap_port,
+        )
 
-            outage_task = asyncio.create_task(outage_later())
-        if args.step:
+    if args.step:
+        # A fresh gateway (empty store) per step unless told otherwise, so a step's result does not
+        # depend on the ones before it; a running gateway (--gateway) is necessarily shared.
+        shared = args.same_gateway or bool(args.gateway)
+        async with contextlib.AsyncExitStack() as stack:
+            target: Environment | Callable[[], contextlib.AbstractAsyncContextManager[Environment]] = make_env
+            if shared:
+                target = await stack.enter_async_context(make_env())
             best, steps = await step_search(
-                env, spec, start_rate=args.start_rate, factor=args.factor, limits=limits, progress=_say
+                target, spec, start_rate=args.start_rate, factor=args.factor, limits=limits, progress=_say
             )
             lines = [
                 f"{'rate/s':>8} {'delivered/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
@@ -157,14 +175,32 @@ async def _main(
             print("\n".join(lines), flush=True)
             _say(f"confirming at half of it: {best / 2:.0f}/s")
             spec = dataclasses.replace(spec, rate=best / 2, seed=spec.seed + 1000)
-            report, *_ = await run_load(spec, env, progress=_say)
+            if isinstance(target, Environment):
+                report, *_ = await run_load(spec, target, progress=_say)
+            else:
+                async with make_env() as env:
+                    report, *_ = await run_load(spec, env, progress=_say)
             lines.append(f"at half ({best / 2:.0f}/s):")
             lines.append(report.to_text())
             (out / "steps.txt").write_text("\n".join(lines) + "\n")
-        else:
+    else:
+        async with make_env() as env:
+            _say(
+                f"gateway {env.gateway_url}, broker {env.mqtt_host}:{env.mqtt_port}, "
+                f"PSAP port {env.psap.port}"
+            )
+            outage_task = None
+            if outage:
+
+                async def outage_later() -> None:
+                    await asyncio.sleep(outage[0] + spec.warmup_s)
+                    _say(f"PSAP goes down for {outage[1]:.0f} s")
+                    await env.psap.go_down(outage[1])
+
+                outage_task = asyncio.create_task(outage_later())
             report, *_ = await run_load(spec, env, progress=_say)
-        if outage:
-            outage_task.cancel()
+            if outage_task is not None:
+                outage_task.cancel()
     text = report.to_text()
     print(text)
     (out / "report.txt").write_text(text + "\n")

@@ -500,7 +500,7 @@ class StepResult:
 
 
 async def step_search(
-    env: Environment,
+    env: Environment | Callable[[], contextlib.AbstractAsyncContextManager[Environment]],
     base: LoadSpec,
     *,
     start_rate: float,
@@ -510,6 +510,16 @@ async def step_search(
     progress: Callable[[str], None] | None = None,
 ) -> tuple[float | None, list[StepResult]]:
     """Raise the rate by ``factor`` from ``start_rate`` until a step fails.
+
+    Args:
+        env: one environment for every step, or a factory giving each step a fresh one (a new
+            gateway with an empty store, so that a step's result does not depend on the ones before).
+        base: the run's settings; ``rate`` and ``seed`` change per step.
+        start_rate: the first step's rate.
+        factor: rate multiplier between steps.
+        max_rate: stop raising here.
+        limits: what counts as sustainable.
+        progress: status lines.
 
     Returns:
         The highest sustainable rate (None if even the first step failed) and every step's result.
@@ -521,7 +531,11 @@ async def step_search(
     index = 0
     while rate <= max_rate:
         spec = replace(base, rate=rate, seed=base.seed + index)
-        report, *_ = await run_load(spec, env, progress=progress)
+        if isinstance(env, Environment):
+            report, *_ = await run_load(spec, env, progress=progress)
+        else:
+            async with env() as fresh:
+                report, *_ = await run_load(spec, fresh, progress=progress)
         failures = tuple(judge(report, limits))
         steps.append(StepResult(rate=rate, report=report, failures=failures))
         if progress is not None:

@@ -218,6 +218,10 @@ class SimulatedPsap:
         if self._site is not None:
             await self._site.stop()
             self._site = None
+        # Stopping the listener leaves keep-alive connections open; a receiver that is down drops them.
+        server = self._runner.server if self._runner is not None else None
+        for handler in server.connections if server is not None else ():
+            handler.force_close()
 
         async def back() -> None:
             await asyncio.sleep(seconds)

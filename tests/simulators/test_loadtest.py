@@ -129,3 +129,21 @@ async def test_operator_bot_escalates_real_and_cancels_false_calls(tmp_path: Pat
     for s in scenarios:
         if s.label.kind == "press_no_cancel":
             assert last_desk_status[s.id][1] == "cancelled"
+
+
+async def test_psap_outage_delays_but_loses_nothing(tmp_path: Path) -> None:
+    # The receivers stop listening (and drop their connections) for 1.5 s in the middle of the run:
+    # everything is delivered afterwards, with the delay showing in the latency, and nothing twice.
+    async with asyncio.timeout(150), environment(tmp_path / "env", seed=6) as env:
+
+        async def outage() -> None:
+            await asyncio.sleep(1.5)
+            await env.psap.go_down(1.5)
+
+        spec = LoadSpec(rate=15.0, duration_s=2.0, seed=6, drain_s=60.0)
+        task = asyncio.create_task(outage())
+        report, scenarios, outgoing, _log, arrivals = await run_load(spec, env)
+        await task
+    _check_against_records(report, scenarios, outgoing, arrivals)
+    assert report.lost == 0 and report.duplicates == 0
+    assert report.latency.max > 1.0  # the outage is visible, not hidden

@@ -73,6 +73,8 @@ async def test_errors_throttling_and_delay() -> None:
 async def test_goes_down_and_comes_back_on_the_same_port() -> None:
     async with SimulatedPsap(random.Random(3)) as psap, aiohttp.ClientSession() as session:
         port = psap.port
+        # A keep-alive connection opened before the outage must not survive it either.
+        await _post(session, psap.url("p"), "before", _DOC)
         await psap.go_down(0.5)
         with pytest.raises(aiohttp.ClientConnectionError):
             await _post(session, psap.url("p"), "a", _DOC)
