@@ -132,23 +132,26 @@ class Call:
         self.signal_count = 0
 
 
-def new_call(rng: random.Random, n: int, call_id: str, now: float) -> tuple[Call, MsdSignal]:
+def new_call(
+    rng: random.Random, n: int, call_id: str, now: float, tps: str = "tps"
+) -> tuple[Call, MsdSignal]:
     lat, lon = place(rng)
     r = rng.random()
     automatic, test = (False, False) if r < 0.85 else ((True, False) if r < 0.98 else (False, True))
     msd = make_msd(n, lat, lon, int(now), automatic=automatic, test=test)
-    sig = MsdSignal(tps=f"tps{n % 8}", vehicle=f"v{n}", call_id=call_id, sent_at=now, msd=msd)
+    sig = MsdSignal(tps=f"{tps}{n % 8}", vehicle=f"v{n}", call_id=call_id, sent_at=now, msd=msd)
     return Call(n, call_id, lat, lon, sig), sig
 
 
 def preload(engine: TriageEngine, vehicles: int, rng: random.Random) -> float:
-    start = time.perf_counter()
+    start = time.process_time()
     for n in range(vehicles):
         # Spread over 50 minutes, inside the state lifetime, so nothing is prunable yet.
         now = T0 + n * (3000.0 / max(vehicles, 1))
-        _, sig = new_call(rng, n, f"pre{n}", now)
+        # Preloaded providers are named apart: their compressed timeline is not the mix's traffic.
+        _, sig = new_call(rng, n, f"pre{n}", now, tps="pre")
         engine.on_signal(sig, now=now)
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def build_mix(count: int, vehicles: int, rng: random.Random, start: float) -> list[tuple[str, Any, float]]:
@@ -158,7 +161,9 @@ def build_mix(count: int, vehicles: int, rng: random.Random, start: float) -> li
     incidents_hint: list[tuple[str, str, str]] = []  # call keys whose incident the desk may act on
     next_vehicle = vehicles
     now = start
-    step = 0.0005  # 2,000 inputs per simulated second
+    # Simulated time: 2 inputs per second (0.2 new calls/s over 8 providers), so open calls get
+    # their follow-ups within minutes and no provider looks like a storm. The CPU time is measured.
+    step = 0.5
     for i in range(count):
         now += step
         r = rng.random()
@@ -167,7 +172,7 @@ def build_mix(count: int, vehicles: int, rng: random.Random, start: float) -> li
             next_vehicle += 1
             call, sig = new_call(rng, n, f"c{i}", now)
             recent.append(call)
-            if len(recent) > 5000:
+            if len(recent) > 50:  # follow-ups go to the calls of the last few minutes
                 recent.pop(0)
             out.append(("signal", sig, now))
             incidents_hint.append((sig.tps, sig.vehicle, sig.call_id))
@@ -220,7 +225,7 @@ def run_mix(engine: TriageEngine, mix: list[tuple[str, Any, float]]) -> tuple[fl
     calls = engine._calls
     on_signal = engine.on_signal
     on_action = engine.on_operator_action
-    start = time.perf_counter()
+    start = time.process_time()
     for kind, payload, now in mix:
         if kind == "signal":
             d = on_signal(payload, now=now)
@@ -229,14 +234,14 @@ def run_mix(engine: TriageEngine, mix: list[tuple[str, Any, float]]) -> tuple[fl
             inc = calls.get((call.last.tps, call.last.vehicle, call.last.call_id))
             d = on_action(inc.id if inc is not None else "inc-none", action, now=now)
         outcomes[d.outcome] = outcomes.get(d.outcome, 0) + 1
-    return time.perf_counter() - start, outcomes
+    return time.process_time() - start, outcomes
 
 
 def run_reference(mix: list[tuple[str, Any, float]]) -> float:
     # The floor: keyed hash of the VIN (or of the call key) and one dict upsert per input.
     state: dict[bytes, float] = {}
     digest = hmac.digest
-    start = time.perf_counter()
+    start = time.process_time()
     for kind, payload, now in mix:
         if kind == "signal" and isinstance(payload, MsdSignal):
             k = digest(KEY, payload.msd.vin.encode(), "sha256")[:16]
@@ -245,7 +250,7 @@ def run_reference(mix: list[tuple[str, Any, float]]) -> float:
         else:
             k = digest(KEY, payload[0].call_id.encode(), "sha256")[:16]
         state[k] = now
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def memory_sample(n: int, rng: random.Random) -> float:

@@ -31,11 +31,13 @@ def fingerprint(signal: Signal) -> Hashable:
     envelope anew, and the same MSD bytes within one call change nothing either way.
     """
     if isinstance(signal, MsdSignal):
-        raw = signal.msd.raw
-        return ("msd", raw) if raw else ("msd", signal.msd)
+        # Bytes, or an Msd value: neither can equal the tuples of the other kinds.
+        return signal.msd.raw or signal.msd
     if isinstance(signal, CancelSignal):
         return ("cancel", signal.sent_at, signal.reason)
-    return ("position", signal.sent_at, signal.position)
+    p = signal.position
+    # The fix itself identifies a repeat; hashing four numbers is cheaper than the whole Position.
+    return ("position", signal.sent_at, p.lat, p.lon, p.trusted, p.at)
 
 
 def msd_position(msd: Msd) -> Position | None:
@@ -79,9 +81,19 @@ def msd_changes(old: Msd, new: Msd, min_move_m: float) -> tuple[Reason, ...]:
     not by themselves news for a receiver; position, flags, occupants, propulsion and additional
     data are.
     """
-    if old == new:
-        return ()
     so, sn = old.msd.msd_structure, new.msd.msd_structure
+    # Field by field, cheapest first: a plain retransmission differs only in messageIdentifier and
+    # the recent-location deltas, which are not news.
+    oad_old, oad_new = old.msd.optional_additional_data, new.msd.optional_additional_data
+    if (
+        sn.vehicle_location == so.vehicle_location
+        and sn.number_of_passengers == so.number_of_passengers
+        and sn.control == so.control
+        and sn.vehicle_propulsion_storage_type == so.vehicle_propulsion_storage_type
+        and (oad_new is oad_old or oad_new == oad_old)
+        and sn.vehicle_identification_number == so.vehicle_identification_number
+    ):
+        return ()
     reasons: list[Reason] = []
     if sn.vehicle_location != so.vehicle_location or sn.control != so.control:
         pos = position_changes(msd_position(old), msd_position(new), min_move_m)

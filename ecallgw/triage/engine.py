@@ -141,6 +141,7 @@ class _Incident:
         "escalation_due",
         "evidence",
         "flags",
+        "fp0",
         "generation",
         "id",
         "is_test",
@@ -155,6 +156,7 @@ class _Incident:
         "receivers",
         "revision",
         "scene_id",
+        "scored",
         "seen",
         "severity",
         "snapshot",
@@ -164,7 +166,9 @@ class _Incident:
         "vkey",
     )
 
-    def __init__(self, *, iid: str, vkey: bytes, sig: MsdSignal, now: float, generation: int) -> None:
+    def __init__(
+        self, *, iid: str, vkey: bytes, sig: MsdSignal, now: float, generation: int, evidence: Evidence
+    ) -> None:
         self.id = iid
         self.generation = generation
         self.vkey = vkey
@@ -181,14 +185,16 @@ class _Incident:
         self.is_test = sig.msd.test
         self.position: Position | None = msd_position(sig.msd)
         self.position_sent_at: float | None = sig.sent_at if self.position is not None else None
-        self.evidence: Evidence = evidence_from_msd(sig.msd)
+        self.evidence: Evidence = evidence
         self.severity: Severity | None = None
+        self.scored: tuple[Evidence, bool] | None = None
         self.snapshot: IncidentSnapshot | None = None
         self.revision = 0
         self.status: Status = "open"
         self.receivers: list[str] = []
         self.flags: dict[str, Reason] = {}
-        self.seen: set[Hashable] = set()
+        self.fp0: Hashable = None
+        self.seen: set[Hashable] | None = None
         self.scene_id: str = iid
         self.acked = False
         self.escalated = False
@@ -237,7 +243,16 @@ class TriageEngine:
         self._grid: dict[tuple[int, int], list[_Incident]] = {}
         self._cell_deg = policy.scene_distance_m / _METRES_PER_DEGREE
         self._row_widths: dict[int, float] = {}
+        # Reasons that depend only on the policy or a receiver name are built once.
+        self._esc_pending = _r(
+            _ESC_PENDING,
+            f"manual call: to the operator first, to the PSAP if no operator acts within "
+            f"{policy.escalation_delay_s:.0f} s",
+        )
+        self._route_reasons: dict[tuple[str, bool], Reason] = {}
+        self._non_psap = (policy.operator_receiver, policy.test_receiver)
         self._severity_cache: dict[tuple[Evidence, bool], Severity] = {}
+        self._evidence_cache: dict[tuple[object, ...], tuple[Evidence, Severity, Severity]] = {}
 
     # --- public API -------------------------------------------------------------------------------
 
@@ -260,7 +275,7 @@ class TriageEngine:
         Returns:
             The decision, never None; bad combinations give reasons, not exceptions.
         """
-        if isinstance(signal, MsdSignal):
+        if type(signal) is MsdSignal or isinstance(signal, MsdSignal):
             return self._on_msd(signal, now)
         if isinstance(signal, CancelSignal):
             return self._on_cancel(signal, now)
@@ -411,8 +426,9 @@ class TriageEngine:
         return distance_m(inc.position.lat, inc.position.lon, new[0], new[1]) <= self.policy.redial_distance_m
 
     def _msd_in_call(self, inc: _Incident, sig: MsdSignal, now: float) -> Decision:
-        fp = fingerprint(sig)
-        if fp in inc.seen:
+        # The hot path (redeliveries, resends): an inlined fingerprint of the MSD bytes.
+        fp = sig.msd.raw or sig.msd
+        if fp == inc.fp0 or (inc.seen is not None and fp in inc.seen):
             return _DUP_EXACT
         self._remember(inc, fp)
         if inc.closed:
@@ -430,7 +446,6 @@ class TriageEngine:
         visible = self._apply_msd(inc, sig, now, reasons)
         if visible:
             return self._emit(inc, Outcome.new_revision, reasons, now)
-        inc.last_at = max(inc.last_at, now)
         return Decision(outcome=Outcome.duplicate, reasons=tuple(reasons)) if reasons else _DUP_RESEND
 
     def _apply_msd(self, inc: _Incident, sig: MsdSignal, now: float, reasons: list[Reason]) -> bool:
@@ -444,7 +459,7 @@ class TriageEngine:
         # Most MSDs of an open call are plain retransmissions: compare first, derive only on change.
         changes = msd_changes(inc.msd, msd, min_move)
         if changes:
-            evidence = inc.evidence.merge(evidence_from_msd(msd))
+            evidence = inc.evidence.merge(self._evidence(msd)[0])
             if evidence != inc.evidence:
                 inc.evidence = evidence
                 visible = True  # the severity may change; _emit rescores
@@ -499,8 +514,13 @@ class TriageEngine:
         policy = self.policy
         # The generation tells apart two incidents of one call opened at the same receipt time.
         iid = keys.incident_id(self._id_key, vkey, sig.tps, sig.call_id, now, generation)
-        inc = _Incident(iid=iid, vkey=vkey, sig=sig, now=now, generation=generation)
-        inc.seen.add(fingerprint(sig))
+        evidence, sev_real, sev_test = self._evidence(sig.msd)
+        inc = _Incident(iid=iid, vkey=vkey, sig=sig, now=now, generation=generation, evidence=evidence)
+        sev = sev_test if inc.is_test else sev_real
+        if sev is not None:
+            inc.severity = sev
+            inc.scored = (evidence, inc.is_test)
+        inc.fp0 = fingerprint(sig)
         self._incidents[iid] = inc
         self._calls[ck] = inc
         reasons: list[Reason] = [_NEW_CALL]
@@ -539,10 +559,9 @@ class TriageEngine:
                 self._vehicles[(vkey, True)] = _Vehicle(inc)
             else:
                 veh.incident = inc
-        # The decision shows every suspicion and the escalation plan, not only the snapshot.
-        reasons.extend(inc.flags.values())
         self._fold_orphans(inc, ck, now, reasons)
-        return self._emit(inc, Outcome.new_incident, reasons, now)
+        # The decision shows every suspicion and the escalation plan, not only the snapshot.
+        return self._emit(inc, Outcome.new_incident, reasons, now, with_flags=True)
 
     def _arm_escalation(self, inc: _Incident, now: float) -> None:
         held = [c for c in inc.flags if c in _HOLDING or c == _CANCEL_REQ]
@@ -555,11 +574,7 @@ class TriageEngine:
             return
         due_at = inc.received_at + self.policy.escalation_delay_s
         inc.escalation_due = due_at
-        inc.flags[_ESC_PENDING] = _r(
-            _ESC_PENDING,
-            f"manual call: to the operator first, to the PSAP if no operator acts within "
-            f"{self.policy.escalation_delay_s:.0f} s",
-        )
+        inc.flags[_ESC_PENDING] = self._esc_pending
         self._timer_seq += 1
         heapq.heappush(self._timers, (due_at, self._timer_seq, inc.id))
 
@@ -574,9 +589,10 @@ class TriageEngine:
         best: _Incident | None = None
         horizon = now - self.policy.scene_window_s
         limit = self.policy.scene_distance_m
+        widths = self._row_widths
         for row in (ci - 1, ci, ci + 1):
             # Each row of cells is as wide in metres as it is tall, so 3 x 3 cells cover the radius.
-            cj = math.floor(lon / self._row_width(row))
+            cj = math.floor(lon / (widths.get(row) or self._row_width(row)))
             for cell in ((row, cj - 1), (row, cj), (row, cj + 1)):
                 for other in grid.get(cell, ()):
                     op = other.position
@@ -617,7 +633,7 @@ class TriageEngine:
             self._orphans.setdefault(ck, []).append((sig, now))
             return _ORPHAN_DECISION
         fp = fingerprint(sig)
-        if fp in inc.seen:
+        if self._was_seen(inc, fp):
             return _DUP_EXACT
         self._remember(inc, fp)
         reasons: list[Reason] = []
@@ -667,7 +683,7 @@ class TriageEngine:
             self._orphans.setdefault(ck, []).append((sig, now))
             return _ORPHAN_DECISION
         fp = fingerprint(sig)
-        if fp in inc.seen:
+        if self._was_seen(inc, fp):
             return _DUP_EXACT
         self._remember(inc, fp)
         reasons: list[Reason] = []
@@ -703,7 +719,7 @@ class TriageEngine:
             return
         for sig, at in pending:
             fp = fingerprint(sig)
-            if fp in inc.seen:
+            if self._was_seen(inc, fp):
                 continue
             self._remember(inc, fp)
             if isinstance(sig, CancelSignal):
@@ -724,7 +740,7 @@ class TriageEngine:
         return self._emit(inc, outcome, [reason], now)
 
     def _has_psap(self, inc: _Incident) -> bool:
-        special = (self.policy.operator_receiver, self.policy.test_receiver)
+        special = self._non_psap
         return any(r not in special for r in inc.receivers)
 
     def _route(self, inc: _Incident, reasons: list[Reason]) -> None:
@@ -739,17 +755,21 @@ class TriageEngine:
                 psap, fallback = self._router.psap_for(None if pos is None else (pos.lat, pos.lon))
                 wanted.append(psap)
                 if psap not in inc.receivers:
-                    if fallback:
-                        reasons.append(
+                    reason = self._route_reasons.get((psap, fallback))
+                    if reason is None:
+                        reason = self._route_reasons[(psap, fallback)] = (
                             _r("routed_psap_fallback", f"position outside every PSAP area or unknown: {psap}")
+                            if fallback
+                            else _r("routed_psap_area", f"PSAP responsible for the position: {psap}")
                         )
-                    else:
-                        reasons.append(_r("routed_psap_area", f"PSAP responsible for the position: {psap}"))
+                    reasons.append(reason)
         for name in wanted:
             if name not in inc.receivers:
                 inc.receivers.append(name)
 
-    def _emit(self, inc: _Incident, outcome: Outcome, reasons: list[Reason], now: float) -> Decision:
+    def _emit(
+        self, inc: _Incident, outcome: Outcome, reasons: list[Reason], now: float, *, with_flags: bool = False
+    ) -> Decision:
         if inc.status not in {"cancelled", "resolved"}:
             inc.status = "open" if inc.revision == 0 else "updated"
         inc.revision += 1
@@ -759,22 +779,38 @@ class TriageEngine:
             # still goes to the operator, so nothing disappears unseen.
             self._route(inc, reasons)
         key = (inc.evidence, inc.is_test)
-        sev = self._severity_cache.get(key)
-        if sev is None:
-            if len(self._severity_cache) > 4096:
-                self._severity_cache.clear()
-            sev = self._severity_cache[key] = score(
-                inc.evidence, test=inc.is_test, asi15_high=self.policy.asi15_high
-            )
-        inc.severity = sev
+        if (
+            inc.severity is None
+            or inc.scored is None
+            or inc.scored[0] is not key[0]
+            or inc.scored[1] != key[1]
+        ):
+            # Rescore only when the evidence object changed (merge returns the same one otherwise).
+            sev = self._severity_cache.get(key)
+            if sev is None:
+                if len(self._severity_cache) > 4096:
+                    self._severity_cache.clear()
+                sev = self._severity_cache[key] = score(
+                    inc.evidence, test=inc.is_test, asi15_high=self.policy.asi15_high
+                )
+            inc.severity = sev
+            inc.scored = key
+        if with_flags and inc.flags:
+            codes = {r.code for r in reasons}
+            reasons.extend(r for c, r in inc.flags.items() if c not in codes)
         rs = tuple(reasons)
-        snap = inc.snapshot = self._snapshot(inc, rs, now)
+        snap = inc.snapshot = self._snapshot(inc, rs, now, flags_included=with_flags)
         routes = tuple(Route(receiver=r, incident_id=inc.id, revision=inc.revision) for r in inc.receivers)
         return Decision(outcome=outcome, reasons=rs, incident=snap, routes=routes)
 
-    def _snapshot(self, inc: _Incident, reasons: tuple[Reason, ...], now: float) -> IncidentSnapshot:
-        codes = {r.code for r in reasons}
-        flags = tuple(r for c, r in inc.flags.items() if c not in codes)
+    def _snapshot(
+        self, inc: _Incident, reasons: tuple[Reason, ...], now: float, *, flags_included: bool = False
+    ) -> IncidentSnapshot:
+        if inc.flags and not flags_included:
+            codes = {r.code for r in reasons}
+            flags = tuple(r for c, r in inc.flags.items() if c not in codes)
+        else:
+            flags = ()
         sev = inc.severity
         if sev is None:  # pragma: no cover - every stored incident was emitted once
             sev = score(inc.evidence, test=inc.is_test, asi15_high=self.policy.asi15_high)
@@ -800,5 +836,46 @@ class TriageEngine:
 
     @staticmethod
     def _remember(inc: _Incident, fp: Hashable) -> None:
-        if len(inc.seen) < _SEEN_LIMIT:
+        # Most incidents see one signal: the first fingerprint lives in a slot, a set comes later.
+        if inc.fp0 is None:
+            inc.fp0 = fp
+        elif inc.seen is None:
+            inc.seen = {fp}
+        elif len(inc.seen) < _SEEN_LIMIT:
             inc.seen.add(fp)
+
+    @staticmethod
+    def _was_seen(inc: _Incident, fp: Hashable) -> bool:
+        return fp == inc.fp0 or (inc.seen is not None and fp in inc.seen)
+
+    def _evidence(self, msd: Msd) -> tuple[Evidence, Severity | None, Severity | None]:
+        """Evidence of one MSD, with its severities (non-test, test) when they come from the cache.
+
+        The common case (no additional data) depends on six fields only: evidence and severity
+        are shared from a small cache, which spares most new incidents the scoring.
+        """
+        m = msd.msd
+        if m.optional_additional_data is not None:
+            return evidence_from_msd(msd), None, None
+        s = m.msd_structure
+        p = s.vehicle_propulsion_storage_type
+        key = (
+            s.control.automatic_activation,
+            s.control.vehicle_type,
+            s.number_of_passengers,
+            p.hydrogen_storage,
+            p.compressed_natural_gas or p.liquid_propane_gas,
+            p.electric_energy_storage,
+        )
+        hit = self._evidence_cache.get(key)
+        if hit is None:
+            if len(self._evidence_cache) > 4096:
+                self._evidence_cache.clear()
+            e = evidence_from_msd(msd)
+            asi = self.policy.asi15_high
+            hit = self._evidence_cache[key] = (
+                e,
+                score(e, asi15_high=asi),
+                score(e, test=True, asi15_high=asi),
+            )
+        return hit

@@ -99,7 +99,8 @@ class StormDetector:
         self._cur += 1
         frac = min(max(pos - self._no, 0.0), 1.0)
         n = self._cur + self._prev * (1.0 - frac)
-        threshold = self.threshold
+        threshold = self._factor * self._baseline
+        threshold = max(threshold, self._min)
         if n > threshold:
             return (
                 Reason(
