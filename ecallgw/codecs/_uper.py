@@ -27,7 +27,6 @@ from construct import (
     Construct,
     ConstructError,
     Container,
-    Flag,
     IfThenElse,
     Pass,
     Renamed,
@@ -38,6 +37,7 @@ from construct import (
 from construct.lib import bits2integer, integer2bits
 
 __all__ = [
+    "MAX_ARC",
     "VIN_ALPHABET",
     "Boolean",
     "Containing",
@@ -64,8 +64,9 @@ __all__ = [
 VIN_ALPHABET = "0123456789ABCDEFGHJKLMNPRSTUVWXYZ"
 """PermittedAlphabet of EN 15722 VinCharacters, sorted: a character is sent as its index here."""
 
-Boolean = Flag
-"""BOOLEAN: one bit (X.691 clause 12)."""
+MAX_ARC = 2**64 - 1
+"""Largest RELATIVE-OID arc accepted. X.690 sets no bound; a larger arc is no real scheme's, and
+its decimal form would cost quadratic time (Python refuses more than 4300 digits)."""
 
 
 class UperError(ConstructError):  # type: ignore[misc]
@@ -98,7 +99,8 @@ def _read_bits(stream: io.BytesIO, width: int, path: str) -> int:
     start = stream.tell()
     data = stream.read(width)
     if len(data) != width:
-        raise UperError(f"truncated: needed {width} bits, had {len(data)}", path, start)
+        unit = "bit" if width == 1 else "bits"
+        raise UperError(f"truncated: needed {width} {unit}, had {len(data)}", path, start)
     return bits2integer(data) if width else 0
 
 
@@ -110,6 +112,24 @@ def _write_bits(stream: io.BytesIO, value: int, width: int) -> None:
 def width_of(count: int) -> int:
     """Bits needed for a constrained whole number with ``count`` possible values (X.691 11.5.6)."""
     return (count - 1).bit_length()
+
+
+class BooleanBit(Construct):  # type: ignore[misc]
+    """BOOLEAN: one bit (X.691 clause 12); reading past the end is a "truncated" UperError."""
+
+    def _parse(self, stream: io.BytesIO, context: Any, path: str) -> bool:
+        return bool(_read_bits(stream, 1, path))
+
+    def _build(self, obj: Any, stream: io.BytesIO, context: Any, path: str) -> bool:
+        _write_bits(stream, 1 if obj else 0, 1)
+        return bool(obj)
+
+    def _sizeof(self, context: Any, path: str) -> int:
+        return 1
+
+
+Boolean = BooleanBit()
+"""BOOLEAN: the one instance every schema uses (the walkers recognise it by identity)."""
 
 
 class Integer(Construct):  # type: ignore[misc]
@@ -348,8 +368,8 @@ class OctetString(Construct):  # type: ignore[misc]
 def oid_from_octets(octets: bytes) -> str | None:
     """Dotted form of RELATIVE-OID contents octets (X.690 8.20), or None when malformed.
 
-    Malformed: no arcs, an arc with a redundant leading 0x80 octet, or a last octet with its
-    continuation bit set.
+    Malformed: no arcs, an arc with a redundant leading 0x80 octet, a last octet with its
+    continuation bit set, or an arc above :data:`MAX_ARC`.
     """
     if not octets or octets[-1] & 0x80:
         return None
@@ -360,6 +380,8 @@ def oid_from_octets(octets: bytes) -> str | None:
         if fresh and octet == 0x80:
             return None
         value = (value << 7) | (octet & 0x7F)
+        if value > MAX_ARC:  # checked per octet, so a hostile arc never grows large
+            return None
         fresh = not octet & 0x80
         if fresh:
             arcs.append(str(value))
@@ -368,13 +390,18 @@ def oid_from_octets(octets: bytes) -> str | None:
 
 
 def oid_to_octets(oid: str) -> bytes | None:
-    """RELATIVE-OID contents octets of a dotted string, or None when it is not one."""
+    """RELATIVE-OID contents octets of a dotted string, or None when it is not one.
+
+    Not one: an empty arc, a non-ASCII-digit, a leading zero, or an arc above :data:`MAX_ARC`.
+    """
     out = bytearray()
     parts = oid.split(".")
     for part in parts:
-        if not part.isdigit() or not part.isascii() or (len(part) > 1 and part[0] == "0"):
+        if not part.isdigit() or not part.isascii() or (len(part) > 1 and part[0] == "0") or len(part) > 20:
             return None
         arc = int(part)
+        if arc > MAX_ARC:
+            return None
         chunk = [arc & 0x7F]
         arc >>= 7
         while arc:
@@ -392,13 +419,20 @@ class RelativeOid(Construct):  # type: ignore[misc]
         octets = _read_octets(stream, _read_length(stream, path), path)
         oid = oid_from_octets(octets)
         if oid is None:
-            raise UperError(f"malformed relative OID contents {octets.hex()!r}", path, start)
+            shown = octets[:16].hex() + ("..." if len(octets) > 16 else "")
+            raise UperError(
+                f"malformed relative OID contents {shown!r} ({len(octets)} octets; arcs must end, "
+                f"have no leading 0x80 octet and stay below 2^64)",
+                path,
+                start,
+            )
         return oid
 
     def _build(self, obj: Any, stream: io.BytesIO, context: Any, path: str) -> str:
         octets = oid_to_octets(obj) if isinstance(obj, str) else None
         if octets is None:
-            raise ConstructError(f"{obj!r} is not a dotted relative OID", path=path)
+            shown = repr(obj) if len(repr(obj)) <= 60 else repr(obj)[:57] + "..."
+            raise ConstructError(f"{shown} is not a dotted relative OID (arcs below 2^64)", path=path)
         _write_length(stream, len(octets), path)
         _write_octets(stream, octets)
         return str(obj)

@@ -65,7 +65,7 @@ def _check_tail(data: bytes, end: int) -> None:
     if end < len(data) and (len(data) != FRAME_OCTETS or any(data[end:])):
         raise DecodeError(
             _CODEC,
-            f"{len(data) - end} octets after the end of the encoding "
+            f"{len(data) - end} octet{'s' if len(data) - end > 1 else ''} after the end of the encoding "
             f"(only zero fill of a {FRAME_OCTETS}-octet frame is accepted)",
             bit_offset=8 * end,
         )

@@ -22,15 +22,18 @@ def run(args: argparse.Namespace) -> int:
     from ecallgw.codecs import msd
 
     try:
-        text = sys.stdin.read() if args.json == "-" else Path(args.json).read_text(encoding="utf-8")
+        raw = sys.stdin.buffer.read() if args.json == "-" else Path(args.json).read_bytes()
     except OSError as exc:
         print(f"ecallgw encode: cannot read {args.json}: {exc.strerror}", file=sys.stderr)
         return 2
     try:
-        value = msd.from_json_dict(json.loads(text))
+        value = msd.from_json_dict(json.loads(raw))  # bytes: UTF-8 (or -16/-32 with BOM), RFC 8259
         data = msd.encode(value)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         print(f"ecallgw encode: not JSON: {exc}", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print("ecallgw encode: not JSON: nested too deeply", file=sys.stderr)
         return 2
     except DecodeError as exc:
         where = f" in field {exc.path}" if exc.path else ""

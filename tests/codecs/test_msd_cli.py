@@ -75,7 +75,7 @@ def test_encode_file_and_stdin(
     path.write_text(json.dumps(PUBLIC["json"]))
     assert main(["encode", str(path)]) == 0
     assert capsys.readouterr().out.strip() == PUBLIC["hex"]
-    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(PUBLIC["json"])))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(json.dumps(PUBLIC["json"]).encode())))
     assert main(["encode", "-"]) == 0
     assert capsys.readouterr().out.strip() == PUBLIC["hex"]
 
@@ -107,8 +107,22 @@ def test_decode_then_encode_is_canonical(tmp_path: Path, capsys: pytest.CaptureF
             ),
             "cannot encode",
         ),
+        # An arc far above 2^64: int() of it would raise ValueError (4300-digit limit) if unchecked.
+        (
+            json.dumps(
+                {
+                    **PUBLIC["json"],
+                    "msd": {
+                        **PUBLIC["json"]["msd"],
+                        "optionalAdditionalData": {"oid": "9" * 5000, "data": ""},
+                    },
+                }
+            ),
+            "not a dotted relative OID",
+        ),
+        ("[" * 100_000, "not JSON"),
     ],
-    ids=["broken JSON", "missing msd", "direction out of range"],
+    ids=["broken JSON", "missing msd", "direction out of range", "5000-digit OID arc", "deep nesting"],
 )
 def test_encode_bad_input_exits_2(
     text: str, word: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -118,3 +132,21 @@ def test_encode_bad_input_exits_2(
     assert main(["encode", str(path)]) == 2
     err = capsys.readouterr().err
     assert word in err and len(err.splitlines()) == 1
+
+
+def test_encode_input_not_utf8_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "msd.json"
+    path.write_bytes(b"\xff\xfe{")
+    assert main(["encode", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "not JSON" in err and len(err.splitlines()) == 1
+
+
+def test_decode_truncated_in_a_boolean_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    # Three octets end inside ControlType: positionCanBeTrusted is bit 24 (docs/msd.md §4).
+    assert main(["decode", PUBLIC["hex"][:6]]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "ecallgw decode: malformed MSD in field msd.msdStructure.control.positionCanBeTrusted "
+        "at bit 24: truncated: needed 1 bit, had 0\n"
+    )

@@ -126,6 +126,8 @@ REFUSED: list[tuple[str, Construct, str, str, int]] = [
     ("relative OID, no arcs", RelativeOid(), "00000000", "malformed", 0),
     ("relative OID, leading 0x80", RelativeOid(), "00000010 10000000 00000001", "malformed", 0),
     ("relative OID, open last arc", RelativeOid(), "00000001 10000001", "malformed", 0),
+    # 2^64 needs ten octets 0x82 0x80 ... 0x80 0x00: above MAX_ARC, refused before it grows.
+    ("relative OID, arc 2^64", RelativeOid(), "00001010 10000010" + " 10000000" * 8 + " 00000000", "2^64", 0),
     ("octet string past the end", OctetString(), "00000011 00000000", "truncated", 8),
     ("fragmented length", OctetString(), "11000001", "fragmented", 0),
     ("truncated integer", Integer(0, 2**32 - 1), "1111", "truncated", 0),
@@ -145,16 +147,26 @@ def test_refused(node: Construct, bits: str, word: str, offset: int) -> None:
     assert FastSequence(schema, "t").decode(data) is None
 
 
-@pytest.mark.parametrize("oid", ["0", "1.2.125", "8.1", "1.4.2", "128", "2.999.16384", "4294967295.0"])
+@pytest.mark.parametrize(
+    "oid", ["0", "1.2.125", "8.1", "1.4.2", "128", "2.999.16384", "4294967295.0", str(2**64 - 1) + ".7"]
+)
 def test_oid_conversion(oid: str) -> None:
     octets = oid_to_octets(oid)
     assert octets is not None
     assert oid_from_octets(octets) == oid
 
 
-@pytest.mark.parametrize("text", ["", "1..2", "1.", ".1", "01", "1.-2", "a.b", "1.٣"])
+@pytest.mark.parametrize(
+    "text", ["", "1..2", "1.", ".1", "01", "1.-2", "a.b", "1.٣", str(2**64), "9" * 5000], ids=repr
+)
 def test_not_an_oid(text: str) -> None:
     assert oid_to_octets(text) is None
+
+
+def test_huge_arc_is_refused_not_a_crash() -> None:
+    # 3000 continuation octets: the decimal form would exceed Python's 4300-digit limit.
+    assert oid_from_octets(b"\xff" * 3000 + b"\x7f") is None
+    assert oid_from_octets(bytes.fromhex("81ffffffffffffffff7f")) == str(2**64 - 1)
 
 
 @pytest.mark.parametrize(

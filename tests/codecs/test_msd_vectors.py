@@ -221,3 +221,16 @@ def test_malformed_relative_oid() -> None:
     # The OID starts after 2 header octets, MSDMessage's 2 preamble bits and the MSDStructure:
     # bits 10..292 in the v1 example (docs/msd.md §4), one presence bit more (otherStorage) in v2.
     assert error.bit_offset == 16 + 2 + (293 - 10) + 1
+
+
+def test_relative_oid_with_a_huge_arc() -> None:
+    # 3000 octets of one arc (two-octet length form): refused with a DecodeError naming the OID,
+    # not a ValueError from converting a 7000-digit number to text; the message stays short.
+    spec = oracle._spec(2)
+    value = spec.decode("MSDMessage", oracle.encode_message(2, _v2_json()["msd"]))
+    value["optionalAdditionalData"] = {"oid": b"\xff" * 2999 + b"\x7f", "data": b""}
+    inner = spec.encode("MSDMessage", value)
+    error = _error(bytes([2, 0x80 | len(inner) >> 8, len(inner) & 0xFF]) + inner)
+    assert error.path == "msd.optionalAdditionalData.oid" and "2^64" in error.reason
+    assert error.bit_offset == 24 + 2 + (293 - 10) + 1
+    assert len(str(error)) < 300
