@@ -67,6 +67,8 @@ MAX_SENTENCE_CHARS = 128
 """Longest sentence accepted, without line ending. NMEA 0183 says 82 with CR LF; receivers with many
 constellations exceed it in GNS and GSV, so the bound is looser and only guards the parser."""
 
+_MAX_TIME = 253402214400.0  # 9999-12-31T00:00Z, the bound of envelope sent_at and document times
+
 KNOT_KMH = 1.852
 """Kilometres per hour in one knot (speed over ground in RMC is in knots)."""
 
@@ -481,13 +483,18 @@ def decode_nmea(text: str, *, reference_time: float) -> Position:
     if rmc_times:
         anchor = max(rmc_times)
     fixes: list[tuple[float | None, _Fix]] = []
-    for _, _, fx in parsed:
+    for index, kind, fx in parsed:
         if fx.seconds_of_day is None:
             at = None
         elif fx.date is not None:
             at = _epoch(fx.date, fx.seconds_of_day)
         else:
             at = _epoch(_nearest_date(fx.seconds_of_day, anchor), fx.seconds_of_day)
+        # A date in 1950 or a time just before midnight of 1970-01-01 is the sender's error; left
+        # through, it would make every document of the incident unrenderable (times are ISO 8601).
+        if at is not None and not 0 <= at < _MAX_TIME:
+            path = f"sentence[{index}].{'date' if fx.date is not None else 'time'}"
+            raise DecodeError(_CODEC, f"{kind}: fix time {at:.0f} is outside 1970..9999-12-30", path=path)
         fixes.append((at, fx))
     return _merge(fixes)
 

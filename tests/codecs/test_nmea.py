@@ -13,6 +13,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from ecallgw.codecs import nmea as nmea_module
+from ecallgw.codecs.document import iso_time
 from ecallgw.codecs.nmea import (
     GNSS_TALKERS,
     MAX_SENTENCES,
@@ -214,6 +215,44 @@ def test_time_of_day_takes_the_date_nearest_the_reference(
 ) -> None:
     text = sentence(f"GPGGA,{time_field},4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,")
     assert decode_nmea(text, reference_time=reference).at == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "reference", "path"),
+    [
+        # An RMC date of 1950 taken nearest a reference in 1970: before the epoch.
+        (sentence("GPRMC,000001,A,4807.038,N,01131.000,E,022.4,084.4,010150,003.1,W"), 0.0, "date"),
+        # Just before midnight, sent 10 s into 1970-01-01: the day before the epoch.
+        (sentence("GPGGA,235959,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,"), 10.0, "time"),
+        # Just after midnight, sent on 9999-12-30: 9999-12-31, past what documents render.
+        (sentence("GPGGA,000010,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,"), 253402214399.0, "time"),
+    ],
+    ids=["rmc-1950", "before-1970", "after-9999-12-30"],
+)
+def test_fix_time_outside_the_renderable_range_is_refused(text: str, reference: float, path: str) -> None:
+    # Otherwise the Position decodes and every later document of the incident fails to render.
+    with pytest.raises(DecodeError, match="outside 1970") as info:
+        decode_nmea(text, reference_time=reference)
+    assert info.value.path == f"sentence[0].{path}"
+
+
+@given(
+    st.sampled_from(["000000", "000001.5", "120000", "235959.99"]),
+    st.sampled_from(["", "010170", "311299", "010150", "311269"]),
+    st.floats(0, 253402214399.0),
+)
+def test_any_decoded_fix_time_is_renderable(time_field: str, date: str, reference: float) -> None:
+    kind = (
+        f"RMC,{time_field},A,4807.038,N,01131.000,E,,,{date},,"
+        if date
+        else f"GGA,{time_field},4807.038,N,01131.000,E,1,08,0.9,,,,,,"
+    )
+    try:
+        p = decode_nmea(sentence("GP" + kind), reference_time=reference)
+    except DecodeError:
+        return
+    assert p.at is not None and 0 <= p.at < 253402214400.0
+    iso_time(p.at)  # EncodeError here would make the incident's documents unrenderable
 
 
 def test_rmc_date_is_used_over_the_reference_date() -> None:
