@@ -109,6 +109,9 @@ _POS_SAME = (_r("position_unchanged", "position did not move enough to matter"),
 _CANCEL_REPEAT = (_r("cancel_repeat", "cancel already requested for this incident"),)
 _NEW_CALL = _r("new_call", "first MSD of a new call")
 _REDIAL = _r("redial_joined", "new call of the same vehicle within the redial window, near the same place")
+_REDIAL_AFTER_CLOSE = _r(
+    "redial_after_close", "the vehicle called again within the redial window after its incident was closed"
+)
 _TEST = _r("test_call", "test call: routed to the test receiver only")
 _AUTO_PSAP = _r("automatic_to_psap", "automatic activation: forwarded to the PSAP at once")
 _UPGRADED = _r("upgraded_to_automatic", "an automatic activation joined a manual incident")
@@ -404,7 +407,12 @@ class TriageEngine:
         vkey = keys.vehicle_key(self._key, sig.msd.vin)
         test = sig.msd.test
         veh = self._vehicles.get((vkey, test))
-        if veh is not None and self._joins(veh.incident, sig.msd, now):
+        near = veh is not None and self._near(veh.incident, sig.msd, now)
+        if veh is not None and near and veh.incident.closed:
+            # A redial after the incident was closed (a confirmed false alarm, or resolved): a new
+            # incident, since it may be a new emergency, with the history for the operator.
+            return self._new_incident(sig, ck, vkey, now, veh, after_close=True)
+        if veh is not None and near:
             open_inc = veh.incident
             self._calls[ck] = open_inc
             self._remember(open_inc, fingerprint(sig))
@@ -416,14 +424,17 @@ class TriageEngine:
             return Decision(outcome=Outcome.joined_incident, reasons=tuple(reasons))
         return self._new_incident(sig, ck, vkey, now, veh)
 
-    def _joins(self, inc: _Incident, msd: Msd, now: float) -> bool:
+    def _near(self, inc: _Incident, msd: Msd, now: float) -> bool:
         # EN 16062 §7.14.3: a dropped call is redialled within 2 minutes from (nearly) the same place.
-        if inc.closed or now - inc.last_at > self.policy.redial_window_s:
+        if now - inc.last_at > self.policy.redial_window_s:
             return False
         new = msd.position
-        if new is None or inc.position is None:
-            return True  # place unknown: the same vehicle within the window is the likelier truth
-        return distance_m(inc.position.lat, inc.position.lon, new[0], new[1]) <= self.policy.redial_distance_m
+        old = inc.position
+        if new is None or old is None or not old.trusted or not msd.structure.control.position_can_be_trusted:
+            # Place unknown or not to be trusted (it may be kilometres off): the same vehicle
+            # within the window is the likelier truth.
+            return True
+        return distance_m(old.lat, old.lon, new[0], new[1]) <= self.policy.redial_distance_m
 
     def _msd_in_call(self, inc: _Incident, sig: MsdSignal, now: float) -> Decision:
         # The hot path (redeliveries, resends): an inlined fingerprint of the MSD bytes.
@@ -510,6 +521,7 @@ class TriageEngine:
         veh: _Vehicle | None,
         *,
         generation: int = 0,
+        after_close: bool = False,
     ) -> Decision:
         policy = self.policy
         # The generation tells apart two incidents of one call opened at the same receipt time.
@@ -524,6 +536,8 @@ class TriageEngine:
         self._incidents[iid] = inc
         self._calls[ck] = inc
         reasons: list[Reason] = [_NEW_CALL]
+        if after_close:
+            reasons.append(_REDIAL_AFTER_CLOSE)
         test = inc.is_test
         if test:
             reasons.append(_TEST)
