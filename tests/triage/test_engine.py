@@ -137,6 +137,25 @@ CASES: dict[str, list[Step]] = {
         S("msd", 1, Oc.new_incident, {OP, VIE}),
         S("msd", 60, Oc.joined_incident, call_id="call-2", position=None),
     ],
+    # An untrusted position may be kilometres off: it cannot rule out a redial of the same vehicle.
+    "redial-untrusted-far": [
+        S("msd", 1, Oc.new_incident, {OP, VIE}, trusted=False),
+        S(
+            "msd",
+            60,
+            Oc.joined_incident,
+            {OP, VIE},
+            {"redial_joined", "position_moved"},
+            call_id="call-2",
+            position=FAR,
+        ),
+    ],
+    # After an operator closed the incident, the vehicle calling again is a new incident, with why.
+    "redial-after-close": [
+        S("msd", 1, Oc.new_incident, {OP}, automatic=False),
+        S("act", 10, Oc.cancelled, {OP}, action="cancel"),
+        S("msd", 40, Oc.new_incident, {OP}, {"redial_after_close"}, call_id="call-2", automatic=False),
+    ],
     # A manual call goes to the operator first and escalates to the PSAP by timer.
     "manual-escalates": [
         S("msd", 1, Oc.new_incident, {OP}, {"escalation_pending"}, automatic=False),
