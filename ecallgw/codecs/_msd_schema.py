@@ -119,25 +119,48 @@ def _message(structure: Sequence) -> Sequence:
     )
 
 
-# --- Version 1: EN 15722:2011 (msd-v1.asn) ----------------------------------------------------
+# --- Versions 1 and 2: EN 15722:2011 (msd-v1.asn) and EN 15722:2015 (msd-v2.asn) --------------
+#
+# The two MSDStructures differ only in VehiclePropulsionStorageType (otherStorage from v2 on); v2
+# also wraps MSDMessage in an OCTET STRING. One declaration serves both, so they cannot drift.
 
-MSDStructureV1 = Sequence(
-    extension_bit(),
-    presence("recentVehicleLocationN1"),
-    presence("recentVehicleLocationN2"),
-    presence("numberOfPassengers"),
-    "messageIdentifier" / Integer(0, 255),
-    "control" / _control(13),
-    "vehicleIdentificationNumber" / VIN,
-    "vehiclePropulsionStorageType" / _propulsion(_PROPULSION_V1),
-    "timestamp" / Integer(0, 4294967295),
-    "vehicleLocation" / VehicleLocationSchema,
-    "vehicleDirection" / Integer(0, 255),
-    optional("recentVehicleLocationN1", VehicleLocationDeltaSchema),
-    optional("recentVehicleLocationN2", VehicleLocationDeltaSchema),
-    optional("numberOfPassengers", Integer(0, 255)),
-    model=MsdStructure,
-)
+
+def _structure_v1_v2(propulsion: tuple[str, ...]) -> Sequence:
+    # MSDStructure ::= SEQUENCE { messageIdentifier, control, vehicleIdentificationNumber,
+    #     vehiclePropulsionStorageType, timestamp, vehicleLocation, vehicleDirection,
+    #     recentVehicleLocationN1 OPTIONAL, recentVehicleLocationN2 OPTIONAL,
+    #     numberOfPassengers INTEGER (0..255) OPTIONAL, ... }
+    return Sequence(
+        extension_bit(),
+        presence("recentVehicleLocationN1"),
+        presence("recentVehicleLocationN2"),
+        presence("numberOfPassengers"),
+        "messageIdentifier" / Integer(0, 255),
+        "control" / _control(13),
+        "vehicleIdentificationNumber" / VIN,
+        "vehiclePropulsionStorageType" / _propulsion(propulsion),
+        "timestamp" / Integer(0, 4294967295),
+        "vehicleLocation" / VehicleLocationSchema,
+        "vehicleDirection" / Integer(0, 255),
+        optional("recentVehicleLocationN1", VehicleLocationDeltaSchema),
+        optional("recentVehicleLocationN2", VehicleLocationDeltaSchema),
+        optional("numberOfPassengers", Integer(0, 255)),
+        model=MsdStructure,
+    )
+
+
+def _wrapped(structure: Sequence) -> Sequence:
+    # ECallMessage ::= SEQUENCE { msdVersion INTEGER (0..255), msd OCTET STRING (CONTAINING MSDMessage) }
+    return Sequence(
+        "msdVersion" / Integer(0, 255),
+        "msd" / Containing(_message(structure)),
+        model=Msd,
+        rename={"msdVersion": "version"},
+        constants={"raw": b""},  # what was received is set by the codec, not by the schema
+    )
+
+
+MSDStructureV1 = _structure_v1_v2(_PROPULSION_V1)
 
 # ECallMessage ::= SEQUENCE { id INTEGER (0..255), msd MSDMessage }: no `...`, no wrapper.
 V1 = Sequence(
@@ -145,38 +168,11 @@ V1 = Sequence(
     "msd" / _message(MSDStructureV1),
     model=Msd,
     rename={"id": "version"},
-    constants={"raw": b""},  # what was received is set by the codec, not by the schema
-)
-
-
-# --- Version 2: EN 15722:2015 (msd-v2.asn): otherStorage added, MSDMessage wrapped ------------
-
-MSDStructureV2 = Sequence(
-    extension_bit(),
-    presence("recentVehicleLocationN1"),
-    presence("recentVehicleLocationN2"),
-    presence("numberOfPassengers"),
-    "messageIdentifier" / Integer(0, 255),
-    "control" / _control(13),
-    "vehicleIdentificationNumber" / VIN,
-    "vehiclePropulsionStorageType" / _propulsion((*_PROPULSION_V1, "otherStorage")),
-    "timestamp" / Integer(0, 4294967295),
-    "vehicleLocation" / VehicleLocationSchema,
-    "vehicleDirection" / Integer(0, 255),
-    optional("recentVehicleLocationN1", VehicleLocationDeltaSchema),
-    optional("recentVehicleLocationN2", VehicleLocationDeltaSchema),
-    optional("numberOfPassengers", Integer(0, 255)),
-    model=MsdStructure,
-)
-
-# ECallMessage ::= SEQUENCE { msdVersion INTEGER (0..255), msd OCTET STRING (CONTAINING MSDMessage) }
-V2 = Sequence(
-    "msdVersion" / Integer(0, 255),
-    "msd" / Containing(_message(MSDStructureV2)),
-    model=Msd,
-    rename={"msdVersion": "version"},
     constants={"raw": b""},
 )
+
+MSDStructureV2 = _structure_v1_v2((*_PROPULSION_V1, "otherStorage"))
+V2 = _wrapped(MSDStructureV2)
 
 
 # --- Version 3: EN 15722:2020 (msd-v3.asn): N1/N2 mandatory, numberOfOccupants, 23 vehicle types
@@ -198,13 +194,7 @@ MSDStructureV3 = Sequence(
     rename={"numberOfOccupants": "number_of_passengers"},
 )
 
-V3 = Sequence(
-    "msdVersion" / Integer(0, 255),
-    "msd" / Containing(_message(MSDStructureV3)),
-    model=Msd,
-    rename={"msdVersion": "version"},
-    constants={"raw": b""},
-)
+V3 = _wrapped(MSDStructureV3)
 
 SCHEMAS: dict[int, Construct] = {1: V1, 2: V2, 3: V3}
 """ECallMessage schema by the value of byte 0."""
