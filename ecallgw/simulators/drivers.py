@@ -113,7 +113,13 @@ async def drive_mqtt(
 
     Returns:
         The send log.
+
+    Raises:
+        ValueError: ``max_outstanding`` outside 1..65535.
     """
+    if not 1 <= max_outstanding <= 65_535:
+        # paho's packet ids wrap past 65,535 unacknowledged QoS 1 publishes and messages vanish.
+        raise ValueError(f"max_outstanding must be in 1..65535, got {max_outstanding}")
     log = SendLog(len(outgoing))
     gate = asyncio.Semaphore(max_outstanding)
     async with aiomqtt.Client(

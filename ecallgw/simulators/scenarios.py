@@ -397,7 +397,6 @@ def _new_call_id(rng: random.Random) -> str:
 
 
 def _msd(
-    rng: random.Random,
     call: _Call,
     traj: Trajectory,
     *,
@@ -531,7 +530,6 @@ class _Builder:
                 call_id=call.call_id,
                 sent_at=sent,
                 msd=_msd(
-                    rng,
                     call,
                     traj,
                     sent_at=sent,
