@@ -100,16 +100,23 @@ def _known(decoded: EraAdditionalData | IncInfo) -> AdditionalData:
     return AdditionalData(oid=oad.oad_oid(decoded), data=oad.encode_oad(decoded), decoded=decoded)
 
 
+def _known_oid_any_data(oid: str, data: bytes) -> AdditionalData:
+    return AdditionalData(oid=oid, data=data, decoded=oad.decode_oad(oid, data))
+
+
 def additional_data() -> st.SearchStrategy[AdditionalData]:
-    """Optional additional data: a known scheme, or an unknown OID with arbitrary octets."""
-    arcs = st.lists(st.integers(0, 2**28), min_size=1, max_size=5).map(lambda a: ".".join(map(str, a)))
-    unknown = st.builds(
-        AdditionalData,
-        oid=arcs.filter(lambda o: o not in _KNOWN_OIDS),
-        data=st.one_of(st.binary(max_size=24), st.binary(min_size=120, max_size=200)),
-    )
+    """Optional additional data: a known scheme, or an unknown OID with arbitrary octets.
+
+    Also a known OID with arbitrary octets: they may decode (a non-canonical or Legato-style
+    encoding) or not (``decoded`` None), and the MSD must carry them either way.
+    """
+    arc = st.one_of(st.integers(0, 2**28), st.integers(0, 2**64 - 1))  # 2^64 - 1 = MAX_ARC
+    arcs = st.lists(arc, min_size=1, max_size=5).map(lambda a: ".".join(map(str, a)))
+    octets = st.one_of(st.binary(max_size=24), st.binary(min_size=120, max_size=200))
+    unknown = st.builds(AdditionalData, oid=arcs.filter(lambda o: o not in _KNOWN_OIDS), data=octets)
     known = st.one_of(era_additional_data(1), era_additional_data(2), inc_infos()).map(_known)
-    return st.one_of(known, unknown)
+    known_any = st.builds(_known_oid_any_data, st.sampled_from(sorted(_KNOWN_OIDS)), st.binary(max_size=12))
+    return st.one_of(known, unknown, known_any)
 
 
 @st.composite

@@ -120,3 +120,20 @@ def test_version_is_signalled_in_byte_0(msd: Msd) -> None:
         assert len(data) == start + length
     other = dataclasses.replace(msd, raw=b"ignored")
     assert codec.encode(other) == data
+
+
+@pytest.mark.parametrize("version", (2, 3))
+def test_long_form_length_of_a_short_container_decodes(version: Version) -> None:
+    # X.691 says an encoder uses one octet below 128; a sender that writes 10xxxxxx xxxxxxxx
+    # anyway is still unambiguous, so both paths read it to the same value.
+    @given(msds(version))
+    def check(msd: Msd) -> None:
+        data = codec.encode(msd)
+        if data[1] >= 0x80:
+            return  # already the long form
+        long_form = bytes([data[0], 0x80, data[1]]) + data[2:]
+        assert codec.decode(long_form) == msd
+        assert codec._FAST[version].decode(long_form) == msd
+        assert codec.decode(long_form).raw == long_form
+
+    check()
