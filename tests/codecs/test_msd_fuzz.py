@@ -123,3 +123,41 @@ def test_from_json_dict_damaged_json(msd: Msd, new: object, rng: random.Random) 
         return
     with contextlib.suppress(EncodeError):  # a shape-valid value out of range: EncodeError only
         codec.encode(value)
+
+
+def _with_oid_octets(version: int, octets: bytes) -> bytes:
+    """A valid MSD of ``version`` whose RELATIVE-OID contents are ``octets``, written by asn1tools."""
+    from tests.codecs import _oracle as oracle
+    from tests.codecs.test_msd_vectors import _v2_json
+
+    spec = oracle._spec(version)
+    message = spec.decode("MSDMessage", oracle.encode_message(2, _v2_json()["msd"]))
+    message["optionalAdditionalData"] = {"oid": octets, "data": b"\x01"}
+    inner: bytes = spec.encode("MSDMessage", message)
+    length = bytes([len(inner)]) if len(inner) < 128 else bytes([0x80 | len(inner) >> 8, len(inner) & 0xFF])
+    return bytes([version]) + length + inner
+
+
+_oid_octets = st.one_of(
+    st.binary(max_size=12),
+    st.lists(st.sampled_from((0x00, 0x01, 0x7F, 0x80, 0x81, 0xFF)), max_size=24).map(bytes),
+    # One long arc, open or closed: must be refused quickly, not converted to 20,000 digits.
+    st.tuples(st.integers(1, 3000), st.sampled_from((b"", b"\x7f"))).map(lambda t: b"\xff" * t[0] + t[1]),
+)
+
+
+@given(_oid_octets)
+def test_any_oid_contents(octets: bytes) -> None:
+    # Every RELATIVE-OID contents either decodes to the arcs an independent reader finds (below
+    # 2^64 each) or is a DecodeError naming the OID; the fast path agrees with the schema.
+    from tests.codecs import _oracle as oracle
+
+    data = _with_oid_octets(2, octets)
+    if check(data):
+        oid = codec.decode(data).msd.optional_additional_data.oid  # type: ignore[union-attr]
+        assert oid == oracle.oid_arcs(octets)
+        assert all(int(arc) < 2**64 for arc in oid.split("."))
+    else:
+        with pytest.raises(DecodeError) as info:
+            codec.decode(data)
+        assert info.value.path == "msd.optionalAdditionalData.oid"
