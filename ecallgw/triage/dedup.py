@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 from ecallgw.model import CancelSignal, Msd, MsdSignal, Position, PositionSignal, Reason, Signal
+from ecallgw.triage._fast import make_position
 from ecallgw.triage.routing import distance_m
 
 __all__ = ["CallKey", "fingerprint", "msd_changes", "msd_position", "position_changes"]
@@ -46,13 +47,12 @@ def msd_position(msd: Msd) -> Position | None:
     degrees = s.vehicle_location.degrees
     if degrees is None:
         return None
-    return Position(
-        lat=degrees[0],
-        lon=degrees[1],
-        trusted=s.control.position_can_be_trusted,
-        source="msd",
-        at=float(s.timestamp) if s.timestamp else None,
-        heading_deg=float(s.vehicle_direction * 2) if s.vehicle_direction <= 179 else None,
+    return make_position(
+        degrees[0],
+        degrees[1],
+        s.control.position_can_be_trusted,
+        float(s.timestamp) if s.timestamp else None,
+        float(s.vehicle_direction * 2) if s.vehicle_direction <= 179 else None,
     )
 
 

@@ -12,11 +12,9 @@ reasons for the operator, who alone can cancel what a PSAP has seen.
 
 from __future__ import annotations
 
-import enum
 import heapq
 import math
 from collections.abc import Hashable
-from dataclasses import dataclass
 
 from ecallgw.model import (
     CancelSignal,
@@ -30,7 +28,8 @@ from ecallgw.model import (
     Signal,
     Status,
 )
-from ecallgw.triage import keys
+from ecallgw.triage import _fast, keys
+from ecallgw.triage.decision import Decision, Outcome, Route
 from ecallgw.triage.dedup import CallKey, fingerprint, msd_changes, msd_position, position_changes
 from ecallgw.triage.false_triggers import (
     StormDetector,
@@ -48,49 +47,6 @@ _frozen = {"frozen": True, "slots": True, "kw_only": True}
 
 ACTIONS = ("ack", "cancel", "escalate", "resolve")
 """Operator actions ``on_operator_action`` understands."""
-
-
-class Outcome(enum.StrEnum):
-    """What a decision did; the values are stable (logs, metrics labels, replay output)."""
-
-    new_incident = "new_incident"
-    new_revision = "new_revision"
-    duplicate = "duplicate"
-    joined_incident = "joined_incident"
-    cancel_requested = "cancel_requested"
-    cancelled = "cancelled"
-    escalated = "escalated"
-    acknowledged = "acknowledged"
-    resolved = "resolved"
-    orphan_signal = "orphan_signal"
-    unknown_incident = "unknown_incident"
-    rejected = "rejected"
-
-
-@dataclass(**_frozen)
-class Route:
-    """Deliver revision ``revision`` of incident ``incident_id`` to receiver ``receiver`` now."""
-
-    receiver: str
-    incident_id: str
-    revision: int
-
-
-@dataclass(**_frozen)
-class Decision:
-    """The result of one signal, operator action or timer.
-
-    Attributes:
-        outcome: what happened.
-        reasons: why, with stable codes; never empty.
-        incident: the new revision receivers should see, or None when nothing they see changed.
-        routes: deliveries to make now (empty when ``incident`` is None).
-    """
-
-    outcome: Outcome
-    reasons: tuple[Reason, ...]
-    incident: IncidentSnapshot | None = None
-    routes: tuple[Route, ...] = ()
 
 
 def _r(code: str, text: str) -> Reason:
@@ -457,7 +413,7 @@ class TriageEngine:
         visible = self._apply_msd(inc, sig, now, reasons)
         if visible:
             return self._emit(inc, Outcome.new_revision, reasons, now)
-        return Decision(outcome=Outcome.duplicate, reasons=tuple(reasons)) if reasons else _DUP_RESEND
+        return _fast.make_decision(Outcome.duplicate, tuple(reasons), None, ()) if reasons else _DUP_RESEND
 
     def _apply_msd(self, inc: _Incident, sig: MsdSignal, now: float, reasons: list[Reason]) -> bool:
         """Fold an MSD of a known incident into it; True when receivers should see a new revision."""
@@ -653,7 +609,7 @@ class TriageEngine:
         reasons: list[Reason] = []
         outcome = self._apply_cancel(inc, sig, now, reasons)
         if outcome is None:
-            return Decision(outcome=Outcome.duplicate, reasons=tuple(reasons))
+            return _fast.make_decision(Outcome.duplicate, tuple(reasons), None, ())
         return self._emit(inc, outcome, reasons, now)
 
     def _apply_cancel(
@@ -703,7 +659,7 @@ class TriageEngine:
         reasons: list[Reason] = []
         if self._apply_position(inc, sig, now, reasons):
             return self._emit(inc, Outcome.new_revision, reasons, now)
-        return Decision(outcome=Outcome.duplicate, reasons=tuple(reasons))
+        return _fast.make_decision(Outcome.duplicate, tuple(reasons), None, ())
 
     def _apply_position(self, inc: _Incident, sig: PositionSignal, now: float, reasons: list[Reason]) -> bool:
         inc.last_at = max(inc.last_at, now)
@@ -814,8 +770,9 @@ class TriageEngine:
             reasons.extend(r for c, r in inc.flags.items() if c not in codes)
         rs = tuple(reasons)
         snap = inc.snapshot = self._snapshot(inc, rs, now, flags_included=with_flags)
-        routes = tuple(Route(receiver=r, incident_id=inc.id, revision=inc.revision) for r in inc.receivers)
-        return Decision(outcome=outcome, reasons=rs, incident=snap, routes=routes)
+        iid, rev = inc.id, inc.revision
+        routes = tuple([_fast.make_route(r, iid, rev) for r in inc.receivers])
+        return _fast.make_decision(outcome, rs, snap, routes)
 
     def _snapshot(
         self, inc: _Incident, reasons: tuple[Reason, ...], now: float, *, flags_included: bool = False
@@ -828,24 +785,24 @@ class TriageEngine:
         sev = inc.severity
         if sev is None:  # pragma: no cover - every stored incident was emitted once
             sev = score(inc.evidence, test=inc.is_test, asi15_high=self.policy.asi15_high)
-        return IncidentSnapshot(
-            incident_id=inc.id,
-            revision=inc.revision,
-            status=inc.status,
-            severity=sev,
-            tps=inc.tps,
-            vehicle=inc.vehicle,
-            call_id=inc.call_id,
-            automatic=inc.automatic,
-            test=inc.is_test,
-            received_at=inc.received_at,
-            updated_at=now,
-            msd=inc.msd,
-            position=inc.position,
-            callback=inc.callback,
-            lang=inc.lang,
-            scene_id=inc.scene_id,
-            reasons=reasons + flags,
+        return _fast.make_snapshot(
+            inc.id,
+            inc.revision,
+            inc.status,
+            sev,
+            inc.tps,
+            inc.vehicle,
+            inc.call_id,
+            inc.automatic,
+            inc.is_test,
+            inc.received_at,
+            now,
+            inc.msd,
+            inc.position,
+            inc.callback,
+            inc.lang,
+            inc.scene_id,
+            reasons + flags,
         )
 
     @staticmethod
