@@ -43,7 +43,6 @@ from ecallgw.triage.scoring import Evidence, evidence_from_msd, score
 
 __all__ = ["ACTIONS", "Decision", "Outcome", "Route", "TriageEngine"]
 
-_frozen = {"frozen": True, "slots": True, "kw_only": True}
 
 ACTIONS = ("ack", "cancel", "escalate", "resolve")
 """Operator actions ``on_operator_action`` understands."""
@@ -78,6 +77,12 @@ _ESC_HELD = _r(
 )
 _HOLDING = frozenset({"manual_burst", "provider_storm", "msd_timestamp_stale", "msd_timestamp_missing"})
 _CANCEL_IN_GRACE = "cancelled_in_grace"
+# Receiver-visible: the operator's name stays in the gateway's audit trail, not in documents.
+_BY_OPERATOR = {
+    "escalate": _r("escalated_by_operator", "escalated to the PSAP by an operator"),
+    "cancel": _r("cancelled_by_operator", "cancelled by an operator"),
+    "resolve": _r("resolved_by_operator", "resolved by an operator"),
+}
 _CANCEL_REQ = "cancel_requested"
 
 
@@ -108,7 +113,6 @@ class _Incident:
         "last_at",
         "mids",
         "msd",
-        "msd_mid",
         "position",
         "position_sent_at",
         "received_at",
@@ -247,7 +251,8 @@ class TriageEngine:
             incident_id: the incident acted on.
             action: one of ``ACTIONS``.
             now: when the action was taken.
-            actor: who acted, for the revision's reason text (the gateway audits it separately).
+            actor: who acted; named only in an ``ack`` decision's text (revisions go to receivers, so
+                they say "an operator"; the gateway audits who).
 
         Returns:
             The decision; ``unknown_incident`` for an unknown id and ``rejected`` for an unknown
@@ -270,6 +275,7 @@ class TriageEngine:
         if action == "ack":
             inc.escalation_due = None
             inc.flags.pop(_ESC_PENDING, None)
+            inc.flags.pop(_ESC_HELD.code, None)
             if inc.acked:
                 return Decision(
                     outcome=Outcome.acknowledged,
@@ -294,17 +300,13 @@ class TriageEngine:
                 )
             inc.escalated = True
             inc.escalation_due = None
-            reason = _r("escalated_by_operator", f"escalated to the PSAP{by}")
+            reason = _BY_OPERATOR["escalate"]
             inc.flags.pop(_ESC_PENDING, None)
             inc.flags.pop(_ESC_HELD.code, None)
             return self._emit(inc, Outcome.escalated, [reason], now)
         if action == "cancel":
-            return self._close(
-                inc, "cancelled", Outcome.cancelled, _r("cancelled_by_operator", f"cancelled{by}"), now
-            )
-        return self._close(
-            inc, "resolved", Outcome.resolved, _r("resolved_by_operator", f"resolved{by}"), now
-        )
+            return self._close(inc, "cancelled", Outcome.cancelled, _BY_OPERATOR["cancel"], now)
+        return self._close(inc, "resolved", Outcome.resolved, _BY_OPERATOR["resolve"], now)
 
     def due(self, now: float) -> list[Decision]:
         """Escalate every manual incident whose timer expired at or before ``now``, oldest first."""
