@@ -69,7 +69,6 @@ _VEHICLE_TYPES = [
     "otherVehicleClass",
 ]
 _VIN_CHARS = "[A-HJ-NPR-Z0-9]"
-_DELTA = _obj({"latitudeDelta": _int(-512, 511), "longitudeDelta": _int(-512, 511)})
 _PROPULSION = [
     "gasolineTankPresent",
     "dieselTankPresent",
@@ -78,62 +77,78 @@ _PROPULSION = [
     "electricEnergyStorage",
     "hydrogenStorage",
 ]
-_MSD_STRUCTURE = _obj(
-    {
+
+
+def _msd_structure(version: int) -> dict[str, Any]:
+    """MSDStructure of one version: v2 adds otherStorage; v3 makes N1/N2 mandatory, renames
+    numberOfPassengers to numberOfOccupants and adds vehicle types 14..23 (docs/msd.md §5)."""
+    v3 = version == 3
+    propulsion = _PROPULSION + (["otherStorage"] if version >= 2 else [])
+    required: dict[str, Any] = {
         "messageIdentifier": _int(0, 255),
         "control": _obj(
             {
                 "automaticActivation": {"type": "boolean"},
                 "testCall": {"type": "boolean"},
                 "positionCanBeTrusted": {"type": "boolean"},
-                "vehicleType": {"enum": _VEHICLE_TYPES},
+                "vehicleType": {"enum": _VEHICLE_TYPES if v3 else _VEHICLE_TYPES[:13]},
             }
         ),
-        "vehicleIdentificationNumber": _obj(
-            {
-                "isowmi": {"type": "string", "pattern": f"^{_VIN_CHARS}{{3}}$"},
-                "isovds": {"type": "string", "pattern": f"^{_VIN_CHARS}{{6}}$"},
-                "isovisModelyear": {"type": "string", "pattern": f"^{_VIN_CHARS}$"},
-                "isovisSeqPlant": {"type": "string", "pattern": f"^{_VIN_CHARS}{{7}}$"},
-            }
-        ),
-        # BOOLEAN DEFAULT FALSE flags are always present; otherStorage exists from v2 on.
-        "vehiclePropulsionStorageType": _obj(
-            {name: {"type": "boolean"} for name in _PROPULSION}, {"otherStorage": {"type": "boolean"}}
-        ),
+        "vehicleIdentificationNumber": {"$ref": "#/$defs/vin"},
+        # BOOLEAN DEFAULT FALSE flags are always present in the JSON.
+        "vehiclePropulsionStorageType": _obj({name: {"type": "boolean"} for name in propulsion}),
         "timestamp": _int(0, 2**32 - 1),
-        "vehicleLocation": _obj(
-            {"positionLatitude": _int(-(2**31), 2**31 - 1), "positionLongitude": _int(-(2**31), 2**31 - 1)}
-        ),
+        "vehicleLocation": {"$ref": "#/$defs/vehicleLocation"},
         "vehicleDirection": _int(0, 255),
-    },
-    {
-        "recentVehicleLocationN1": _DELTA,
-        "recentVehicleLocationN2": _DELTA,
-        "numberOfPassengers": _int(0, 255),
-        "numberOfOccupants": _int(0, 255),
-    },
-)
+    }
+    delta = {"$ref": "#/$defs/vehicleLocationDelta"}
+    recent = {"recentVehicleLocationN1": delta, "recentVehicleLocationN2": delta}
+    if v3:
+        return _obj(required | recent, {"numberOfOccupants": _int(0, 255)})
+    return _obj(required, recent | {"numberOfPassengers": _int(0, 255)})
+
+
+def _msd_message(version: int) -> dict[str, Any]:
+    return _obj(
+        {"msdStructure": _msd_structure(version)},
+        {"optionalAdditionalData": {"$ref": "#/$defs/additionalData"}},
+    )
+
+
+# Types every version shares, referenced from each version's MSDStructure.
+_MSD_DEFS: dict[str, Any] = {
+    "vin": _obj(
+        {
+            "isowmi": {"type": "string", "pattern": f"^{_VIN_CHARS}{{3}}$"},
+            "isovds": {"type": "string", "pattern": f"^{_VIN_CHARS}{{6}}$"},
+            "isovisModelyear": {"type": "string", "pattern": f"^{_VIN_CHARS}$"},
+            "isovisSeqPlant": {"type": "string", "pattern": f"^{_VIN_CHARS}{{7}}$"},
+        }
+    ),
+    "vehicleLocation": _obj(
+        {"positionLatitude": _int(-(2**31), 2**31 - 1), "positionLongitude": _int(-(2**31), 2**31 - 1)}
+    ),
+    "vehicleLocationDelta": _obj({"latitudeDelta": _int(-512, 511), "longitudeDelta": _int(-512, 511)}),
+    "additionalData": _obj(
+        {
+            "oid": {"type": "string", "pattern": r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"},
+            "data": {"type": "string", "pattern": "^([0-9a-f]{2})*$"},
+        },
+        # The decoded ERA-GLONASS or Euro NCAP data, in the MSD codec's JSON form.
+        {"decoded": {"type": "object"}},
+    ),
+}
+
+
+# One branch per version, so a receiver's validator holds each version to its own fields.
 _MSD = {
     "type": "object",
     "oneOf": [
-        _obj({"id": {"const": 1}, "msd": {"$ref": "#/$defs/msdMessage"}}),
-        _obj({"msdVersion": {"enum": [2, 3]}, "msd": {"$ref": "#/$defs/msdMessage"}}),
+        _obj({"id": {"const": 1}, "msd": _msd_message(1)}),
+        _obj({"msdVersion": {"const": 2}, "msd": _msd_message(2)}),
+        _obj({"msdVersion": {"const": 3}, "msd": _msd_message(3)}),
     ],
 }
-_MSD_MESSAGE = _obj(
-    {"msdStructure": _MSD_STRUCTURE},
-    {
-        "optionalAdditionalData": _obj(
-            {
-                "oid": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)*$"},
-                "data": {"type": "string", "pattern": "^([0-9a-f]{2})*$"},
-            },
-            # The decoded ERA-GLONASS or Euro NCAP data, in the MSD codec's JSON form.
-            {"decoded": {"type": "object"}},
-        )
-    },
-)
 
 # --- The incident document (docs/interfaces.md §"Forwarding to emergency services") ---------------
 
@@ -193,5 +208,5 @@ INCIDENT_SCHEMA: dict[str, Any] = {
             "forwarded_at": _TIME,
         }
     ),
-    "$defs": {"reason": _REASON, "msd": _MSD, "msdMessage": _MSD_MESSAGE},
+    "$defs": {"reason": _REASON, "msd": _MSD, **_MSD_DEFS},
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as dt
 import importlib.resources
 import json
@@ -218,6 +219,67 @@ def test_parser_refuses_an_msd_with_a_wrong_field() -> None:
     with pytest.raises(DecodeError) as err:
         parse_json_document(json.dumps(doc).encode())
     assert err.value.path.startswith("/msd")
+
+
+def _as_version(doc: dict[str, Any], version: int) -> dict[str, Any]:
+    """The golden document with its (v1) MSD restated as a valid MSD of ``version``."""
+    msd = copy.deepcopy(doc["msd"])
+    structure = msd["msd"]["msdStructure"]
+    if version >= 2:
+        structure["vehiclePropulsionStorageType"]["otherStorage"] = False
+    if version == 3:
+        structure["numberOfOccupants"] = structure.pop("numberOfPassengers")
+    head = {"id": 1} if version == 1 else {"msdVersion": version}
+    return doc | {"msd": head | {"msd": msd["msd"]}}
+
+
+def _structure(doc: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = doc["msd"]["msd"]["msdStructure"]
+    return out
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_schema_holds_each_msd_version_to_its_own_fields(version: int) -> None:
+    # The same MSD content, restated per version, is valid; then each field another version has,
+    # or lacks, is refused (EN 15722: otherStorage from v2, numberOfOccupants, mandatory N1/N2 and
+    # vehicle types 14..23 in v3 only).
+    good = _as_version(_golden_doc(), version)
+    assert parse_json_document(json.dumps(good).encode())["msd"] == good["msd"]
+    # A JSON MSD the schema accepts is one the MSD codec accepts too.
+    assert msd_codec.encode(msd_codec.from_json_dict(good["msd"]))
+
+    bad: list[dict[str, Any]] = []  # also refused by the MSD codec
+    wrong_name = copy.deepcopy(good)
+    count = "numberOfOccupants" if version == 3 else "numberOfPassengers"
+    other = "numberOfPassengers" if version == 3 else "numberOfOccupants"
+    _structure(wrong_name)[other] = _structure(wrong_name).pop(count)
+    bad.append(wrong_name)
+    flags = copy.deepcopy(good)
+    if version == 1:
+        _structure(flags)["vehiclePropulsionStorageType"]["otherStorage"] = False
+    else:
+        del _structure(flags)["vehiclePropulsionStorageType"]["otherStorage"]
+    with pytest.raises(DecodeError) as err:
+        # The codec's input may leave a DEFAULT out; documents we send always carry every flag.
+        parse_json_document(json.dumps(flags).encode())
+    assert err.value.path.startswith("/msd")
+    if version == 1:
+        bad.append(flags)
+    trailer = copy.deepcopy(good)
+    _structure(trailer)["control"]["vehicleType"] = "trailersClassO"
+    if version == 3:
+        assert parse_json_document(json.dumps(trailer).encode())
+        no_n1 = copy.deepcopy(good)
+        del _structure(no_n1)["recentVehicleLocationN1"]
+        bad.append(no_n1)
+    else:
+        bad.append(trailer)
+    for doc in bad:
+        with pytest.raises(DecodeError) as err:
+            parse_json_document(json.dumps(doc).encode())
+        assert err.value.path.startswith("/msd")
+        with pytest.raises((DecodeError, EncodeError)):  # the codec agrees: not an MSD of it
+            msd_codec.encode(msd_codec.from_json_dict(doc["msd"]))
 
 
 @given(st.binary(max_size=300))
