@@ -146,6 +146,8 @@ def _lenient(value: object, path: str, *, pattern: re.Pattern[str], limit: int) 
 
 
 def _typename(value: object) -> str:
+    if isinstance(value, msgpack.ExtType):  # a namedtuple: test before the tuple check below
+        return f"ext type {value.code}"
     return {bytes: "bin", str: "str", bool: "bool", int: "int", float: "float", type(None): "nil"}.get(
         type(value), "array" if isinstance(value, (list, tuple)) else type(value).__name__
     )

@@ -113,6 +113,7 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("msd", msd_body(sent_at=-1), "sent_at", "outside"),
     ("msd", msd_body(sent_at=1e13), "sent_at", "outside"),
     ("msd", msd_body(sent_at=[1]), "sent_at", "not array"),
+    ("msd", msd_body(sent_at=msgpack.ExtType(5, b"x")), "sent_at", "not ext type 5"),
     ("msd", {"call_id": "c", "sent_at": 1}, "msd", "missing"),
     ("msd", msd_body(msd=RAW.hex()), "msd", "not str"),
     ("msd", msd_body(msd=b""), "msd", "outside 1..140"),
