@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 from ecallgw.errors import DecodeError
+
+_HEX_TEXT = re.compile(rb"\s*(?:0[xX])?[0-9A-Fa-f\s]+")
 
 HELP = "decode an EN 15722 MSD (hex argument, or raw bytes on stdin with '-') and print it as JSON"
 
@@ -38,7 +41,11 @@ def run(args: argparse.Namespace) -> int:
     except DecodeError as exc:
         where = f" in field {exc.path}" if exc.path else ""
         at = f" at bit {exc.bit_offset}" if exc.bit_offset is not None else ""
-        print(f"ecallgw decode: malformed MSD{where}{at}: {exc.reason}", file=sys.stderr)
+        hint = ""
+        if args.msd == "-" and data.strip() and _HEX_TEXT.fullmatch(data):
+            # A common slip: `echo 015c06... | ecallgw decode -` sends the hex digits as the MSD.
+            hint = " (standard input is hex text; '-' reads raw bytes: pass hex as the argument)"
+        print(f"ecallgw decode: malformed MSD{where}{at}: {exc.reason}{hint}", file=sys.stderr)
         return 2
     indent = args.indent or None
     print(json.dumps(msd.to_json_dict(value), indent=indent))

@@ -150,3 +150,14 @@ def test_decode_truncated_in_a_boolean_says_so(capsys: pytest.CaptureFixture[str
         "ecallgw decode: malformed MSD in field msd.msdStructure.control.positionCanBeTrusted "
         "at bit 24: truncated: needed 1 bit, had 0\n"
     )
+
+
+def test_decode_stdin_hex_text_gets_a_hint(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # '-' reads raw bytes; hex digits piped in fail on byte 0 ('0' = 48), and the line says why.
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(PUBLIC["hex"].encode() + b"\n")))
+    assert main(["decode", "-"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert "unknown MSD version 48" in err and "pass hex as the argument" in err
