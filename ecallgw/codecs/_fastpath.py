@@ -52,6 +52,7 @@ from ecallgw.codecs._uper import (
 __all__ = ["FRAME_OCTETS", "GIVE_UP_DECODE", "FastCodec", "FastSequence"]
 
 FRAME_OCTETS = 140
+"""Size of the in-band modem MSD frame; only such a frame may carry zero octets after the MSD."""
 
 _TOKEN = re.compile(r"<r\d+>")
 _INTERN_LIMIT = 4096  # largest value space of a component interned after its first decode
@@ -736,14 +737,6 @@ class FastSequence:
         self._encode: Callable[[Any], tuple[int, int]] = src.compile(f"encode_{name}")
         self.encode_source: str = "\n".join(src.lines)
 
-    def decode_bits(self, n: int, s: int) -> tuple[Any, int]:
-        """Decode from the integer ``n`` with ``s`` bits left to its end; returns (value, bits left).
-
-        Raises:
-            Exception: any of the internal give-up exceptions.
-        """
-        return self._decode(n, s)
-
     def decode(self, data: bytes) -> Any | None:
         """Decode one complete encoding (padding bits ignored, no octet left over), or None."""
         try:
@@ -751,10 +744,6 @@ class FastSequence:
         except _GIVE_UP_DECODE:
             return None
         return value if left < 8 else None
-
-    def encode_bits(self, value: Any) -> tuple[int, int]:
-        """The encoding of ``value`` as (integer, number of bits); raises on anything unusual."""
-        return self._encode(value)
 
     def encode(self, value: Any) -> bytes | None:
         """The complete encoding of ``value`` padded to octets, or None."""

@@ -49,7 +49,7 @@ __all__ = [
     "to_json_dict",
 ]
 
-FRAME_OCTETS = 140
+FRAME_OCTETS = _fastpath.FRAME_OCTETS
 """Size of the in-band modem MSD frame; only such a frame may carry zero octets after the MSD."""
 
 MAX_OCTETS = 2 * (3 + 0x3FFF) + 64
