@@ -53,7 +53,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--broker", default="", metavar="HOST:PORT", help="use this broker, not a private one"
     )
-    parser.add_argument("--gateway", default="", metavar="URL", help="target a running gateway (see docs)")
+    parser.add_argument(
+        "--gateway",
+        default="",
+        metavar="URL",
+        help="target a running gateway (docs/simulators.md); use a new --seed per run, or it sees the "
+        "same vehicles and calls again and rightly folds them into the incidents it has",
+    )
+    parser.add_argument(
+        "--operator-token",
+        default="",
+        help="with --gateway: its operator bearer token (for the operator bot)",
+    )
+    parser.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        metavar="TPS=TOKEN",
+        help="with --gateway: HTTP provider tokens",
+    )
     parser.add_argument("--psap-port", type=int, default=0, help="the simulated PSAP's port (0: any)")
     parser.add_argument("--psap-delay", type=float, default=0.0, help="PSAP answers after this many seconds")
     parser.add_argument("--psap-errors", type=float, default=0.0, help="share of PSAP answers that are 503")
@@ -85,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
         if args.broker:
             host, _, port = args.broker.rpartition(":")
             broker = (host or "127.0.0.1", int(port))
+        if any("=" not in t for t in args.token):
+            raise ValueError("--token needs TPS=TOKEN")
+        if args.gateway and args.transport == "mqtt" and not args.broker:
+            raise ValueError("--gateway with MQTT needs --broker HOST:PORT (the broker that gateway reads)")
     except ValueError as exc:
         print(f"ecallgw loadtest: {exc}", file=sys.stderr)
         return 2
@@ -142,6 +164,8 @@ async def _main(
             broker=broker,
             gateway_url=args.gateway or None,
             psap_port=args.psap_port,
+            tokens=dict(t.split("=", 1) for t in args.token) or None,
+            operator_token=args.operator_token or None,
         )
 
     if args.step:
