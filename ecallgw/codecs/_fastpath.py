@@ -45,6 +45,7 @@ from ecallgw.codecs._uper import (
     RelativeOid,
     Sequence,
     VinCharacters,
+    model_defaults,
     oid_from_octets,
     oid_to_octets,
 )
@@ -103,10 +104,6 @@ def _octets_or_give_up(oid: str) -> bytes:
     if octets is None:
         raise _GiveUp
     return octets
-
-
-def _dataclass_defaults(cls: type) -> dict[str, Any]:
-    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
 
 
 def _domain(node: Construct) -> int | None:
@@ -480,7 +477,7 @@ def _gen_build_model(
         assigned[attr] = src.const(value, "k")
     for attr, (fn, args) in node.computed.items():
         assigned[attr] = f"{src.const(fn, 'fn')}({', '.join(values[a] for a in args)})"
-    for attr, value in _dataclass_defaults(cls).items():
+    for attr, value in model_defaults(cls).items():
         assigned.setdefault(attr, src.const(value, "dflt"))
     missing = {f.name for f in dataclasses.fields(cls)} - set(assigned)
     if missing:
@@ -651,7 +648,7 @@ def _gen_encode_sequence(src: _Source, node: Sequence, value: str, indent: int, 
         covered.add(attr)
         values[sc.name] = v = src.var()
         src.emit(indent, f"{v} = {obj}.{attr}")
-    for attr, dflt in _dataclass_defaults(node.model).items():
+    for attr, dflt in model_defaults(node.model).items():
         if attr not in covered:  # a model attribute this version cannot carry must stay at its default
             src.emit(indent, f"if {obj}.{attr} != {src.const(dflt, 'dflt')}: raise _GiveUp")
     # Runs of OPTIONAL/DEFAULT BOOLEANs (see _boolean_groups) are encoded by one table lookup:

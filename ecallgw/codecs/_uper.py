@@ -16,6 +16,7 @@ Sources: X.691 clauses 11 (constrained whole numbers, length determinants), 12 (
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import io
 from collections.abc import Callable, Mapping
@@ -34,7 +35,7 @@ from construct import (
     Struct,
     this,
 )
-from construct.lib import bits2integer, integer2bits
+from construct.lib import bits2bytes, bits2integer, bytes2bits, integer2bits
 
 __all__ = [
     "MAX_ARC",
@@ -54,6 +55,7 @@ __all__ = [
     "VinCharacters",
     "default",
     "extension_bit",
+    "model_defaults",
     "oid_from_octets",
     "oid_to_octets",
     "optional",
@@ -602,14 +604,9 @@ def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-def _model_defaults(cls: type) -> dict[str, Any]:
-    import dataclasses
-
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-    return out
+def model_defaults(cls: type) -> dict[str, Any]:
+    """The model attributes that have a default, with it (those a version may lack must keep it)."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
 
 
 def model_to_container(node: Construct, obj: Any, path: str = "") -> Any:
@@ -628,7 +625,7 @@ def model_to_container(node: Construct, obj: Any, path: str = "") -> Any:
             attr = node.attr(sc.name)
             used.add(attr)
             out[sc.name] = model_to_container(sc.subcon, getattr(obj, attr), _join(path, sc.name))
-        for attr, dflt in _model_defaults(node.model).items():
+        for attr, dflt in model_defaults(node.model).items():
             if attr not in used and getattr(obj, attr) != dflt:
                 value = getattr(obj, attr)
                 raise SchemaValueError(f"{attr}={value!r} cannot be encoded in this version", path)
@@ -743,8 +740,6 @@ def parse_bits(node: Construct, data: bytes) -> tuple[Any, int]:
     Raises:
         UperError: with the construct path and the bit offset of the failing element.
     """
-    from construct.lib import bytes2bits
-
     stream = io.BytesIO(bytes2bits(data))
     try:
         value = node.parse_stream(stream)
@@ -761,8 +756,6 @@ def build_bits(node: Construct, value: Any, *, all_defaults: bool = False) -> by
     With ``all_defaults`` every DEFAULT component is sent, presence bit set, even when it equals
     its default: legal BASIC-PER, but not canonical.
     """
-    from construct.lib import bits2bytes
-
     stream = io.BytesIO()
     node.build_stream(value, stream, all_defaults=all_defaults)
     bits = stream.getvalue()
