@@ -127,6 +127,16 @@ UNENCODABLE: list[tuple[str, Callable[[], Msd]]] = [
             msd=dataclasses.replace(BASE.msd, optional_additional_data=AdditionalData(oid="1.02", data=b"")),
         ),
     ),
+    # Arcs are bounded at 2^64 - 1 (docs/msd-codec.md, "Optional additional data").
+    (
+        "OID arc 2^64",
+        lambda: dataclasses.replace(
+            BASE,
+            msd=dataclasses.replace(
+                BASE.msd, optional_additional_data=AdditionalData(oid=f"1.{2**64}", data=b"")
+            ),
+        ),
+    ),
     (
         "data not bytes",
         lambda: dataclasses.replace(
