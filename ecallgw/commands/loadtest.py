@@ -40,6 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--step", action="store_true", help="raise the rate until latency or loss breaks")
     parser.add_argument("--start-rate", type=float, default=50.0, help="first rate of the step search")
     parser.add_argument("--factor", type=float, default=1.5, help="rate multiplier between steps")
+    parser.add_argument("--max-rate", type=float, default=100_000.0, help="step mode: stop raising here")
     parser.add_argument(
         "--same-gateway",
         action="store_true",
@@ -177,7 +178,13 @@ async def _main(
             if shared:
                 target = await stack.enter_async_context(make_env())
             best, steps = await step_search(
-                target, spec, start_rate=args.start_rate, factor=args.factor, limits=limits, progress=_say
+                target,
+                spec,
+                start_rate=args.start_rate,
+                factor=args.factor,
+                max_rate=args.max_rate,
+                limits=limits,
+                progress=_say,
             )
             lines = [
                 f"{'rate/s':>8} {'delivered/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
