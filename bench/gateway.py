@@ -1,0 +1,395 @@
+"""How fast is the gateway end to end, beside a bare aiomqtt subscriber measured in the same run?
+
+    .venv/bin/python bench/gateway.py [--n 20000] [--seconds 10]
+
+1. Bare receive rate: a persistent aiomqtt (uvloop) subscriber that only counts, draining ``n`` QoS 1
+   MSD envelopes the broker queued for it while it was away (so the publisher cannot be the limit).
+2. Gateway rate: ``ecallgw serve`` (a subprocess, embedded defaults: synchronous=full, group commit)
+   draining ``n`` queued automatic eCalls of ``n`` vehicles: each is decoded, triaged, stored with its
+   outbox entries, acknowledged, and delivered as a JSON document by HTTP POST to a local receiver
+   (and to the in-process operator stream). Rate = documents confirmed per second at the receiver.
+3. Added latency at half the gateway's rate: an open-loop publisher (another process) sends for
+   ``seconds`` at half the rate of step 2; latency runs from each message's scheduled send time to
+   its arrival, for the bare subscriber and for the gateway's receiver; the gateway's added latency
+   is the difference of the two distributions' percentiles.
+
+Prints one table. Absolute figures drift by up to 30 % between runs on shared machines (transport.md);
+compare within a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiomqtt
+import msgpack
+import uvloop
+from aiohttp import web
+
+from ecallgw.codecs import msd as msd_codec
+from ecallgw.model import (
+    ControlType,
+    Msd,
+    MsdMessage,
+    MsdStructure,
+    VehicleIdentificationNumber,
+    VehicleLocation,
+    VehiclePropulsionStorageType,
+    VehicleType,
+)
+
+SRE_TOKEN = "bench-sre-token-0000000001"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def envelope(i: int, sent_at: float, prefix: str) -> tuple[str, bytes]:
+    """An automatic eCall of vehicle ``i`` (its own VIN and key), call id ``{prefix}{i}``."""
+    serial = f"{i:06d}"[-6:]
+    letters = "ABCDEFGHJKLMNPRSTUVWXYZ"
+    # A VIN of its own per phase: the same VIN calling again would be a redial (joins an incident).
+    vin = f"WVWZZZ1KZ{letters[(i // 1_000_000) % 23]}{letters[ord(prefix[0]) % 23]}{serial}"
+    value = Msd(
+        version=2,
+        msd=MsdMessage(
+            msd_structure=MsdStructure(
+                message_identifier=1,
+                control=ControlType(
+                    automatic_activation=True,
+                    test_call=False,
+                    position_can_be_trusted=True,
+                    vehicle_type=VehicleType.passengerVehicleClassM1,
+                ),
+                vehicle_identification_number=VehicleIdentificationNumber.from_vin(vin),
+                vehicle_propulsion_storage_type=VehiclePropulsionStorageType(gasoline_tank_present=True),
+                timestamp=int(sent_at),
+                # Spread over Europe (36..60 N, 9 W..30 E): crashes of one place are rare, and
+                # triage links incidents within 300 m into scenes.
+                vehicle_location=VehicleLocation(
+                    position_latitude=int((36 + (i * 7919 % 24_000) / 1000) * 3_600_000),
+                    position_longitude=int((-9 + (i * 104_729 % 39_000) / 1000) * 3_600_000),
+                ),
+                vehicle_direction=10,
+                number_of_passengers=1,
+            )
+        ),
+    )
+    body = msgpack.packb(
+        {"call_id": f"{prefix}{i}", "msd": msd_codec.encode(value), "sent_at": sent_at}, use_bin_type=True
+    )
+    return f"ecall/v1/bench/{prefix}{i}/msd", body
+
+
+# --- the publisher (a child process) ---------------------------------------------------------------
+
+
+async def publish(port: int, n: int, rate: float, start: float, prefix: str) -> None:
+    """Publish ``n`` envelopes with QoS 1: as fast as possible (rate 0) or open-loop at ``rate``."""
+    items = [envelope(i, start + (i / rate if rate else 0.0), prefix) for i in range(n)]
+    gate = asyncio.Semaphore(1000)
+    async with aiomqtt.Client("127.0.0.1", port, max_inflight_messages=1000, timeout=60) as client:
+        client.pending_calls_threshold = 2000
+        tasks = set()
+
+        async def one(topic: str, body: bytes) -> None:
+            try:
+                await client.publish(topic, body, qos=1)
+            finally:
+                gate.release()
+
+        for i, (topic, body) in enumerate(items):
+            if rate:
+                delay = start + i / rate - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await gate.acquire()
+            t = asyncio.create_task(one(topic, body))
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
+
+
+def spawn_publisher(port: int, n: int, rate: float, start: float, prefix: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, __file__, "publish", str(port), str(n), str(rate), str(start), prefix]
+    )
+
+
+# --- the parts of the run --------------------------------------------------------------------------
+
+
+class Broker:
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o777)
+        self.port = free_port()
+        conf = directory / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "max_inflight_messages 1000\nmax_queued_messages 0\n"
+        )
+        binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
+        assert binary, "mosquitto is not installed"
+        self.proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+async def bare_subscriber(
+    port: int, n: int, *, latency: bool, client_id: str = "bench-bare"
+) -> tuple[float, list[float]]:
+    """Receive ``n`` messages doing nothing else; rate and (from the envelope's sent_at) latencies.
+
+    The default client id has a persistent session subscribed before (its queue is drained);
+    another id gets a clean session.
+    """
+    lat: list[float] = []
+    persistent = client_id == "bench-bare"
+    async with aiomqtt.Client(
+        "127.0.0.1", port, identifier=client_id, clean_session=not persistent
+    ) as client:
+        await client.subscribe("ecall/v1/+/+/+", qos=1)
+        count = 0
+        first = last = 0.0
+        async with asyncio.timeout(300):
+            async for message in client.messages:
+                now = time.time()
+                if count == 0:
+                    first = now
+                count += 1
+                last = now
+                if latency:
+                    payload = message.payload
+                    assert isinstance(payload, bytes)
+                    lat.append(now - msgpack.unpackb(payload)["sent_at"])
+                if count == n:
+                    break
+    return (n - 1) / (last - first), lat
+
+
+async def subscribe_once(port: int, client_id: str) -> None:
+    async with aiomqtt.Client("127.0.0.1", port, identifier=client_id, clean_session=False) as client:
+        await client.subscribe("ecall/v1/+/+/+", qos=1)
+
+
+class Receiver:
+    """The local PSAP: counts documents, records arrival times by call id."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.arrivals: dict[str, float] = {}
+        self.keys: set[str] = set()
+        self.done = asyncio.Event()
+        self.expect = 0
+        self.prefix = ""
+        self._runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        now = time.time()
+        self.keys.add(request.headers.get("Idempotency-Key", ""))
+        call_id = json.loads(body)["call"]["call_id"]
+        if call_id.startswith(self.prefix):
+            self.arrivals.setdefault(call_id, now)
+        if len(self.arrivals) >= self.expect:
+            self.done.set()
+        return web.Response(status=200)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/psap", self.handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+class Gateway:
+    def __init__(self, workdir: Path, broker: Broker, receiver: Receiver) -> None:
+        self.http_port = free_port()
+        self.config = workdir / "gw.toml"
+        self.config.write_text(
+            f'[store]\npath = "{workdir / "gw.sqlite3"}"\n'
+            f'[mqtt]\nport = {broker.port}\nclient_id = "bench-gateway"\n'
+            f"[http]\nport = {self.http_port}\n"
+            f'[[auth.tokens]]\nname = "sre"\nrole = "sre"\ntoken = "{SRE_TOKEN}"\n'
+            f'[receivers.psap-fallback]\nkind = "http"\nurl = "http://127.0.0.1:{receiver.port}/psap"\n'
+            "concurrency = 64\n"
+            '[log]\nlevel = "warning"\n'
+        )
+        self.log = workdir / "gw.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ecallgw", "serve", "--config", str(self.config)], stderr=err
+            )
+
+    async def ready(self) -> None:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http, asyncio.timeout(30):
+            while True:
+                try:
+                    async with http.get(
+                        f"http://127.0.0.1:{self.http_port}/readyz",
+                        headers={"Authorization": f"Bearer {SRE_TOKEN}"},
+                    ) as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
+            self.proc = None
+
+
+def note(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def main(n: int, seconds: float) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="ecallgw-bench-"))
+    broker = Broker(workdir / "mosquitto")
+    receiver = Receiver()
+    await receiver.start()
+    gateway = Gateway(workdir, broker, receiver)
+    try:
+        # 1. bare receive rate
+        note("bare: queueing")
+        await subscribe_once(broker.port, "bench-bare")
+        pub = spawn_publisher(broker.port, n, 0.0, time.time(), "a")
+        await asyncio.to_thread(pub.wait)
+        note("bare: draining")
+        bare_rate, _ = await bare_subscriber(broker.port, n, latency=False)
+        note(f"bare: {bare_rate:.0f} msg/s; gateway: subscribing")
+
+        # 2. gateway end-to-end rate (queued while it was away, then drained)
+        gateway.start()
+        await gateway.ready()
+        gateway.stop()
+        pub = spawn_publisher(broker.port, n, 0.0, time.time(), "g")
+        await asyncio.to_thread(pub.wait)
+        receiver.expect = n
+        receiver.prefix = "g"
+        note("gateway: draining")
+        gateway.start()
+        async with asyncio.timeout(600):
+            await receiver.done.wait()
+        times = sorted(receiver.arrivals.values())
+        gw_rate = (len(times) - 1) / (times[-1] - times[0])
+        assert len(receiver.keys) == n, f"{len(receiver.keys)} distinct keys for {n} incidents"
+
+        # 3. latency at half the gateway's rate: bare, then the gateway
+        note(f"gateway: {gw_rate:.0f} msg/s; latency phases")
+        rate = gw_rate / 2
+        m = max(100, int(rate * seconds))
+        gateway.stop()  # alone on the machine while the bare subscriber is measured
+        bare_task = asyncio.create_task(
+            bare_subscriber(broker.port, m, latency=True, client_id="bench-bare-lat")
+        )
+        await asyncio.sleep(0.5)
+        start = time.time() + 1.0
+        pub = spawn_publisher(broker.port, m, rate, start, "l")
+        note(f"bare: latency phase, {m} messages at {rate:.0f}/s")
+        _, bare_lat = await bare_task
+        await asyncio.to_thread(pub.wait)
+        note("gateway: draining the latency backlog")
+
+        # The gateway's session queued those too: let it drain them before measuring.
+        receiver.arrivals.clear()
+        receiver.done.clear()
+        receiver.prefix, receiver.expect = "l", m
+        gateway.start()
+        await gateway.ready()
+        async with asyncio.timeout(600):
+            await receiver.done.wait()
+        note("gateway: latency phase")
+        receiver.arrivals.clear()
+        receiver.done.clear()
+        receiver.prefix, receiver.expect = "h", m
+        start = time.time() + 1.0
+        pub = spawn_publisher(broker.port, m, rate, start, "h")
+        async with asyncio.timeout(600):
+            await receiver.done.wait()
+        await asyncio.to_thread(pub.wait)
+        gw_lat = [receiver.arrivals[f"h{i}"] - (start + i / rate) for i in range(m)]
+    finally:
+        gateway.stop()
+        await receiver.stop()
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    ms = 1000.0
+    b50, b99 = pct(bare_lat, 0.5) * ms, pct(bare_lat, 0.99) * ms
+    g50, g99 = pct(gw_lat, 0.5) * ms, pct(gw_lat, 0.99) * ms
+    rows = [
+        ("bare aiomqtt+uvloop receive rate (QoS 1, counting only)", f"{bare_rate:,.0f} msg/s"),
+        (
+            "gateway end-to-end rate (MQTT → stored → HTTP-delivered, 1 incident each)",
+            f"{gw_rate:,.0f} msg/s",
+        ),
+        ("gateway / bare", f"{gw_rate / bare_rate:.1%}"),
+        (f"bare latency p50 / p99 at {rate:.0f} msg/s", f"{b50:.1f} / {b99:.1f} ms"),
+        (f"gateway latency p50 / p99 at {rate:.0f} msg/s (publish → PSAP)", f"{g50:.1f} / {g99:.1f} ms"),
+        ("added by the gateway p50 / p99", f"{g50 - b50:.1f} / {g99 - b99:.1f} ms"),
+        ("mean gateway latency", f"{statistics.fmean(gw_lat) * ms:.1f} ms"),
+    ]
+    print(f"# bench/gateway.py  n={n}  latency phase {seconds:.0f} s  (cpus={os.cpu_count()})")
+    print("| what | figure |")
+    print("|---|---|")
+    for what, figure in rows:
+        print(f"| {what} | {figure} |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "publish":
+        _, _, port, count, rate, start, prefix = sys.argv
+        uvloop.run(publish(int(port), int(count), float(rate), float(start), prefix))
+        sys.exit(0)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20000, help="messages in the rate phases")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency phase")
+    a = parser.parse_args()
+    uvloop.run(main(a.n, a.seconds))
