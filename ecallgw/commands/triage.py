@@ -8,6 +8,7 @@ against a replay with the current one. Output is one JSON object per decision, i
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from collections.abc import Iterator
@@ -31,7 +32,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--key-hex",
         metavar="HEX",
-        help="the gateway's triage key in hex, to reproduce its incident ids (default: a fixed replay key)",
+        help="the gateway's triage key in hex, to reproduce its incident ids (default: from --config's "
+        "pipeline.pseudonym_key or --store, else a fixed replay key)",
+    )
+    p.add_argument(
+        "--store",
+        metavar="SQLITE",
+        help="the gateway's store file: read (read-only) the generated pseudonym key from it",
     )
     p.add_argument(
         "--tick-each",
@@ -56,13 +63,24 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"ecallgw triage replay: {exc}", file=sys.stderr)
         return 2
+    # The same key as `ecallgw serve` (app.py): sha256 of the configured pseudonym_key, else the
+    # random key the store generated; so the replay reproduces the gateway's incident ids.
     key = _REPLAY_KEY
+    secret = cfg.pipeline.pseudonym_key.reveal() if cfg is not None else ""
     if args.key_hex:
         try:
             key = bytes.fromhex(args.key_hex)
         except ValueError:
             print("ecallgw triage replay: --key-hex is not hex", file=sys.stderr)
             return 2
+    elif secret:
+        key = hashlib.sha256(secret.encode()).digest()
+    elif args.store:
+        stored = _store_key(args.store)
+        if stored is None:
+            print(f"ecallgw triage replay: no pseudonym key in {args.store}", file=sys.stderr)
+            return 2
+        key = stored
     try:
         engine = TriageEngine(policy, key)
     except ValueError as exc:
@@ -100,6 +118,20 @@ def run(args: argparse.Namespace) -> int:
             out.write(json.dumps(decision_to_json(tick, decision), ensure_ascii=False) + "\n")
     out.flush()
     return 1 if bad else 0
+
+
+def _store_key(path: str) -> bytes | None:
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'pseudonym'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    return bytes(row[0]) if row is not None else None
 
 
 def _report(line: int, why: str) -> None:

@@ -168,3 +168,37 @@ def test_parse_forms() -> None:
     assert cancel == SignalRecord(
         at=7.0, signal=CancelSignal(tps="t", vehicle="v", call_id="c", sent_at=6.0, reason=None)
     )
+
+
+def test_replay_uses_the_gateways_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The replay after a restart must reproduce the gateway's incident ids: the same key as
+    # `ecallgw serve` derives it, from the configured pseudonym_key or the store's generated one.
+    import hashlib
+    import sqlite3
+
+    from ecallgw.triage import TriageEngine, TriagePolicy
+
+    log = str(_write(tmp_path, _journal_lines()[:1]))
+    first = msd_signal(vehicle="car1", call_id="c1")
+
+    def expected(key: bytes) -> str:
+        d = TriageEngine(TriagePolicy(), key).on_signal(first, now=T0 + 1)
+        assert d.incident is not None
+        return d.incident.incident_id
+
+    cfg = tmp_path / "key.toml"
+    cfg.write_text('[pipeline]\npseudonym_key = "correct horse battery staple"\n')
+    _, out, _ = _replay(capsys, log, "--config", str(cfg))
+    assert out[0]["incident"]["incident_id"] == expected(
+        hashlib.sha256(b"correct horse battery staple").digest()
+    )
+
+    store = tmp_path / "ecallgw.sqlite"
+    conn = sqlite3.connect(store)
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+    conn.execute("INSERT INTO meta VALUES ('pseudonym', ?)", (bytes(range(32)),))
+    conn.commit()
+    conn.close()
+    _, out, _ = _replay(capsys, log, "--store", str(store))
+    assert out[0]["incident"]["incident_id"] == expected(bytes(range(32)))
+    assert main(["triage", "replay", log, "--store", str(tmp_path / "missing.sqlite")]) == 2
