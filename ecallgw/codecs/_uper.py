@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import io
 from collections.abc import Callable, Mapping
 from collections.abc import Sequence as Seq
@@ -80,6 +81,7 @@ class UperError(ConstructError):  # type: ignore[misc]
         self.bit_offset = bit_offset
 
 
+@functools.cache  # the walkers ask for the same few dozen names on every MSD
 def snake(name: str) -> str:
     """The mechanical snake_case of an ASN.1 identifier, as the model uses it.
 
