@@ -6,6 +6,7 @@ import base64
 import doctest
 import hashlib
 import re
+import xml.etree.ElementTree as ET
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from lxml import etree
 from ecallgw.codecs import document as document_module
 from ecallgw.codecs import msd as msd_codec
 from ecallgw.codecs.document import (
+    CAP_NAMESPACE,
     CAP_SEVERITY,
     MSD_MEDIA_TYPE,
     CapAlert,
@@ -41,6 +43,16 @@ def assert_valid(data: bytes) -> None:
     doc = etree.fromstring(data)
     if not XSD.validate(doc):
         raise AssertionError(str(XSD.error_log))
+
+
+def assert_as_elementtree_writes(data: bytes) -> None:
+    """The renderer writes text itself: ElementTree, parsing and re-serialising, gets the same text."""
+    root = ET.fromstring(data)
+    ET.indent(root, space="  ")
+    again = ET.tostring(root, encoding="unicode", default_namespace=CAP_NAMESPACE)
+    text = data.decode()
+    # An XML reader turns CR and CR LF in text into LF; everything else must survive unchanged.
+    assert '<?xml version="1.0" encoding="UTF-8"?>\n' + again + "\n" == xml_text(text)
 
 
 def xml_text(text: str) -> str:
@@ -86,6 +98,7 @@ def test_every_document_is_valid_cap_and_parses_back(
         first_revision=first_revision,
     )
     assert_valid(out)
+    assert_as_elementtree_writes(out)
     alert = parse_cap(out)
     assert (alert.incident_id, alert.revision, alert.sender) == (s.incident_id, s.revision, SENDER)
     assert alert.identifier == cap_identifier(s.incident_id, s.revision)
