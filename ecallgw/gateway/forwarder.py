@@ -238,11 +238,12 @@ class _Lane:
             self.fwd.delivered += 1
             if sent_at is not None and item.incident_id not in self.first:
                 self.first[item.incident_id] = (item.revision, sent_at)
-            await self._record(
-                self.fwd.store.record_delivered(
-                    item, at=confirmed_at, attempts=tries, status=status, sent_at=sent_at
-                )
+            # Not awaited: the receiver has it, and the next revision need not wait for our
+            # bookkeeping. Store jobs run in order, so later reads and the shutdown see it.
+            recorded = self.fwd.store.record_delivered_nowait(
+                item, at=confirmed_at, attempts=tries, status=status, sent_at=sent_at
             )
+            recorded.add_done_callback(_log_record_failure)
             return
 
     async def _dead(self, item: OutboxItem, attempts: int, exc: DeliveryError) -> None:
@@ -273,6 +274,12 @@ class _Lane:
             # The delivery happened; failing to note it means it is sent again after a restart
             # (same Idempotency-Key). Nothing is lost, so log and go on.
             log.exception("could not record a delivery outcome")
+
+
+def _log_record_failure(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        # Sent again after a restart, with the same Idempotency-Key: nothing is lost.
+        log.error("could not record a delivery", extra={"error": str(fut.exception())})
 
 
 class Forwarder:

@@ -309,6 +309,13 @@ class SqliteStore:
             sent_at: the send time written into the document (CAP updates reference it).
         """
 
+        await self.record_delivered_nowait(item, at=at, attempts=attempts, status=status, sent_at=sent_at)
+
+    def record_delivered_nowait(
+        self, item: OutboxItem, *, at: float, attempts: int, status: int | None, sent_at: float | None = None
+    ) -> asyncio.Future[None]:
+        """`record_delivered` without waiting: the future resolves once it is committed."""
+
         def fn(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE outbox SET state='delivered' WHERE id=?", (item.id,))
             conn.execute(
@@ -316,7 +323,7 @@ class SqliteStore:
                 (item.id, at, attempts, status, sent_at),
             )
 
-        await self.run(fn)
+        return self._submit(fn)
 
     async def first_delivery(self, incident_id: str, receiver: str) -> tuple[int, float] | None:
         """(revision, sent time) of the first revision of an incident a receiver confirmed, or None."""
