@@ -140,14 +140,16 @@ _MSD_DEFS: dict[str, Any] = {
 }
 
 
-# One branch per version, so a receiver's validator holds each version to its own fields.
+# One schema per version, chosen by the version key, so each version is held to its own fields.
+# if/then/else checks only the chosen branch, where oneOf would validate the MSD once per version.
 _MSD = {
-    "type": "object",
-    "oneOf": [
-        _obj({"id": {"const": 1}, "msd": _msd_message(1)}),
-        _obj({"msdVersion": {"const": 2}, "msd": _msd_message(2)}),
-        _obj({"msdVersion": {"const": 3}, "msd": _msd_message(3)}),
-    ],
+    "if": {"type": "object", "required": ["id"]},
+    "then": _obj({"id": {"const": 1}, "msd": _msd_message(1)}),
+    "else": {
+        "if": {"type": "object", "required": ["msdVersion"], "properties": {"msdVersion": {"const": 2}}},
+        "then": _obj({"msdVersion": {"const": 2}, "msd": _msd_message(2)}),
+        "else": _obj({"msdVersion": {"const": 3}, "msd": _msd_message(3)}),
+    },
 }
 
 # --- The incident document (docs/interfaces.md §"Forwarding to emergency services") ---------------
