@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import signal
 import socket
@@ -234,11 +233,11 @@ class Receiver:
 
 
 class Gateway:
-    def __init__(self, workdir: Path, broker: Broker, receiver: Receiver) -> None:
+    def __init__(self, workdir: Path, broker: Broker, receiver: Receiver, synchronous: str) -> None:
         self.http_port = free_port()
         self.config = workdir / "gw.toml"
         self.config.write_text(
-            f'[store]\npath = "{workdir / "gw.sqlite3"}"\n'
+            f'[store]\npath = "{workdir / "gw.sqlite3"}"\nsynchronous = "{synchronous}"\n'
             f'[mqtt]\nport = {broker.port}\nclient_id = "bench-gateway"\n'
             f"[http]\nport = {self.http_port}\n"
             f'[[auth.tokens]]\nname = "sre"\nrole = "sre"\ntoken = "{SRE_TOKEN}"\n'
@@ -289,12 +288,12 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def main(n: int, seconds: float) -> None:
+async def main(n: int, seconds: float, synchronous: str) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="ecallgw-bench-"))
     broker = Broker(workdir / "mosquitto")
     receiver = Receiver()
     await receiver.start()
-    gateway = Gateway(workdir, broker, receiver)
+    gateway = Gateway(workdir, broker, receiver, synchronous)
     try:
         # 1. bare receive rate
         note("bare: queueing")
@@ -376,7 +375,7 @@ async def main(n: int, seconds: float) -> None:
         ("added by the gateway p50 / p99", f"{g50 - b50:.1f} / {g99 - b99:.1f} ms"),
         ("mean gateway latency", f"{statistics.fmean(gw_lat) * ms:.1f} ms"),
     ]
-    print(f"# bench/gateway.py  n={n}  latency phase {seconds:.0f} s  (cpus={os.cpu_count()})")
+    print(f"# bench/gateway.py  n={n}  latency phase {seconds:.0f} s  store.synchronous={synchronous}")
     print("| what | figure |")
     print("|---|---|")
     for what, figure in rows:
@@ -391,5 +390,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20000, help="messages in the rate phases")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency phase")
+    parser.add_argument("--synchronous", choices=["full", "normal"], default="full", help="store.synchronous")
     a = parser.parse_args()
-    uvloop.run(main(a.n, a.seconds))
+    uvloop.run(main(a.n, a.seconds, a.synchronous))

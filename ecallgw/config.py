@@ -344,6 +344,10 @@ def _merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: object) -> None:
     parts = dotted.split(".")
+    if parts[0] == "triage" and isinstance(value, str):
+        # Our own keys are converted by their field types; the triage table is typed by triage, so
+        # a value from the environment or a flag is read as a TOML literal (30, 1.5, true, "x").
+        value = _toml_literal(value)
     node = tree
     for part in parts[:-1]:
         child = node.setdefault(part, {})
@@ -351,6 +355,13 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: object) -> None:
             raise ConfigError(dotted, value, f"{part!r} is not a table")
         node = child
     node[parts[-1]] = value
+
+
+def _toml_literal(text: str) -> object:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word: a string
 
 
 def _build_config(tree: Mapping[str, Any]) -> Config:

@@ -361,8 +361,8 @@ class HttpServer:
                     continue
                 await resp.write(_sse(event.seq, event.snapshot))
                 after = event.seq
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            pass  # the operator's client went away
         finally:
             self._stream.unsubscribe(queue)
         with contextlib.suppress(ConnectionResetError, RuntimeError):

@@ -43,6 +43,17 @@ def test_layers_file_then_env_then_flags(tmp_path: Path) -> None:
     assert dict(config.triage) == {"some_threshold": 3}
 
 
+def test_triage_values_from_env_and_flags_are_toml_literals() -> None:
+    env = {"ECALLGW_TRIAGE__ESCALATION_DELAY_S": "30", "ECALLGW_TRIAGE__OPERATOR_RECEIVER": "desk"}
+    config = load_config(environ=env, overrides={"triage.asi15_high": "1500", "triage.storm_factor": "2.5"})
+    assert dict(config.triage) == {
+        "escalation_delay_s": 30,
+        "operator_receiver": "desk",
+        "asi15_high": 1500,
+        "storm_factor": 2.5,
+    }
+
+
 def test_env_addresses_receivers_and_booleans() -> None:
     env = {
         "ECALLGW_RECEIVERS__DESK__URL": "http://127.0.0.1:9/x",
