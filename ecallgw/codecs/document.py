@@ -385,19 +385,19 @@ class _XmlWriter:
         pad = "  " * self.depth
         self.lines.append(f"{pad}<{tag}>{value}</{tag}>" if value else f"{pad}<{tag} />")
 
-    def open(self, tag: str, attributes: str = "") -> None:
+    def start(self, tag: str, attributes: str = "") -> None:
         self.lines.append(f"{'  ' * self.depth}<{tag}{attributes}>")
         self.depth += 1
 
-    def close(self, tag: str) -> None:
+    def end(self, tag: str) -> None:
         self.depth -= 1
         self.lines.append(f"{'  ' * self.depth}</{tag}>")
 
     def pair(self, tag: str, name: str, value: str) -> None:
-        self.open(tag)
+        self.start(tag)
         self.leaf("valueName", name)
         self.leaf("value", value)
-        self.close(tag)
+        self.end(tag)
 
     def document(self) -> bytes:
         return ("\n".join(self.lines) + "\n").encode()
@@ -454,7 +454,7 @@ def render_cap(
     kind = "Automatic" if s.automatic else "Manual"
 
     w = _XmlWriter()
-    w.open("alert", f' xmlns="{CAP_NAMESPACE}"')
+    w.start("alert", f' xmlns="{CAP_NAMESPACE}"')
     w.leaf("identifier", cap_identifier(s.incident_id, s.revision))
     w.leaf("sender", sender)
     w.leaf("sent", cap_time(forwarded_at))
@@ -471,7 +471,7 @@ def render_cap(
         w.leaf("references", f"{sender},{first},{cap_time(first_sent_at)}")
     w.leaf("incidents", _quote(s.incident_id))
 
-    w.open("info")
+    w.start("info")
     w.leaf("language", "en")
     w.leaf("category", "Rescue")
     w.leaf("category", "Transport")
@@ -499,25 +499,25 @@ def render_cap(
         w.pair("parameter", name, value)
     if s.msd is not None:
         raw = _msd_raw(s.msd)
-        w.open("resource")
+        w.start("resource")
         w.leaf("resourceDesc", f"eCall MSD (EN 15722 version {s.msd.version}, UPER) as sent")
         w.leaf("mimeType", MSD_MEDIA_TYPE)
         w.leaf("size", len(raw))
         w.leaf("derefUri", base64.b64encode(raw).decode("ascii"))
         # CAP 1.2 §3.2.3: digest is the SHA-1 of the resource (an integrity check, not security).
         w.leaf("digest", hashlib.sha1(raw, usedforsecurity=False).hexdigest())
-        w.close("resource")
+        w.end("resource")
     if s.position is not None:
         p = s.position
         if not (math.isfinite(p.lat) and math.isfinite(p.lon) and abs(p.lat) <= 90 and abs(p.lon) <= 180):
             raise EncodeError(f"position ({p.lat!r}, {p.lon!r}) is outside ±90°/±180°")
-        w.open("area")
+        w.start("area")
         trust = "trusted" if p.trusted else "not trusted"
         w.leaf("areaDesc", f"Vehicle position ({p.source}, {trust})")
         w.leaf("circle", f"{p.lat:.7f},{p.lon:.7f} {CAP_AREA_RADIUS_KM[p.trusted]}")
-        w.close("area")
-    w.close("info")
-    w.close("alert")
+        w.end("area")
+    w.end("info")
+    w.end("alert")
     return w.document()
 
 
