@@ -158,11 +158,14 @@ def msds(version: Version | None = None) -> st.SearchStrategy[Msd]:
 
 
 def _random_oad(rng: random.Random) -> AdditionalData:
-    kind = rng.randrange(4)
+    kind = rng.randrange(5)
+    if kind == 4:  # a known OID with arbitrary octets: decodable (non-canonically) or not
+        oid = rng.choice(sorted(_KNOWN_OIDS))
+        return _known_oid_any_data(oid, rng.randbytes(rng.randint(0, 12)))
     if kind == 3:
         while True:
             oid = ".".join(
-                str(rng.randrange(2 ** rng.choice((3, 7, 14, 28)))) for _ in range(rng.randint(1, 5))
+                str(rng.randrange(2 ** rng.choice((3, 7, 14, 28, 64)))) for _ in range(rng.randint(1, 5))
             )
             if oid not in _KNOWN_OIDS:
                 break
