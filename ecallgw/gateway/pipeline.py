@@ -298,16 +298,21 @@ class Pipeline:
         if original is not None:
             m.signals_duplicate.labels(raw.transport).inc()
             self._uncommitted.release()
-            if isinstance(original, asyncio.Future) and not original.done():
-                # Acknowledge the copy only once the original is stored.
+            if isinstance(original, asyncio.Future):
+                # Acknowledge the copy only once the original is stored (or fail it with it).
                 original.add_done_callback(lambda o: _follow(o, fut))
             else:
-                first = original.result() if isinstance(original, asyncio.Future) else original
-                _set(fut, Ingested(outcome="redelivered", incident_id=first.incident_id))
+                _set(fut, Ingested(outcome="redelivered", incident_id=original.incident_id))
             return
         try:
             signal = self._decode(raw)
-        except DecodeError as exc:
+            decision = self.engine.on_signal(signal, now=raw.received_at)
+        except Exception as exc:  # counted, logged and kept (below)
+            # Codecs raise only DecodeError and triage nothing, by contract; should either break it,
+            # the signal is kept in quarantine with the error rather than crash-looping the daemon.
+            if not isinstance(exc, DecodeError):
+                log.exception("internal error on a signal; kept in quarantine", extra={"source": raw.source})
+                exc = DecodeError("internal", f"{type(exc).__name__}: {exc}"[:500])
             m.decode_errors.labels(exc.codec, _reason_label(exc)).inc()
             log.warning(
                 "signal quarantined",
@@ -325,7 +330,6 @@ class Pipeline:
             )
             self._submit_unit(unit, fut, Ingested(outcome="quarantined", error=exc), None, raw.digest)
             return
-        decision = self.engine.on_signal(signal, now=raw.received_at)
         unit = Unit(
             journal_type="signal",
             at=raw.received_at,
