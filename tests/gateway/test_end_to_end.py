@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from lxml import etree
 
 from ecallgw.codecs import document
+from ecallgw.config import ReceiverConfig
 from tests.gateway.broker import Mosquitto
 from tests.gateway.harness import (
     OPERATOR_TOKEN,
@@ -377,3 +379,80 @@ async def test_metrics_carry_no_vin_vehicle_or_incident_id(
     assert 'ecallgw_deliveries_total{outcome="delivered",receiver="psap-fallback"} 1.0' in text
     assert "ecallgw_mqtt_connected 1.0" in text
     assert 'ecallgw_incidents_total{level="high"} 1.0' in text
+
+
+async def test_default_fallback_psap_over_mqtt_gets_the_document(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    now = time.time()
+    cfg = gateway_config(tmp_path, broker=mosquitto, psap_url="http://127.0.0.1:1/unused")
+    cfg = dataclasses.replace(
+        cfg, receivers={**cfg.receivers, "psap-fallback": ReceiverConfig(name="psap-fallback", kind="mqtt")}
+    )
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as psap:
+        await psap.subscribe("psap/v1/psap-fallback/incidents", qos=1)
+        async with running_gateway(cfg) as gw:
+            msd = make_msd(vin=vin_for(30), timestamp=int(now))
+            await publish(
+                mosquitto, [("ecall/v1/acme/car-30/msd", msd_envelope(msd, call_id="c30", sent_at=now))]
+            )
+            async with asyncio.timeout(5):
+                message = await anext(aiter(psap.messages))
+            [row] = await gw.store.list_incidents()
+    assert isinstance(message.payload, bytes)
+    doc = document.parse_json_document(message.payload)
+    assert (doc["incident_id"], doc["revision"]) == (row.incident_id, 1)
+    assert base64.b64decode(doc["msd_raw"]) == msd
+
+
+async def test_provider_rate_limit_answers_429_with_retry_after(tmp_path: Path, receiver: Receiver) -> None:
+    cfg = gateway_config(
+        tmp_path, broker=None, psap_url=receiver.url, http={"provider_rate_per_s": 1.0, "provider_burst": 2.0}
+    )
+    async with running_gateway(cfg) as gw, aiohttp.ClientSession() as http:
+        assert gw.http is not None
+        statuses = []
+        for i in range(4):
+            async with http.post(
+                f"http://127.0.0.1:{gw.http.port}/v1/ecall/acme/r{i}/cancel",
+                data=cancel_envelope(call_id=f"r{i}", sent_at=time.time()),
+                headers={"Authorization": f"Bearer {PROVIDER_TOKEN}", "Content-Type": "application/msgpack"},
+            ) as resp:
+                statuses.append((resp.status, resp.headers.get("Retry-After")))
+    assert statuses[:2] == [(202, None), (202, None)]  # the burst
+    assert statuses[2:] == [(429, "1"), (429, "1")]
+
+
+async def test_retention_job_deletes_expired_incidents(tmp_path: Path, receiver: Receiver) -> None:
+    now = time.time()
+    # 0.5 s of retention, checked every 0.2 s.
+    cfg = gateway_config(
+        tmp_path,
+        broker=None,
+        psap_url=receiver.url,
+        store={"retention_days": 0.5 / 86400, "retention_interval_s": 0.2},
+    )
+    async with running_gateway(cfg) as gw, aiohttp.ClientSession() as http:
+        assert gw.http is not None
+        async with http.post(
+            f"http://127.0.0.1:{gw.http.port}/v1/ecall/acme/old/msd",
+            data=msd_envelope(make_msd(vin=vin_for(31), timestamp=int(now)), call_id="old", sent_at=now),
+            headers={"Authorization": f"Bearer {PROVIDER_TOKEN}", "Content-Type": "application/msgpack"},
+        ) as resp:
+            assert resp.status == 202
+        await until(lambda: len(receiver.accepted) == 1)
+        assert len(await gw.store.list_incidents()) == 1
+        await until(
+            lambda: (
+                (
+                    gw.metrics.registry.get_sample_value(
+                        "ecallgw_retention_deleted_total", {"table": "incidents"}
+                    )
+                    or 0
+                )
+                >= 1
+            ),
+            timeout_s=5,
+        )
+        counts = await gw.store.counts()
+    assert counts["incidents"] == 0 and counts["journal"] == 0 and counts["revisions"] == 0

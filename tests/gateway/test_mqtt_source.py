@@ -140,3 +140,15 @@ def test_topic_filter(group: str) -> None:
 
     source = MqttSource(MqttConfig(share_group=group), submit)
     assert source.topic == (f"$share/{group}/ecall/v1/+/+/+" if group else "ecall/v1/+/+/+")
+
+
+async def test_shared_subscription_splits_the_load_without_duplicates(mosquitto: Mosquitto) -> None:
+    a, b = Pipeline(auto=True), Pipeline(auto=True)
+    cfg_a = config(mosquitto, "gw-share-a", share_group="gateways")
+    cfg_b = config(mosquitto, "gw-share-b", share_group="gateways")
+    async with running(MqttSource(cfg_a, a.submit)), running(MqttSource(cfg_b, b.submit)):
+        await publish(mosquitto, [(f"ecall/v1/acme/v{i}/msd", b"%d" % i) for i in range(40)])
+        await until(lambda: len(a.items) + len(b.items) == 40)
+        await asyncio.sleep(0.2)
+    assert sorted(a.payloads + b.payloads) == sorted(b"%d" % i for i in range(40))  # each exactly once
+    assert a.items and b.items  # both gateways took a share
