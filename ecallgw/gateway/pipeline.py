@@ -28,7 +28,7 @@ from typing import Any
 
 from ecallgw.codecs.envelope import decode_envelope, decode_raw_msd
 from ecallgw.config import PipelineConfig
-from ecallgw.errors import DecodeError
+from ecallgw.errors import DecodeError, StoreError
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.records import (
     ActionRecord,
@@ -121,6 +121,8 @@ class Pipeline:
         self.processed = 0
         self.replayed = 0
         self._outstanding = 0  # submitted and not yet stored (or failed)
+        self._task: asyncio.Task[Any] | None = None
+        self._fatal: BaseException | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._tick_children: dict[str, Any] = {}
@@ -156,15 +158,36 @@ class Pipeline:
         await self._idle.wait()
 
     async def run(self) -> None:
-        """Consume the queue until cancelled."""
-        while True:
-            raw, fut = await self._queue.get()
-            await self._uncommitted.acquire()
-            try:
-                self._process(raw, fut)
-            except BaseException:
-                self._uncommitted.release()
-                raise
+        """Consume the queue until cancelled.
+
+        Raises:
+            StoreError: a commit failed. Triage has already seen what could not be stored, so the
+                only consistent way on is to stop; the next start replays the journal and the broker
+                redelivers what was not acknowledged (fail-stop).
+        """
+        self._task = asyncio.current_task()
+        try:
+            while True:
+                raw, fut = await self._queue.get()
+                await self._uncommitted.acquire()
+                try:
+                    self._process(raw, fut)
+                except BaseException:
+                    self._uncommitted.release()
+                    raise
+        except asyncio.CancelledError:
+            if self._fatal is not None:
+                raise StoreError(f"stopping: a commit failed ({self._fatal})") from self._fatal
+            raise
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+            log.critical(
+                "store commit failed: stopping (restart replays the journal)", extra={"error": str(exc)}
+            )
+            if self._task is not None:
+                self._task.cancel()
 
     async def action(
         self, incident_id: str, action: str, *, actor: str, role: str, note: str
@@ -373,9 +396,10 @@ class Pipeline:
                 return
             exc = s.exception()
             if exc is not None:
-                self._seen.pop(digest, None)  # not stored: a redelivery must be processed again
+                self._seen.pop(digest, None)
                 if not fut.done():
-                    fut.set_exception(exc)
+                    fut.set_exception(exc)  # the source must not acknowledge it
+                self._fail(exc)
                 return
             if decision is not None:
                 self._count(decision)

@@ -14,8 +14,10 @@ import aiomqtt
 import pytest
 from lxml import etree
 
+from ecallgw.app import Gateway
 from ecallgw.codecs import document
 from ecallgw.config import ReceiverConfig
+from ecallgw.errors import StoreError
 from tests.gateway.broker import Mosquitto
 from tests.gateway.harness import (
     OPERATOR_TOKEN,
@@ -456,3 +458,30 @@ async def test_retention_job_deletes_expired_incidents(tmp_path: Path, receiver:
         )
         counts = await gw.store.counts()
     assert counts["incidents"] == 0 and counts["journal"] == 0 and counts["revisions"] == 0
+
+
+async def test_a_failed_commit_stops_the_gateway_without_acknowledging(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    cfg = gateway_config(tmp_path, broker=None, psap_url=receiver.url)
+    async with Gateway(cfg) as gw:
+        assert gw.http is not None
+        task = asyncio.create_task(gw.run())
+        async with asyncio.timeout(10):
+            await gw.ready.wait()
+        # A real SQLITE_FULL: the database may not grow by a single page any more.
+        pages = await gw.store.run(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+        await gw.store.run(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"http://127.0.0.1:{gw.http.port}/v1/ecall/acme/full/msd",
+                data=b"\xc1" * 60000,  # kept in quarantine, if there were room
+                headers={"Authorization": f"Bearer {PROVIDER_TOKEN}", "Content-Type": "application/msgpack"},
+            ) as resp,
+        ):
+            assert resp.status == 503  # not stored: the provider must retry, elsewhere or later
+        with pytest.raises(ExceptionGroup) as info:
+            async with asyncio.timeout(10):
+                await task
+    assert info.value.subgroup(StoreError) is not None  # fail-stop; the restart replays the journal
