@@ -7,6 +7,7 @@ import json
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from ecallgw.codecs import msd as codec
 from ecallgw.codecs import oad
@@ -137,3 +138,32 @@ def test_long_form_length_of_a_short_container_decodes(version: Version) -> None
         assert codec.decode(long_form).raw == long_form
 
     check()
+
+
+def _damaged(data: bytes, flips: list[int], tail: bytes) -> bytes:
+    out = bytearray(data)
+    for bit in flips:
+        out[bit // 8 % len(out)] ^= 0x80 >> (bit % 8)
+    return bytes(out) + tail
+
+
+_oad_octets = st.one_of(
+    st.binary(max_size=12),
+    # Valid encodings with a few bits flipped and maybe an octet more: near the edge of validity.
+    st.builds(
+        _damaged,
+        st.one_of(era_additional_data(1), era_additional_data(2), inc_infos()).map(oad.encode_oad),
+        st.lists(st.integers(0, 95), max_size=3),
+        st.sampled_from([b"", b"\x00", b"\x80"]),
+    ),
+)
+
+
+@given(st.sampled_from(["1.4.1", "1.4.2", "8.1"]), _oad_octets)
+def test_oad_fast_decoder_alone_decides(oid: str, data: bytes) -> None:
+    # decode_oad trusts the generated decoder's "gave up" as "does not decode": the interpreted
+    # parse must agree on every input, and asn1tools must read what decodes to the same value.
+    decoded = oad.decode_oad(oid, data)
+    assert decoded == oad._decode_interpreted(oid, data)
+    if decoded is not None:
+        assert oracle.decode_oad(oid, data) == oad.oad_to_json(decoded)
