@@ -180,6 +180,13 @@ class Pipeline:
                 raise StoreError(f"stopping: a commit failed ({self._fatal})") from self._fatal
             raise
 
+    async def _commit_or_stop(self, unit: Unit) -> CommitResult:
+        try:
+            return await self._store.commit(unit)
+        except StoreError as exc:
+            self._fail(exc)  # triage already applied it: same fail-stop as for signals
+            raise
+
     def _fail(self, exc: BaseException) -> None:
         if self._fatal is None:
             self._fatal = exc
@@ -209,7 +216,7 @@ class Pipeline:
             decisions=(self._record(decision, now),),
             audit_outcome=str(decision.outcome),
         )
-        result = await self._store.commit(unit)
+        result = await self._commit_or_stop(unit)
         self._count(decision)
         self._metrics.operator_actions.labels(
             action if action in _ACTIONS else "other", str(decision.outcome)
@@ -235,7 +242,7 @@ class Pipeline:
         if not decisions:
             return 0  # a tick that changed nothing need not be replayed
         unit = Unit(journal_type="tick", at=now, decisions=tuple(self._record(d, now) for d in decisions))
-        result = await self._store.commit(unit)
+        result = await self._commit_or_stop(unit)
         for d in decisions:
             self._count(d)
         self._on_commit(result)
