@@ -198,9 +198,15 @@ async def subscribe_once(port: int, client_id: str) -> None:
 
 
 class Receiver:
-    """The local PSAP: counts documents, records arrival times by call id."""
+    """The local PSAP: counts documents, records arrival times by call id.
 
-    def __init__(self) -> None:
+    ``sink`` http: a webhook (aiohttp server) the gateway POSTs to; mqtt: a subscriber of
+    ``psap/v1/psap-fallback/incidents`` the gateway publishes to (QoS 1).
+    """
+
+    def __init__(self, sink: str, broker_port: int) -> None:
+        self.sink = sink
+        self.broker_port = broker_port
         self.port = free_port()
         self.arrivals: dict[str, float] = {}
         self.keys: set[str] = set()
@@ -208,26 +214,56 @@ class Receiver:
         self.expect = 0
         self.prefix = ""
         self._runner: web.AppRunner | None = None
+        self._task: asyncio.Task[None] | None = None
 
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        now = time.time()
-        self.keys.add(request.headers.get("Idempotency-Key", ""))
-        call_id = json.loads(body)["call"]["call_id"]
+    def _record(self, body: bytes, now: float) -> None:
+        doc = json.loads(body)
+        self.keys.add(f"{doc['incident_id']}:{doc['revision']}")
+        call_id = doc["call"]["call_id"]
         if call_id.startswith(self.prefix):
             self.arrivals.setdefault(call_id, now)
         if len(self.arrivals) >= self.expect:
             self.done.set()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self._record(body, time.time())
         return web.Response(status=200)
 
+    async def _subscribe(self, ready: asyncio.Event) -> None:
+        async with aiomqtt.Client(
+            "127.0.0.1", self.broker_port, identifier="bench-psap", clean_session=False
+        ) as c:
+            await c.subscribe("psap/v1/psap-fallback/incidents", qos=1)
+            ready.set()
+            async for message in c.messages:
+                assert isinstance(message.payload, bytes)
+                self._record(message.payload, time.time())
+
     async def start(self) -> None:
+        if self.sink == "mqtt":
+            ready = asyncio.Event()
+            self._task = asyncio.create_task(self._subscribe(ready))
+            await ready.wait()
+            return
         app = web.Application()
         app.router.add_post("/psap", self.handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
+    def receiver_toml(self) -> str:
+        if self.sink == "mqtt":
+            return '[receivers.psap-fallback]\nkind = "mqtt"\nconcurrency = 64\n'
+        return (
+            f'[receivers.psap-fallback]\nkind = "http"\nurl = "http://127.0.0.1:{self.port}/psap"\n'
+            "concurrency = 64\n"
+        )
+
     async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -241,9 +277,8 @@ class Gateway:
             f'[mqtt]\nport = {broker.port}\nclient_id = "bench-gateway"\n'
             f"[http]\nport = {self.http_port}\n"
             f'[[auth.tokens]]\nname = "sre"\nrole = "sre"\ntoken = "{SRE_TOKEN}"\n'
-            f'[receivers.psap-fallback]\nkind = "http"\nurl = "http://127.0.0.1:{receiver.port}/psap"\n'
-            "concurrency = 64\n"
-            '[log]\nlevel = "warning"\n'
+            + receiver.receiver_toml()
+            + '[log]\nlevel = "warning"\n'
         )
         self.log = workdir / "gw.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -288,10 +323,10 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def main(n: int, seconds: float, synchronous: str) -> None:
+async def main(n: int, seconds: float, synchronous: str, sink: str) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="ecallgw-bench-"))
     broker = Broker(workdir / "mosquitto")
-    receiver = Receiver()
+    receiver = Receiver(sink, broker.port)
     await receiver.start()
     gateway = Gateway(workdir, broker, receiver, synchronous)
     try:
@@ -366,7 +401,7 @@ async def main(n: int, seconds: float, synchronous: str) -> None:
     rows = [
         ("bare aiomqtt+uvloop receive rate (QoS 1, counting only)", f"{bare_rate:,.0f} msg/s"),
         (
-            "gateway end-to-end rate (MQTT → stored → HTTP-delivered, 1 incident each)",
+            f"gateway end-to-end rate (MQTT → stored → delivered by {sink}, 1 incident each)",
             f"{gw_rate:,.0f} msg/s",
         ),
         ("gateway / bare", f"{gw_rate / bare_rate:.1%}"),
@@ -375,7 +410,7 @@ async def main(n: int, seconds: float, synchronous: str) -> None:
         ("added by the gateway p50 / p99", f"{g50 - b50:.1f} / {g99 - b99:.1f} ms"),
         ("mean gateway latency", f"{statistics.fmean(gw_lat) * ms:.1f} ms"),
     ]
-    print(f"# bench/gateway.py  n={n}  latency phase {seconds:.0f} s  store.synchronous={synchronous}")
+    print(f"# bench/gateway.py  n={n}  latency {seconds:.0f} s  synchronous={synchronous}  sink={sink}")
     print("| what | figure |")
     print("|---|---|")
     for what, figure in rows:
@@ -391,5 +426,8 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=20000, help="messages in the rate phases")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency phase")
     parser.add_argument("--synchronous", choices=["full", "normal"], default="full", help="store.synchronous")
+    parser.add_argument(
+        "--sink", choices=["http", "mqtt"], default="http", help="how the local PSAP receives"
+    )
     a = parser.parse_args()
-    uvloop.run(main(a.n, a.seconds, a.synchronous))
+    uvloop.run(main(a.n, a.seconds, a.synchronous, a.sink))
