@@ -333,6 +333,75 @@ def _scenarios_for(spec: LoadSpec, start: float) -> list[Scenario]:
     return generate(random.Random(spec.seed), n, spec.mix, start=start, mean_gap_s=1.0 / scenario_rate)
 
 
+class _DrainWatch:
+    """Decides, from the PSAP's records alone, when a run's documents have all arrived.
+
+    Done means: every tracked scenario reached some receiver (a second device or a redial may fold
+    into the first vehicle's incident, so any of a scenario's vehicles counts); every real automatic
+    emergency reached a PSAP receiver (triage sends those at once); and every document we refused
+    (5xx, 429) was accepted on a later attempt. Incident ids are learnt from the JSON documents of
+    the desk and test receivers (every incident reaches one of them), so the PSAPs' CAP copies are
+    matched by their ``Idempotency-Key`` without parsing XML on the hot path.
+    """
+
+    def __init__(self, owners: dict[tuple[str, str], str], must_reach_psap: set[str]) -> None:
+        self.owners = owners
+        self.tracked = set(owners.values())
+        self.must_psap = must_reach_psap & self.tracked
+        self.seen: set[str] = set()
+        self.psap_seen: set[str] = set()
+        self.refused: set[tuple[str, str]] = set()
+        self.incident_owner: dict[str, str] = {}
+        self.psap_unmatched: set[str] = set()
+        self.done = asyncio.Event()
+
+    def on_arrival(self, a: Arrival) -> None:
+        """Listener for ``SimulatedPsap.subscribe``."""
+        key = (a.receiver, a.key or "")
+        if not a.accepted:
+            self.refused.add(key)
+            return
+        self.refused.discard(key)
+        at_psap = a.receiver in PSAP_RECEIVERS
+        if "xml" in a.content_type:
+            incident = a.key.rsplit(":", 1)[0] if a.key else ""
+            sid = self.incident_owner.get(incident)
+            if sid is not None and at_psap:
+                self.psap_seen.add(sid)
+            elif at_psap:
+                self.psap_unmatched.add(incident)
+        else:
+            info = parse_document(a.content_type, a.body)
+            sid = self.owners.get((info.tps, info.vehicle)) if info is not None else None
+            if info is not None and sid is not None:
+                self.seen.add(sid)
+                self.incident_owner[info.incident_id] = sid
+                if at_psap or info.incident_id in self.psap_unmatched:
+                    self.psap_seen.add(sid)
+        if self.complete():
+            self.done.set()
+
+    def complete(self) -> bool:
+        """Whether everything awaited has arrived."""
+        return self.tracked <= self.seen and self.must_psap <= self.psap_seen and not self.refused
+
+
+async def _wait_until(event: asyncio.Event, deadline: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.0, deadline - time.time())):
+            await event.wait()
+
+
+async def _quiet(psap: SimulatedPsap, *, quiet_s: float, deadline: float) -> None:
+    """Return once no request reached the PSAP for ``quiet_s`` (or at ``deadline``)."""
+    while True:
+        last = psap.arrivals[-1].at if psap.arrivals else 0.0
+        now = time.time()
+        if now - last >= quiet_s or now >= deadline:
+            return
+        await asyncio.sleep(min(quiet_s - (now - last), max(0.0, deadline - now)) + 0.01)
+
+
 def _owners(scenarios: Sequence[Scenario]) -> dict[tuple[str, str], str]:
     """(tps, vehicle) -> scenario id, for the scenarios whose arrival we wait for (not stale replays)."""
     return {
@@ -370,22 +439,9 @@ async def run_load(
     # build time (seconds) keeps them well inside the gateway's staleness window.
     outgoing = [replace(o, at=o.at + shift) for o in outgoing]
     owners = _owners(scenarios)
-    # A scenario has arrived when a document names any of its vehicles (a second device or a redial
-    # may fold into the first vehicle's incident and never be named itself).
-    tracked = set(owners.values())
-    seen: set[str] = set()
-    all_seen = asyncio.Event()
-
-    def on_arrival(a: Arrival) -> None:
-        # Every incident reaches the operator desk or the test receiver as JSON, so the CAP copies
-        # (the PSAPs') need not be parsed on the hot path; the report reads them all afterwards.
-        if a.accepted and "xml" not in a.content_type:
-            info = parse_document(a.content_type, a.body)
-            sid = owners.get((info.tps, info.vehicle)) if info is not None else None
-            if sid is not None:
-                seen.add(sid)
-                if tracked <= seen:
-                    all_seen.set()
+    watch = _DrainWatch(owners, {s.id for s in scenarios if s.label.real and s.label.automatic})
+    all_seen = watch.done
+    on_arrival = watch.on_arrival
 
     env.psap.subscribe(on_arrival)
     plan = {
@@ -410,7 +466,7 @@ async def run_load(
                 done = sum(1 for o in outgoing if o.at <= time.time())
                 progress(
                     f"t={time.time() - t0:6.1f}s scheduled {done}/{len(outgoing)} "
-                    f"scenarios at a receiver {len(seen)}/{len(tracked)}, "
+                    f"scenarios at a receiver {len(watch.seen)}/{len(watch.tracked)}, "
                     f"documents {len(env.psap.arrivals) - first_arrival}"
                 )
 
@@ -435,16 +491,24 @@ async def run_load(
                     max_outstanding=min(spec.max_outstanding, 512),
                 )
             deadline = time.time() + spec.drain_s
-            if not tracked <= seen:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(spec.drain_s):
-                        await all_seen.wait()
+            await _wait_until(all_seen, deadline)
             if bot is not None:
-                # Let the operator finish what the labels prescribe (and the gateway forward it).
+                # Let the operator act on every incident the labels give an action (the last one is
+                # due at the latest planned time), and wait for those posts to finish.
                 last_action = max((when for _, when in plan.values()), default=0.0)
-                await asyncio.sleep(max(0.0, min(deadline, last_action + 2.0) - time.time()))
-            # A moment more so that late duplicates (the ones we are counting) can still show up.
-            await asyncio.sleep(min(1.0, spec.drain_s))
+                await asyncio.sleep(max(0.0, min(deadline, last_action + 0.5) - time.time()))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.1, deadline - time.time())):
+                        await bot.idle()
+            # Then wait for quiet: the revisions those actions caused, and late duplicates (which we
+            # count), arrive after the first documents; a refusal in the meantime means a retry to
+            # wait for.
+            while True:
+                await _quiet(env.psap, quiet_s=min(1.0, spec.drain_s), deadline=deadline)
+                if watch.complete() or time.time() >= deadline:
+                    break
+                all_seen.clear()
+                await _wait_until(all_seen, deadline)
         finally:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -313,6 +313,11 @@ class OperatorBot:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def idle(self) -> None:
+        """Return once every action scheduled so far has been posted (or given up)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     async def __aenter__(self) -> OperatorBot:
         self._session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"})
         return self
