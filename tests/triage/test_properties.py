@@ -38,6 +38,7 @@ class Step:
     dt: float
     signal: Signal | None = None
     action: tuple[int, str] | None = None  # (incident index, action)
+    prune: bool = False
 
 
 @st.composite
@@ -76,6 +77,8 @@ def signals(draw: st.DrawFn, vehicles: int = 3, places: list[Any] | None = None)
 steps = st.one_of(
     st.builds(Step, dt=st.sampled_from([0.0, 1.0, 30.0, 90.0, 150.0]), signal=signals()),
     st.builds(Step, dt=st.sampled_from([1.0, 61.0, 200.0])),
+    # Prunes after an hour and more: state goes, later signals open fresh incidents.
+    st.builds(Step, dt=st.sampled_from([3000.0, 4000.0]), prune=st.just(True)),
     st.builds(
         Step,
         dt=st.just(1.0),
@@ -105,6 +108,9 @@ def run(steps_: list[Step], *, repeat_signals: bool = False) -> list[tuple[Step,
         elif s.action is not None:
             iid = incidents[s.action[0] % len(incidents)] if incidents else "inc-none"
             out.append((s, engine.on_operator_action(iid, s.action[1], now=now)))
+        elif s.prune:
+            out.extend((s, d) for d in engine.due(now))
+            engine.prune(now)
         else:
             out.extend((s, d) for d in engine.due(now))
         for _, d in out[-3:]:
@@ -133,6 +139,8 @@ def test_safety_every_automatic_activation_reaches_a_psap(seq: list[Step]) -> No
             decisions = [engine.on_operator_action(iid, s.action[1], now=now)]
         else:
             decisions = engine.due(now)
+            if s.prune:
+                engine.prune(now)
         for d in decisions:
             for r in d.routes:
                 routed[r.incident_id].add(r.receiver)
