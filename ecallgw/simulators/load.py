@@ -1,11 +1,12 @@
 """Load test orchestration: broker, gateway, simulated PSAP, fleet; one run or a step search.
 
-``run_load`` starts what is missing (a private mosquitto, an ``ecallgw serve`` subprocess configured
-to forward every receiver to the simulated PSAP, the PSAP itself), generates seeded scenarios whose
-signals add up to the target rate, publishes them open-loop, waits until every tracked scenario has
-reached a receiver (or the drain deadline passes), and builds the report from what the driver and
-the PSAP recorded. ``step_search`` repeats that at rising rates on one gateway until latency, loss,
-duplicates or throughput break, and reports the highest sustainable rate.
+``environment`` starts what is missing (a private mosquitto, an ``ecallgw serve`` subprocess
+configured to forward every receiver to the simulated PSAP, the PSAP itself). ``run_load`` generates
+seeded scenarios whose signals add up to the target rate, publishes them open-loop, waits until the
+PSAP's records show that everything has arrived (``_DrainWatch``; or the drain deadline passes), and
+builds the report from what the driver and the PSAP recorded. ``step_search`` repeats that at rising
+rates (a fresh gateway per step, or one shared) until latency, loss, duplicates or throughput break,
+and reports the highest sustainable rate.
 """
 
 from __future__ import annotations
@@ -432,8 +433,13 @@ async def run_load(
     first_arrival = len(env.psap.arrivals)
     # Encoding costs a few hundred microseconds per signal: build the schedule first, then start it.
     t_build = time.time()
-    scenarios = _scenarios_for(spec, start=t_build)
-    outgoing = build_outgoing(scenarios)
+
+    def build() -> tuple[list[Scenario], list[Outgoing]]:
+        scenarios = _scenarios_for(spec, start=t_build)
+        return scenarios, build_outgoing(scenarios)
+
+    # In a thread, so that the PSAP and a gateway sharing this loop (ecallgw demo) keep answering.
+    scenarios, outgoing = await asyncio.to_thread(build)
     shift = time.time() + spec.warmup_s - t_build
     # The envelopes carry sent_at and MSD timestamps from generation; moving the whole schedule by the
     # build time (seconds) keeps them well inside the gateway's staleness window.
