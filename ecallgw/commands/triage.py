@@ -1,8 +1,9 @@
 """``ecallgw triage replay FILE``: run a recorded signal log through triage and print the decisions.
 
 Judge a rule or threshold change on real traffic before deploying it: export the journal as JSON
-lines (docs/triage.md "Signal log"), replay it with the candidate ``--config``, and diff the output
-against a replay with the current one. Output is one JSON object per decision, in order.
+lines (``ecallgw triage export``; docs/triage.md "Signal log"), replay it with the candidate
+``--config``, and diff the output against a replay with the current one. Output is one JSON object
+per decision, in order.
 """
 
 from __future__ import annotations
@@ -12,19 +13,21 @@ import hashlib
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
+    from ecallgw.config import StoreConfig
     from ecallgw.triage.replay import Record
 
-HELP = "triage tools: replay a recorded signal log (JSON lines) and print one decision per line"
+HELP = "triage tools: export the journal as a JSON-lines signal log; replay a log, one decision per line"
 
 # A fixed key for replays without the gateway's key: decisions are the same, incident ids are not.
 _REPLAY_KEY = b"ecallgw-replay-key-not-a-secret!"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """Add the ``replay`` sub-command and its options."""
+    """Add the ``replay`` and ``export`` sub-commands and their options."""
     sub = parser.add_subparsers(dest="triage_command", metavar="SUBCOMMAND", required=True)
     p = sub.add_parser("replay", help="replay a JSON-lines signal log", description=__doc__)
     p.add_argument("file", metavar="FILE", help="the log, one JSON record per line ('-' for stdin)")
@@ -48,9 +51,80 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--until", type=float, metavar="EPOCH_S", help="after the log, fire timers due by this time"
     )
+    p.set_defaults(_triage_run=_run_replay)
+
+    e = sub.add_parser(
+        "export",
+        help="print the gateway's journal as a JSON-lines signal log",
+        description="Print the journal of a gateway's store (signals as received, operator actions, "
+        "timer ticks, prunes) as the JSON-lines signal log that `ecallgw triage replay` reads.",
+    )
+    e.add_argument("--config", metavar="TOML", help="configuration file naming the store ([store] path)")
+    e.add_argument("--store", metavar="SQLITE", help="the store file (overrides the configuration)")
+    e.add_argument(
+        "--after", type=int, default=0, metavar="SEQ", help="only journal rows after this sequence"
+    )
+    e.set_defaults(_triage_run=_run_export)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the chosen triage sub-command."""
+    status: int = args._triage_run(args)
+    return status
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    """Print the journal as JSON lines; exit 2 when the store cannot be read."""
+    import asyncio
+    import os
+
+    from ecallgw.config import load_config
+    from ecallgw.errors import ConfigError, StoreError
+
+    try:
+        cfg = load_config(args.config) if args.config else load_config()
+    except ConfigError as exc:
+        print(f"ecallgw triage export: {exc}", file=sys.stderr)
+        return 2
+    path = args.store or cfg.store.path
+    # Opening a store creates it; exporting from a path that does not exist is a mistake.
+    if not os.path.isfile(path):
+        print(f"ecallgw triage export: no store at {path}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_export(replace(cfg.store, path=path), args.after))
+    except StoreError as exc:
+        print(f"ecallgw triage export: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def _export(store_cfg: StoreConfig, after: int) -> None:
+    import base64
+
+    from ecallgw.gateway.store import SqliteStore
+
+    out = sys.stdout
+    async with SqliteStore(store_cfg) as store:
+        seq = after
+        while rows := await store.journal(seq, 5000):
+            for row in rows:
+                rec: dict[str, object] = {"type": row.type, "at": row.at}
+                if row.signal is not None:
+                    sig = row.signal
+                    rec |= {"kind": sig.kind, "tps": sig.tps, "vehicle": sig.vehicle}
+                    if sig.call_id is not None:
+                        rec["call_id"] = sig.call_id
+                    rec["payload_b64"] = base64.b64encode(sig.payload).decode()
+                elif row.action is not None:
+                    a = row.action
+                    rec |= {"incident_id": a.incident_id, "action": a.action, "actor": a.actor}
+                out.write(json.dumps(rec) + "\n")
+            seq = rows[-1].seq
+    out.flush()
+
+
+def _run_replay(args: argparse.Namespace) -> int:
     """Replay the log; exit 0, or 1 when some records could not be replayed (they are reported)."""
     from ecallgw.config import load_config
     from ecallgw.errors import ConfigError, DecodeError

@@ -202,3 +202,51 @@ def test_replay_uses_the_gateways_key(tmp_path: Path, capsys: pytest.CaptureFixt
     _, out, _ = _replay(capsys, log, "--store", str(store))
     assert out[0]["incident"]["incident_id"] == expected(bytes(range(32)))
     assert main(["triage", "replay", log, "--store", str(tmp_path / "missing.sqlite")]) == 2
+
+
+def test_export_from_a_real_store_then_replay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The gateway's journal, written through its own store, exported as the signal log and replayed
+    # with the store's key: the replay gives the gateway's incident id (same key, same receipt time).
+    import asyncio
+
+    from ecallgw.config import StoreConfig
+    from ecallgw.gateway.records import ActionRecord, RawSignal, Unit
+    from ecallgw.gateway.store import SqliteStore
+    from ecallgw.triage import TriageEngine, TriagePolicy
+
+    path = tmp_path / "store.sqlite3"
+    auto = msd_signal(vehicle="car1", call_id="c1")
+
+    async def write() -> bytes:
+        async with SqliteStore(StoreConfig(path=str(path))) as store:
+            key = await store.key("pseudonym")
+            raw = RawSignal(
+                transport="mqtt", kind="msd", tps="acme", vehicle="car1",
+                payload=encode_envelope(auto), received_at=T0 + 1, source="ecall/v1/acme/car1/msd",
+            )  # fmt: skip
+            await store.commit(Unit(journal_type="signal", at=T0 + 1, signal=raw))
+            await store.commit(Unit(journal_type="tick", at=T0 + 2))
+            action = ActionRecord(
+                incident_id="inc-x", action="ack", actor="alice", role="operator", note="", at=T0 + 3
+            )
+            await store.commit(Unit(journal_type="action", at=T0 + 3, action=action))
+            await store.commit(Unit(journal_type="prune", at=T0 + 4))
+            return key
+
+    key = asyncio.run(write())
+    assert main(["triage", "export", "--store", str(path)]) == 0
+    exported = capsys.readouterr().out
+    records = [json.loads(line) for line in exported.splitlines()]
+    assert [r["type"] for r in records] == ["signal", "tick", "action", "prune"]
+    assert records[2]["actor"] == "alice" and records[0]["tps"] == "acme"
+    log = tmp_path / "journal.jsonl"
+    log.write_text(exported)
+    status, out, err = _replay(capsys, str(log), "--store", str(path))
+    assert status == 0, err
+    expected = TriageEngine(TriagePolicy(), key).on_signal(auto, now=T0 + 1).incident
+    assert expected is not None
+    assert out[0]["incident"]["incident_id"] == expected.incident_id
+    assert [d["outcome"] for d in out] == ["new_incident", "unknown_incident"]
+    # A store that does not exist is refused, not created.
+    assert main(["triage", "export", "--store", str(tmp_path / "nope.sqlite3")]) == 2
+    assert not (tmp_path / "nope.sqlite3").exists()
