@@ -67,6 +67,7 @@ _REDIAL = _r("redial_joined", "new call of the same vehicle within the redial wi
 _REDIAL_AFTER_CLOSE = _r(
     "redial_after_close", "the vehicle called again within the redial window after its incident was closed"
 )
+_SCENE_LINKED = _r("scene_linked", "another incident close in time and place: same scene")
 _TEST = _r("test_call", "test call: routed to the test receiver only")
 _AUTO_PSAP = _r("automatic_to_psap", "automatic activation: forwarded to the PSAP at once")
 _UPGRADED = _r("upgraded_to_automatic", "an automatic activation joined a manual incident")
@@ -204,7 +205,7 @@ class TriageEngine:
         self._timers: list[tuple[float, int, str]] = []
         self._timer_seq = 0
         self._grid: dict[tuple[int, int], list[_Incident]] = {}
-        self._cell_deg = policy.scene_distance_m / _METRES_PER_DEGREE
+        self._cell_deg = 2 * policy.scene_distance_m / _METRES_PER_DEGREE
         self._row_widths: dict[int, float] = {}
         # Reasons that depend only on the policy or a receiver name are built once.
         self._esc_pending = _r(
@@ -556,16 +557,19 @@ class TriageEngine:
         if pos is None:
             return
         lat, lon = pos.lat, pos.lon
-        ci = math.floor(lat / self._cell_deg)
+        # Cells are twice the scene radius on each side, so the disc around the point lies in the
+        # point's cell and the neighbours on the sides of the nearer edges: 2 x 2 cells to look at.
+        y = lat / self._cell_deg
+        ci = math.floor(y)
         grid = self._grid
         best: _Incident | None = None
         horizon = now - self.policy.scene_window_s
         limit = self.policy.scene_distance_m
         widths = self._row_widths
-        for row in (ci - 1, ci, ci + 1):
-            # Each row of cells is as wide in metres as it is tall, so 3 x 3 cells cover the radius.
-            cj = math.floor(lon / (widths.get(row) or self._row_width(row)))
-            for cell in ((row, cj - 1), (row, cj), (row, cj + 1)):
+        for row in (ci, ci - 1 if y - ci < 0.5 else ci + 1):
+            x = lon / (widths.get(row) or self._row_width(row))
+            cj = math.floor(x)
+            for cell in ((row, cj), (row, cj - 1 if x - cj < 0.5 else cj + 1)):
                 for other in grid.get(cell, ()):
                     op = other.position
                     if other.closed or other.last_at < horizon or op is None:
@@ -582,12 +586,13 @@ class TriageEngine:
             cell_list.append(inc)
         if best is not None:
             inc.scene_id = best.scene_id
-            inc.flags["scene_linked"] = _r(
-                "scene_linked", "another incident close in time and place: same scene"
-            )
+            inc.flags["scene_linked"] = _SCENE_LINKED
 
     def _row_width(self, row: int) -> float:
-        """Longitude width in degrees of the cells of one latitude row (at least the scene radius)."""
+        """Longitude width in degrees of one latitude row's cells (at least twice the scene radius).
+
+        Longitudes are not wrapped at ±180°: scenes across the antimeridian are not linked.
+        """
         w = self._row_widths.get(row)
         if w is None:
             cd = self._cell_deg

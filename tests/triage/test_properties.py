@@ -310,3 +310,36 @@ def test_each_real_crash_is_one_incident_per_vehicle(data: st.DataObject, n: int
     assert {v: len(ids) for v, ids in new.items()} == {f"v{v}": 1 for v in range(n)}
     assert all(routed[ids[0]] >= {"operator", "psap-vienna"} for ids in new.values())
     assert len(scenes) == 1
+
+
+@given(
+    st.floats(-80, 80),
+    st.floats(-179, 179),
+    st.floats(0, 360),
+    st.floats(0.0, 0.97),
+    st.booleans(),
+)
+def test_scene_links_exactly_within_the_radius(
+    lat: float, lon: float, bearing: float, frac: float, far: bool
+) -> None:
+    # The scene grid must find every incident within scene_distance_m, wherever cell edges fall.
+    import math
+
+    r = POLICY.scene_distance_m
+    d = r * (1.05 + frac) if far else r * frac
+    # Destination point on the sphere (the same radius the engine's haversine uses).
+    earth_r = 6_371_008.8
+    p1, l1, b = math.radians(lat), math.radians(lon), math.radians(bearing)
+    p2 = math.asin(math.sin(p1) * math.cos(d / earth_r) + math.cos(p1) * math.sin(d / earth_r) * math.cos(b))
+    l2 = l1 + math.atan2(
+        math.sin(b) * math.sin(d / earth_r) * math.cos(p1),
+        math.cos(d / earth_r) - math.sin(p1) * math.sin(p2),
+    )
+    other = (math.degrees(p2), math.degrees(l2))
+    if not -180 < other[1] < 180:
+        return  # across the antimeridian: documented as not linked
+    engine = TriageEngine(POLICY, KEY)
+    a = engine.on_signal(msd_signal(vin=vin_for(1), vehicle="a", position=(lat, lon)), now=T0).incident
+    b_ = engine.on_signal(msd_signal(vin=vin_for(2), vehicle="b", position=other), now=T0 + 1).incident
+    assert a is not None and b_ is not None
+    assert (b_.scene_id == a.incident_id) is (not far)
