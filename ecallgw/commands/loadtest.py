@@ -32,7 +32,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "realistic: the UK 2024 mix with an operator bot, for triage quality",
     )
     parser.add_argument("--mix", default="", help="override shares, e.g. 'storm=0.001,redial=0.1'")
-    parser.add_argument("--transport", choices=("mqtt", "http"), default="mqtt")
+    parser.add_argument(
+        "--transport",
+        choices=("mqtt", "http", "http-raw"),
+        default="mqtt",
+        help="http-raw: MSDs as RFC 8147 bodies (application/EmergencyCallData.eCall.MSD + Call-Id)",
+    )
     parser.add_argument(
         "--drain", type=float, default=30.0, help="seconds to wait for documents after sending"
     )

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 import aiohttp
 import aiomqtt
 
+from ecallgw.codecs import msd as msd_codec
+from ecallgw.codecs.document import MSD_MEDIA_TYPE
 from ecallgw.codecs.envelope import encode_envelope
+from ecallgw.model import MsdSignal
 from ecallgw.simulators.scenarios import Scenario, timeline
 
 __all__ = ["Outgoing", "SendLog", "build_outgoing", "drive_http", "drive_mqtt"]
@@ -26,7 +29,11 @@ __all__ = ["Outgoing", "SendLog", "build_outgoing", "drive_http", "drive_mqtt"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Outgoing:
-    """One pre-encoded signal and when to send it (epoch seconds)."""
+    """One pre-encoded signal and when to send it (epoch seconds).
+
+    ``payload`` is the msgpack envelope; ``raw_msd`` the bare UPER MSD of an ``msd`` signal, for the
+    RFC 8147 form of HTTP ingest.
+    """
 
     at: float
     scenario: str
@@ -35,6 +42,7 @@ class Outgoing:
     kind: str
     call_id: str
     payload: bytes
+    raw_msd: bytes = b""
 
 
 class SendLog:
@@ -77,6 +85,7 @@ def build_outgoing(scenarios: Sequence[Scenario]) -> list[Outgoing]:
                 kind=timed.kind,
                 call_id=sig.call_id,
                 payload=encode_envelope(sig),
+                raw_msd=msd_codec.encode(sig.msd) if isinstance(sig, MsdSignal) else b"",
             )
         )
     return out
@@ -166,6 +175,7 @@ async def drive_http(
     tokens: dict[str, str],
     max_outstanding: int = 256,
     timeout_s: float = 30.0,
+    raw_msd: bool = False,
     on_progress: Callable[[int], None] | None = None,
 ) -> SendLog:
     """POST every signal's envelope to ``{base_url}/v1/ecall/{tps}/{vehicle}/{kind}`` on schedule.
@@ -176,6 +186,9 @@ async def drive_http(
         tokens: provider bearer token per tps.
         max_outstanding: most requests in flight at once.
         timeout_s: one request's timeout.
+        raw_msd: send MSDs in the RFC 8147 form (the bare MSD as
+            ``application/EmergencyCallData.eCall.MSD`` with a ``Call-Id`` header) instead of the
+            msgpack envelope; cancels and positions stay envelopes.
         on_progress: called with the number of signals handed over so far, about every 1000.
 
     Returns:
@@ -188,16 +201,20 @@ async def drive_http(
         tasks: set[asyncio.Task[None]] = set()
 
         async def post(i: int, item: Outgoing) -> None:
+            headers = {"Authorization": f"Bearer {tokens.get(item.tps, '')}"}
+            if raw_msd and item.raw_msd:
+                body = item.raw_msd
+                headers |= {"Content-Type": MSD_MEDIA_TYPE, "Call-Id": item.call_id}
+            else:
+                body = item.payload
+                headers["Content-Type"] = "application/msgpack"
             try:
                 async with (
                     asyncio.timeout(timeout_s),
                     session.post(
                         f"v1/ecall/{item.tps}/{item.vehicle}/{item.kind}",
-                        data=item.payload,
-                        headers={
-                            "Content-Type": "application/msgpack",
-                            "Authorization": f"Bearer {tokens.get(item.tps, '')}",
-                        },
+                        data=body,
+                        headers=headers,
                     ) as resp,
                 ):
                     await resp.read()

@@ -135,7 +135,7 @@ class LoadSpec:
         seed: seed of the scenarios (and of the PSAP's failure rolls).
         mix: scenario mix; ``THROUGHPUT_MIX`` for pure rate and latency, ``DEFAULT_MIX`` for triage
             quality under realistic traffic.
-        transport: "mqtt" or "http".
+        transport: "mqtt", "http" (msgpack envelopes) or "http-raw" (MSDs as RFC 8147 bodies).
         warmup_s: seconds between building the schedule and its first send.
         drain_s: after the last send, how long to wait for documents still on their way.
         operator_bot: act on desk incidents as the labels prescribe.
@@ -147,7 +147,7 @@ class LoadSpec:
     duration_s: float
     seed: int = 1
     mix: Mix = THROUGHPUT_MIX
-    transport: Literal["mqtt", "http"] = "mqtt"
+    transport: Literal["mqtt", "http", "http-raw"] = "mqtt"
     warmup_s: float = 1.0
     drain_s: float = 30.0
     operator_bot: bool = False
@@ -495,6 +495,7 @@ async def run_load(
                     base_url=env.gateway_url,
                     tokens=env.provider_tokens,
                     max_outstanding=min(spec.max_outstanding, 512),
+                    raw_msd=spec.transport == "http-raw",
                 )
             deadline = time.time() + spec.drain_s
             await _wait_until(all_seen, deadline)

@@ -147,3 +147,17 @@ async def test_psap_outage_delays_but_loses_nothing(tmp_path: Path) -> None:
     _check_against_records(report, scenarios, outgoing, arrivals)
     assert report.lost == 0 and report.duplicates == 0
     assert report.latency.max > 1.0  # the outage is visible, not hidden
+
+
+async def test_rfc_8147_raw_msd_over_http(tmp_path: Path) -> None:
+    # MSDs as bare RFC 8147 bodies with the call id in a header: same delivery, same call ids.
+    async with asyncio.timeout(120), environment(tmp_path / "env", seed=7) as env:
+        spec = LoadSpec(rate=20.0, duration_s=1.5, seed=7, transport="http-raw", drain_s=30.0)
+        report, scenarios, outgoing, _log, arrivals = await run_load(spec, env)
+    _check_against_records(report, scenarios, outgoing, arrivals)
+    assert report.lost == 0 and report.send_errors == 0 and report.signals_acked == len(outgoing)
+    sent_calls = {(o.tps, o.vehicle, o.call_id) for o in outgoing}
+    for a in arrivals:
+        if a.receiver == "operator":
+            call = parse_json_document(a.body)["call"]
+            assert (call["tps"], call["vehicle"], call["call_id"]) in sent_calls
