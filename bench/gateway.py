@@ -323,7 +323,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def main(n: int, seconds: float, synchronous: str, sink: str) -> None:
+async def main(n: int, seconds: float, synchronous: str, sink: str, latency_rate: float) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="ecallgw-bench-"))
     broker = Broker(workdir / "mosquitto")
     receiver = Receiver(sink, broker.port)
@@ -357,7 +357,7 @@ async def main(n: int, seconds: float, synchronous: str, sink: str) -> None:
 
         # 3. latency at half the gateway's rate: bare, then the gateway
         note(f"gateway: {gw_rate:.0f} msg/s; latency phases")
-        rate = gw_rate / 2
+        rate = latency_rate or gw_rate / 2
         m = max(100, int(rate * seconds))
         gateway.stop()  # alone on the machine while the bare subscriber is measured
         bare_task = asyncio.create_task(
@@ -427,7 +427,13 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency phase")
     parser.add_argument("--synchronous", choices=["full", "normal"], default="full", help="store.synchronous")
     parser.add_argument(
+        "--latency-rate",
+        type=float,
+        default=0.0,
+        help="rate of the latency phase (default: half the gateway's)",
+    )
+    parser.add_argument(
         "--sink", choices=["http", "mqtt"], default="http", help="how the local PSAP receives"
     )
     a = parser.parse_args()
-    uvloop.run(main(a.n, a.seconds, a.synchronous, a.sink))
+    uvloop.run(main(a.n, a.seconds, a.synchronous, a.sink, a.latency_rate))

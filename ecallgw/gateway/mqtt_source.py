@@ -126,11 +126,13 @@ class MqttSource:
         """Connect, consume, and reconnect with capped jittered backoff until `stop`."""
         attempt = 0
         while not self._stopping.is_set():
+            connections = self.connections
             try:
                 await self._connection()
                 attempt = 0
             except aiomqtt.MqttError as exc:
-                attempt += 1
+                # A connection that was up starts the backoff afresh; only failures in a row grow it.
+                attempt = 1 if self.connections > connections else attempt + 1
                 delay = backoff_s(
                     attempt,
                     base_s=self._config.reconnect_min_s,
