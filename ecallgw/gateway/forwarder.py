@@ -34,7 +34,7 @@ from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.records import OutboxItem
 from ecallgw.gateway.retry import backoff_s
 from ecallgw.gateway.sinks import Documents, Sink
-from ecallgw.gateway.store import SqliteStore
+from ecallgw.gateway.store import Store
 
 __all__ = ["CircuitBreaker", "Forwarder"]
 
@@ -301,7 +301,7 @@ class Forwarder:
         self,
         receivers: Mapping[str, ReceiverConfig],
         sinks: Mapping[str, Sink],
-        store: SqliteStore,
+        store: Store,
         metrics: Metrics,
         *,
         sender: str = "ecallgw@localhost",

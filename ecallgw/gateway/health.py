@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from ecallgw.gateway.forwarder import Forwarder
 from ecallgw.gateway.mqtt_source import MqttSource
-from ecallgw.gateway.store import SqliteStore
+from ecallgw.gateway.store import Store
 
 __all__ = ["Health"]
 
@@ -26,7 +26,7 @@ class Health:
     def __init__(
         self,
         *,
-        store: SqliteStore,
+        store: Store,
         forwarder: Forwarder,
         mqtt: MqttSource | None,
         max_outbox_age_s: float,

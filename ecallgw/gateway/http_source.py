@@ -43,7 +43,7 @@ from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.pipeline import Pipeline
 from ecallgw.gateway.records import RawSignal
 from ecallgw.gateway.sinks.operator_stream import OperatorStream
-from ecallgw.gateway.store import IncidentRow, SqliteStore
+from ecallgw.gateway.store import IncidentRow, Store
 
 __all__ = ["HttpServer", "Principal"]
 
@@ -97,7 +97,7 @@ class HttpServer:
         config: HttpConfig,
         auth: AuthConfig,
         pipeline: Pipeline,
-        store: SqliteStore,
+        store: Store,
         stream: OperatorStream,
         metrics: Metrics,
         health: Health,

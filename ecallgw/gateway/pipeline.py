@@ -39,7 +39,7 @@ from ecallgw.gateway.records import (
     RawSignal,
     Unit,
 )
-from ecallgw.gateway.store import SqliteStore
+from ecallgw.gateway.store import Store
 from ecallgw.model import MsdSignal, Signal
 from ecallgw.triage import Decision, TriageEngine
 
@@ -97,7 +97,7 @@ class Pipeline:
     def __init__(
         self,
         config: PipelineConfig,
-        store: SqliteStore,
+        store: Store,
         engine: TriageEngine,
         metrics: Metrics,
         on_commit: OnCommit,

@@ -111,7 +111,20 @@ class RevisionRow:
 
 
 class Store(Protocol):
-    """What the gateway needs from a store; `SqliteStore` implements it."""
+    """What the gateway needs from a store; `SqliteStore` implements it, a server database could.
+
+    Ordering contract: units are committed in the order `commit_nowait` was called (the journal order
+    is the triage order), and a read sees every write queued before it.
+    """
+
+    @property
+    def writable(self) -> bool:
+        """False once the store can no longer write (``/readyz``)."""
+        ...
+
+    def commit_nowait(self, unit: Unit) -> asyncio.Future[CommitResult]:
+        """Queue one unit of work; the future resolves once it is durable."""
+        ...
 
     async def commit(self, unit: Unit) -> CommitResult:
         """Write one unit of work durably; returns once committed."""
@@ -131,9 +144,9 @@ class Store(Protocol):
         """Stored revisions by (incident_id, revision)."""
         ...
 
-    async def record_delivered(
+    def record_delivered_nowait(
         self, item: OutboxItem, *, at: float, attempts: int, status: int | None, sent_at: float | None = None
-    ) -> None:
+    ) -> asyncio.Future[None]:
         """Mark an outbox entry delivered (after the receiver confirmed)."""
         ...
 
@@ -145,6 +158,42 @@ class Store(Protocol):
         self, item: OutboxItem, *, at: float, attempts: int, reason: str, detail: str
     ) -> None:
         """Move an outbox entry to the dead letters."""
+        ...
+
+    async def key(self, name: str) -> bytes:
+        """A random key kept under ``name``, created on first use."""
+        ...
+
+    async def delete_before(self, cutoff: float) -> dict[str, int]:
+        """Retention: delete incident data older than ``cutoff``; rows deleted per table."""
+        ...
+
+    async def list_incidents(
+        self, *, status: str | None = None, level: str | None = None, limit: int = 100
+    ) -> list[IncidentRow]:
+        """Latest revisions of incidents, newest first."""
+        ...
+
+    async def get_incident(
+        self, incident_id: str
+    ) -> tuple[IncidentRow, list[RevisionRow], list[dict[str, Any]]] | None:
+        """One incident with its history and deliveries."""
+        ...
+
+    async def revisions_after(self, seq: int, limit: int = 500) -> list[RevisionRow]:
+        """Revisions after a global sequence number (the operator stream)."""
+        ...
+
+    async def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest quarantined payloads."""
+        ...
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        """Every dead letter."""
+        ...
+
+    async def audit_log(self, incident_id: str | None = None) -> list[dict[str, Any]]:
+        """Audit entries, oldest first."""
         ...
 
 
