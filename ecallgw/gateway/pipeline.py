@@ -332,7 +332,7 @@ class Pipeline:
                 # Acknowledge the copy only once the original is stored (or fail it with it).
                 original.add_done_callback(lambda o: _follow(o, fut))
             else:
-                _set(fut, Ingested(outcome="redelivered", incident_id=original.incident_id))
+                _set(fut, _copy_of(original))
             return
         try:
             signal = self._decode(raw)
@@ -470,4 +470,9 @@ def _follow(original: asyncio.Future[Ingested], copy: asyncio.Future[Ingested]) 
     if exc is not None:
         copy.set_exception(exc)
         return
-    copy.set_result(Ingested(outcome="redelivered", incident_id=original.result().incident_id))
+    copy.set_result(_copy_of(original.result()))
+
+
+def _copy_of(original: Ingested) -> Ingested:
+    # A copy of a quarantined payload is refused like the original (HTTP 400), not accepted.
+    return Ingested(outcome="redelivered", incident_id=original.incident_id, error=original.error)

@@ -225,6 +225,12 @@ async def test_http_ingest_raw_msd_is_stored_then_delivered(tmp_path: Path, rece
             ) as resp:
                 assert resp.status == 400
                 error = await resp.json()
+            async with http.post(  # the same bad request again is refused again, not accepted
+                f"{base}/v1/ecall/acme/car-7/msd",
+                data=b"\xff\xff",
+                headers={**auth, "Content-Type": "application/msgpack"},
+            ) as resp:
+                assert resp.status == 400
         await until(lambda: len(receiver.accepted) == 1)
         assert (await gw.store.counts())["journal"] == 1
         assert len(await gw.store.quarantined()) == 1
