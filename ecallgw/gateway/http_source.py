@@ -139,10 +139,8 @@ class HttpServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._config.host, self._config.port)
         await site.start()
-        server = site._server  # the bound port when 0 was asked for
-        sockets = getattr(server, "sockets", None) or ()
-        for sock in sockets:
-            self.port = sock.getsockname()[1]
+        for address in self._runner.addresses:  # the bound port when 0 was asked for
+            self.port = int(address[1])
             break
         log.info("http listening", extra={"address": f"{self._config.host}:{self.port}"})
         return self
