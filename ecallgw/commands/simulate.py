@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +24,7 @@ from ecallgw.simulators.scenarios import (
     Mix,
     Scenario,
     generate,
+    timeline,
 )
 
 HELP = "print a seeded scenario sequence with ground-truth labels as JSON lines, or publish it"
@@ -47,6 +50,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="epoch seconds of the first scenario, or 'now' (default: a fixed epoch; 'now' when publishing)",
     )
     parser.add_argument("--gap", type=float, default=60.0, help="mean seconds between scenario starts")
+    parser.add_argument(
+        "--format",
+        choices=("scenarios", "log"),
+        default="scenarios",
+        help="scenarios: one scenario per line with its label; log: the signals in send order as the "
+        "signal log `ecallgw triage replay` reads (journal form, arrival = send time)",
+    )
     parser.add_argument(
         "--publish",
         default="",
@@ -102,6 +112,29 @@ def scenario_json(s: Scenario) -> dict[str, Any]:
     }
 
 
+def signal_log(scenarios: list[Scenario]) -> Iterator[str]:
+    """The scenarios' signals as JSON lines of the triage signal log (docs/triage.md §7).
+
+    Journal form: the envelope exactly as a provider sends it (``payload_b64``), with ``at`` the
+    scheduled send time as the receipt time. Labels are not part of it; operator actions cannot be,
+    since incident ids only exist once triage has run.
+    """
+    from ecallgw.codecs.envelope import encode_envelope
+
+    for at, _scenario, timed in timeline(scenarios):
+        sig = timed.signal
+        yield json.dumps(
+            {
+                "type": "signal",
+                "at": round(at, 3),
+                "kind": timed.kind,
+                "tps": sig.tps,
+                "vehicle": sig.vehicle,
+                "payload_b64": base64.b64encode(encode_envelope(sig)).decode("ascii"),
+            }
+        )
+
+
 def _mix(args: argparse.Namespace) -> Mix:
     return Mix.parse(args.mix, ALL_KINDS_MIX if args.all_kinds else DEFAULT_MIX)
 
@@ -131,9 +164,14 @@ def run(args: argparse.Namespace) -> int:
         kinds=kinds or None,
     )
     if not args.publish:
+        lines = (
+            (json.dumps(scenario_json(s), sort_keys=True) for s in scenarios)
+            if args.format == "scenarios"
+            else signal_log(scenarios)
+        )
         try:
-            for s in scenarios:
-                sys.stdout.write(json.dumps(scenario_json(s), sort_keys=True) + "\n")
+            for line in lines:
+                sys.stdout.write(line + "\n")
             sys.stdout.flush()
         except BrokenPipeError:  # `| head`: the reader has what it wanted
             sys.stderr.close()

@@ -74,3 +74,18 @@ async def test_publish_over_mqtt(tmp_path: Path) -> None:
             decode_envelope(kind, tps, vehicle, m.payload)  # a valid envelope, or DecodeError
     finally:
         broker.stop()
+
+
+def test_signal_log_replays_through_triage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # `ecallgw simulate --format log` is the signal log `ecallgw triage replay` reads: every line
+    # decodes, and every signal gets a decision.
+    assert main(["simulate", "--seed", "12", "-n", "30", "--all-kinds", "--format", "log"]) == 0
+    log = capsys.readouterr().out
+    records = [json.loads(line) for line in log.splitlines()]
+    assert records and all(r["type"] == "signal" for r in records)
+    assert [r["at"] for r in records] == sorted(r["at"] for r in records)
+    path = tmp_path / "log.jsonl"
+    path.write_text(log)
+    assert main(["triage", "replay", str(path)]) == 0
+    decisions = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sum(1 for d in decisions if d["cause"] == "signal") == len(records)
