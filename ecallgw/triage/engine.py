@@ -85,6 +85,8 @@ _BY_OPERATOR = {
     "resolve": _r("resolved_by_operator", "resolved by an operator"),
 }
 _CANCEL_REQ = "cancel_requested"
+_HOLDING_OR_CANCEL = _HOLDING | {_CANCEL_REQ}
+_CLOSED_STATUSES = frozenset({"cancelled", "resolved"})
 
 
 # Decisions are frozen: the common constant ones are built once and shared.
@@ -112,6 +114,7 @@ class _Incident:
         "is_test",
         "lang",
         "last_at",
+        "mid",
         "mids",
         "msd",
         "position",
@@ -121,6 +124,7 @@ class _Incident:
         "revision",
         "scene_id",
         "scored",
+        "scored_test",
         "seen",
         "severity",
         "snapshot",
@@ -131,8 +135,9 @@ class _Incident:
     )
 
     def __init__(
-        self, *, iid: str, vkey: bytes, sig: MsdSignal, now: float, generation: int, evidence: Evidence
+        self, iid: str, vkey: bytes, sig: MsdSignal, now: float, generation: int, evidence: Evidence
     ) -> None:
+        # Positional arguments: one of these is built per new incident, a tenth of all inputs.
         self.id = iid
         self.generation = generation
         self.vkey = vkey
@@ -143,21 +148,29 @@ class _Incident:
         self.lang = sig.lang
         self.received_at = now
         self.last_at = now
-        self.msd: Msd = sig.msd
-        self.mids: dict[str, int] = {sig.call_id: sig.msd.msd.msd_structure.message_identifier}
-        self.automatic = sig.msd.automatic
-        self.is_test = sig.msd.test
-        self.position: Position | None = msd_position(sig.msd)
-        self.position_sent_at: float | None = sig.sent_at if self.position is not None else None
+        msd = self.msd = sig.msd
+        s = msd.msd.msd_structure
+        control = s.control
+        # The latest messageIdentifier of the opening call lives in a slot; other calls that join
+        # (redials) get a dict only then: most incidents have one call, and a dict costs ~180 B each.
+        self.mid: int = s.message_identifier
+        self.mids: dict[str, int] | None = None
+        self.automatic = control.automatic_activation
+        self.is_test = control.test_call
+        position: Position | None = msd_position(msd)
+        self.position = position
+        self.position_sent_at: float | None = sig.sent_at if position is not None else None
         self.evidence: Evidence = evidence
         self.severity: Severity | None = None
-        self.scored: tuple[Evidence, bool] | None = None
+        # The evidence object and test flag the severity was computed from (no tuple per incident).
+        self.scored: Evidence | None = None
+        self.scored_test = False
         self.snapshot: IncidentSnapshot | None = None
         self.revision = 0
         self.status: Status = "open"
         self.receivers: list[str] = []
         self.flags: dict[str, Reason] = {}
-        self.fp0: Hashable = None
+        self.fp0: Hashable = msd.raw or msd  # the fingerprint of the opening MSD (dedup.fingerprint)
         self.seen: set[Hashable] | None = None
         self.scene_id: str = iid
         self.acked = False
@@ -174,6 +187,21 @@ class _Vehicle:
     def __init__(self, incident: _Incident) -> None:
         self.incident = incident
         self.manual_times: tuple[float, ...] = ()
+
+
+_Cell = int | tuple[int, int]
+_CELL_SPAN = 1 << 32
+
+
+def _cell(row: int, col: int) -> _Cell:
+    """The grid key of a scene cell: one int (no tuple and two ints per incident), injective.
+
+    Columns within ±2**31 (every real longitude at any allowed scene radius) pack into one int;
+    any other falls back to the tuple, which never equals an int.
+    """
+    if -_CELL_SPAN // 2 <= col < _CELL_SPAN // 2:
+        return row * _CELL_SPAN + col + _CELL_SPAN // 2
+    return (row, col)
 
 
 _SEEN_LIMIT = 64  # fingerprints kept per incident; beyond it content comparison still dedups
@@ -204,7 +232,7 @@ class TriageEngine:
         self._storms: dict[str, StormDetector] = {}
         self._timers: list[tuple[float, int, str]] = []
         self._timer_seq = 0
-        self._grid: dict[tuple[int, int], list[_Incident]] = {}
+        self._grid: dict[_Cell, list[_Incident]] = {}
         self._cell_deg = 2 * policy.scene_distance_m / _METRES_PER_DEGREE
         self._row_widths: dict[int, float] = {}
         # Reasons that depend only on the policy or a receiver name are built once.
@@ -343,7 +371,7 @@ class TriageEngine:
             gone = set(dead)
             self._calls = {k: v for k, v in self._calls.items() if v.id not in gone}
             self._vehicles = {k: v for k, v in self._vehicles.items() if v.incident.id not in gone}
-            grid: dict[tuple[int, int], list[_Incident]] = {}
+            grid: dict[_Cell, list[_Incident]] = {}
             for cell, incs in self._grid.items():
                 kept = [i for i in incs if i.id not in gone]
                 if kept:
@@ -424,7 +452,11 @@ class TriageEngine:
         visible = False
         inc.last_at = max(inc.last_at, now)
         mid = msd.msd.msd_structure.message_identifier
-        last_mid = inc.mids.get(sig.call_id, -1)
+        call_id = sig.call_id
+        if call_id == inc.call_id:
+            last_mid = inc.mid
+        else:
+            last_mid = -1 if inc.mids is None else inc.mids.get(call_id, -1)
         min_move = self.policy.position_change_m
         # Most MSDs of an open call are plain retransmissions: compare first, derive only on change.
         changes = msd_changes(inc.msd, msd, min_move)
@@ -455,7 +487,12 @@ class TriageEngine:
             # A late older MSD: its evidence is kept (above), its position and fields are not.
             reasons.extend(_OUT_OF_ORDER)
             return visible
-        inc.mids[sig.call_id] = mid
+        if call_id == inc.call_id:
+            inc.mid = mid
+        elif inc.mids is None:
+            inc.mids = {call_id: mid}
+        else:
+            inc.mids[call_id] = mid
         if changes:
             inc.msd = msd
             reasons.extend(changes)
@@ -485,39 +522,49 @@ class TriageEngine:
         policy = self.policy
         # The generation tells apart two incidents of one call opened at the same receipt time.
         iid = keys.incident_id(self._id_key, vkey, sig.tps, sig.call_id, now, generation)
-        evidence, sev_real, sev_test = self._evidence(sig.msd)
-        inc = _Incident(iid=iid, vkey=vkey, sig=sig, now=now, generation=generation, evidence=evidence)
-        sev = sev_test if inc.is_test else sev_real
+        msd = sig.msd
+        evidence, sev_real, sev_test = self._evidence(msd)
+        inc = _Incident(iid, vkey, sig, now, generation, evidence)
+        test = inc.is_test
+        sev = sev_test if test else sev_real
         if sev is not None:
             inc.severity = sev
-            inc.scored = (evidence, inc.is_test)
-        inc.fp0 = fingerprint(sig)
+            inc.scored = evidence
+            inc.scored_test = test
         self._incidents[iid] = inc
         self._calls[ck] = inc
         reasons: list[Reason] = [_NEW_CALL]
         if after_close:
             reasons.append(_REDIAL_AFTER_CLOSE)
-        test = inc.is_test
         if test:
             reasons.append(_TEST)
         else:
-            # False-trigger checks: each is a reason; none drops the activation.
-            for r in msd_time_reasons(sig.msd, now, policy):
-                inc.flags[r.code] = r
-            for r in position_reasons(sig.msd):
-                inc.flags[r.code] = r
+            # False-trigger checks: each is a reason; none drops the activation. The checks'
+            # functions run only when a cheap test says they will find something.
+            flags = inc.flags
+            s = msd.msd.msd_structure
+            ts = s.timestamp
+            if ts == 0 or abs(now - ts) > policy.msd_stale_s:
+                for r in msd_time_reasons(msd, now, policy):
+                    flags[r.code] = r
+            if inc.position is None or not s.control.position_can_be_trusted:
+                for r in position_reasons(msd):
+                    flags[r.code] = r
+            times = veh.manual_times if veh is not None else ()
             if not inc.automatic:
-                times = veh.manual_times if veh is not None else ()
-                times = (*(t for t in times if now - t <= policy.manual_burst_window_s), now)
-                for r in manual_burst_reason(len(times), policy):
-                    inc.flags[r.code] = r
-            else:
-                times = veh.manual_times if veh is not None else ()
+                if times:
+                    window = policy.manual_burst_window_s
+                    times = (*(t for t in times if now - t <= window), now)
+                else:
+                    times = (now,)
+                if len(times) >= policy.manual_burst_count:
+                    for r in manual_burst_reason(len(times), policy):
+                        flags[r.code] = r
             storm = self._storms.get(sig.tps)
             if storm is None:
                 storm = self._storms[sig.tps] = StormDetector(policy)
             for r in storm.observe(now):
-                inc.flags[r.code] = r
+                flags[r.code] = r
             self._link_scene(inc, now)
             if inc.automatic:
                 reasons.append(_AUTO_PSAP)
@@ -537,10 +584,10 @@ class TriageEngine:
         return self._emit(inc, Outcome.new_incident, reasons, now, with_flags=True)
 
     def _arm_escalation(self, inc: _Incident, now: float) -> None:
-        held = [c for c in inc.flags if c in _HOLDING or c == _CANCEL_REQ]
         if inc.acked or inc.escalated or inc.automatic or inc.is_test:
             return
-        if held:
+        flags = inc.flags
+        if flags and any(c in _HOLDING_OR_CANCEL for c in flags):
             inc.escalation_due = None
             inc.flags.pop(_ESC_PENDING, None)
             inc.flags[_ESC_HELD.code] = _ESC_HELD
@@ -566,10 +613,11 @@ class TriageEngine:
         horizon = now - self.policy.scene_window_s
         limit = self.policy.scene_distance_m
         widths = self._row_widths
+        home = _cell(ci, math.floor(lon / (widths.get(ci) or self._row_width(ci))))
         for row in (ci, ci - 1 if y - ci < 0.5 else ci + 1):
             x = lon / (widths.get(row) or self._row_width(row))
             cj = math.floor(x)
-            for cell in ((row, cj), (row, cj - 1 if x - cj < 0.5 else cj + 1)):
+            for cell in (_cell(row, cj), _cell(row, cj - 1 if x - cj < 0.5 else cj + 1)):
                 for other in grid.get(cell, ()):
                     op = other.position
                     if other.closed or other.last_at < horizon or op is None:
@@ -578,7 +626,6 @@ class TriageEngine:
                         continue
                     if best is None or (other.received_at, other.id) < (best.received_at, best.id):
                         best = other
-        home = (ci, math.floor(lon / self._row_width(ci)))
         cell_list = grid.get(home)
         if cell_list is None:
             grid[home] = [inc]
@@ -722,47 +769,49 @@ class TriageEngine:
 
     def _route(self, inc: _Incident, reasons: list[Reason]) -> None:
         policy = self.policy
-        wanted: list[str] = []
+        receivers = inc.receivers
+        # Receivers are added in the order test | operator, PSAP; the lists are short.
         if inc.is_test:
-            wanted.append(policy.test_receiver)
-        else:
-            wanted.append(policy.operator_receiver)
-            if inc.automatic or inc.escalated:
-                pos = inc.position
-                psap, fallback = self._router.psap_for(None if pos is None else (pos.lat, pos.lon))
-                wanted.append(psap)
-                if psap not in inc.receivers:
-                    reason = self._route_reasons.get((psap, fallback))
-                    if reason is None:
-                        reason = self._route_reasons[(psap, fallback)] = (
-                            _r("routed_psap_fallback", f"position outside every PSAP area or unknown: {psap}")
-                            if fallback
-                            else _r("routed_psap_area", f"PSAP responsible for the position: {psap}")
-                        )
-                    reasons.append(reason)
-        for name in wanted:
-            if name not in inc.receivers:
-                inc.receivers.append(name)
+            name = policy.test_receiver
+            if name not in receivers:
+                receivers.append(name)
+            return
+        operator = policy.operator_receiver
+        if inc.automatic or inc.escalated:
+            pos = inc.position
+            psap, fallback = self._router.psap_for(None if pos is None else (pos.lat, pos.lon))
+            if psap not in receivers:
+                reason = self._route_reasons.get((psap, fallback))
+                if reason is None:
+                    reason = self._route_reasons[(psap, fallback)] = (
+                        _r("routed_psap_fallback", f"position outside every PSAP area or unknown: {psap}")
+                        if fallback
+                        else _r("routed_psap_area", f"PSAP responsible for the position: {psap}")
+                    )
+                reasons.append(reason)
+                if operator not in receivers:
+                    receivers.append(operator)
+                if psap not in receivers:  # the PSAP may be named like the operator desk
+                    receivers.append(psap)
+                return
+        if operator not in receivers:
+            receivers.append(operator)
 
     def _emit(
         self, inc: _Incident, outcome: Outcome, reasons: list[Reason], now: float, *, with_flags: bool = False
     ) -> Decision:
-        if inc.status not in {"cancelled", "resolved"}:
+        if inc.status not in _CLOSED_STATUSES:
             inc.status = "open" if inc.revision == 0 else "updated"
         inc.revision += 1
-        inc.last_at = max(inc.last_at, now)
+        if now > inc.last_at:  # noqa: PLR1730 - max() without the call, on every revision
+            inc.last_at = now
         if not inc.closed or not inc.receivers:
             # A closed incident keeps its receivers; one closed at birth (its cancel came first)
             # still goes to the operator, so nothing disappears unseen.
             self._route(inc, reasons)
-        key = (inc.evidence, inc.is_test)
-        if (
-            inc.severity is None
-            or inc.scored is None
-            or inc.scored[0] is not key[0]
-            or inc.scored[1] != key[1]
-        ):
+        if inc.severity is None or inc.scored is not inc.evidence or inc.scored_test != inc.is_test:
             # Rescore only when the evidence object changed (merge returns the same one otherwise).
+            key = (inc.evidence, inc.is_test)
             sev = self._severity_cache.get(key)
             if sev is None:
                 if len(self._severity_cache) > 4096:
@@ -771,30 +820,32 @@ class TriageEngine:
                     inc.evidence, test=inc.is_test, asi15_high=self.policy.asi15_high
                 )
             inc.severity = sev
-            inc.scored = key
-        if with_flags and inc.flags:
-            codes = {r.code for r in reasons}
-            reasons.extend(r for c, r in inc.flags.items() if c not in codes)
-        rs = tuple(reasons)
-        snap = inc.snapshot = self._snapshot(inc, rs, now, flags_included=with_flags)
-        iid, rev = inc.id, inc.revision
-        routes = tuple([_fast.make_route(r, iid, rev) for r in inc.receivers])
-        return _fast.make_decision(outcome, rs, snap, routes)
-
-    def _snapshot(
-        self, inc: _Incident, reasons: tuple[Reason, ...], now: float, *, flags_included: bool = False
-    ) -> IncidentSnapshot:
-        if inc.flags and not flags_included:
-            codes = {r.code for r in reasons}
-            flags = tuple(r for c, r in inc.flags.items() if c not in codes)
+            inc.scored = inc.evidence
+            inc.scored_test = inc.is_test
+        flags = inc.flags
+        if with_flags and flags:
+            if len(reasons) == 1:
+                code = reasons[0].code
+                reasons.extend([r for c, r in flags.items() if c != code])
+            else:
+                codes = {r.code for r in reasons}
+                reasons.extend([r for c, r in flags.items() if c not in codes])
+            rs = tuple(reasons)
+            shown = rs  # every flag is among the reasons already
         else:
-            flags = ()
+            rs = tuple(reasons)
+            if flags:
+                codes = {r.code for r in rs}
+                shown = rs + tuple([r for c, r in flags.items() if c not in codes])
+            else:
+                shown = rs
         sev = inc.severity
-        if sev is None:  # pragma: no cover - every stored incident was emitted once
+        if sev is None:  # pragma: no cover - set just above
             sev = score(inc.evidence, test=inc.is_test, asi15_high=self.policy.asi15_high)
-        return _fast.make_snapshot(
-            inc.id,
-            inc.revision,
+        iid, rev = inc.id, inc.revision
+        snap = inc.snapshot = _fast.make_snapshot(
+            iid,
+            rev,
             inc.status,
             sev,
             inc.tps,
@@ -809,8 +860,11 @@ class TriageEngine:
             inc.callback,
             inc.lang,
             inc.scene_id,
-            reasons + flags,
+            shown,
         )
+        make_route = _fast.make_route
+        routes = tuple([make_route(r, iid, rev) for r in inc.receivers])
+        return _fast.make_decision(outcome, rs, snap, routes)
 
     @staticmethod
     def _remember(inc: _Incident, fp: Hashable) -> None:
