@@ -33,6 +33,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--mix", default="", help="override shares, e.g. 'storm=0.001,redial=0.1'")
     parser.add_argument(
+        "--operator-delay-scale",
+        type=float,
+        default=1.0,
+        help="realistic profile: multiply the operator's labelled reaction times (0.1 = ten times faster)",
+    )
+    parser.add_argument(
         "--transport",
         choices=("mqtt", "http", "http-raw"),
         default="mqtt",
@@ -157,6 +163,7 @@ async def _main(
         transport=args.transport,
         drain_s=args.drain,
         operator_bot=args.profile == "realistic",
+        operator_delay_scale=args.operator_delay_scale,
         max_outstanding=args.max_outstanding,
     )
     limits = Sustainability(max_p99_s=args.max_p99_ms / 1000.0)
