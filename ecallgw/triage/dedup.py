@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 from ecallgw.model import CancelSignal, Msd, MsdSignal, Position, PositionSignal, Reason, Signal
-from ecallgw.triage._fast import make_position
+from ecallgw.triage._fast import make_position, make_reason
 from ecallgw.triage.routing import distance_m
 
 __all__ = ["CallKey", "fingerprint", "msd_changes", "msd_position", "position_changes"]
@@ -68,7 +68,7 @@ def position_changes(old: Position | None, new: Position | None, min_move_m: flo
         return (Reason(code="position_first_fix", text="first known position"),)
     moved = distance_m(old.lat, old.lon, new.lat, new.lon)
     if moved > min_move_m:
-        return (Reason(code="position_moved", text=f"position moved {moved:.0f} m"),)
+        return (make_reason("position_moved", f"position moved {moved:.0f} m"),)
     if new.trusted and not old.trusted:
         return (Reason(code="position_trusted", text="position became trusted"),)
     return ()
@@ -85,13 +85,21 @@ def msd_changes(old: Msd, new: Msd, min_move_m: float) -> tuple[Reason, ...]:
     # Field by field, cheapest first: a plain retransmission differs only in messageIdentifier and
     # the recent-location deltas, which are not news.
     oad_old, oad_new = old.msd.optional_additional_data, new.msd.optional_additional_data
+    # Identity first: a resend shares most parts with the MSD before it (interned by the codec), and
+    # the values compared are ints, bools and bytes, for which ``is`` implies ``==``.
     if (
-        sn.vehicle_location == so.vehicle_location
+        (sn.vehicle_location is so.vehicle_location or sn.vehicle_location == so.vehicle_location)
         and sn.number_of_passengers == so.number_of_passengers
-        and sn.control == so.control
-        and sn.vehicle_propulsion_storage_type == so.vehicle_propulsion_storage_type
+        and (sn.control is so.control or sn.control == so.control)
+        and (
+            sn.vehicle_propulsion_storage_type is so.vehicle_propulsion_storage_type
+            or sn.vehicle_propulsion_storage_type == so.vehicle_propulsion_storage_type
+        )
         and (oad_new is oad_old or oad_new == oad_old)
-        and sn.vehicle_identification_number == so.vehicle_identification_number
+        and (
+            sn.vehicle_identification_number is so.vehicle_identification_number
+            or sn.vehicle_identification_number == so.vehicle_identification_number
+        )
     ):
         return ()
     reasons: list[Reason] = []

@@ -49,7 +49,12 @@ ACTIONS = ("ack", "cancel", "escalate", "resolve")
 
 
 def _r(code: str, text: str) -> Reason:
-    return Reason(code=code, text=text)
+    return _fast.make_reason(code, text)
+
+
+def _plain(outcome: Outcome, reasons: tuple[Reason, ...]) -> Decision:
+    """A decision without a revision (nothing receivers see changed)."""
+    return _fast.make_decision(outcome, reasons, None, ())
 
 
 # Reasons without parameters are built once: most decisions are duplicates and should cost little.
@@ -86,13 +91,26 @@ _BY_OPERATOR = {
 }
 _CANCEL_REQ = "cancel_requested"
 _HOLDING_OR_CANCEL = _HOLDING | {_CANCEL_REQ}
+_CANCEL_REQUESTED_TEXT = "an operator must confirm before receivers are told"
+_CANCEL_REQUESTED = _r(_CANCEL_REQ, f"the vehicle cancelled: {_CANCEL_REQUESTED_TEXT}")
 _CLOSED_STATUSES = frozenset({"cancelled", "resolved"})
 
 
 # Decisions are frozen: the common constant ones are built once and shared.
-_DUP_EXACT = Decision(outcome=Outcome.duplicate, reasons=_EXACT_REPEAT)
-_DUP_RESEND = Decision(outcome=Outcome.duplicate, reasons=_RESEND_UNCHANGED)
-_ORPHAN_DECISION = Decision(outcome=Outcome.orphan_signal, reasons=_ORPHAN)
+_DUP_EXACT = _plain(Outcome.duplicate, _EXACT_REPEAT)
+_DUP_RESEND = _plain(Outcome.duplicate, _RESEND_UNCHANGED)
+_ORPHAN_DECISION = _plain(Outcome.orphan_signal, _ORPHAN)
+_UNKNOWN_INCIDENT = _plain(
+    Outcome.unknown_incident, (_r("unknown_incident", "no such incident (unknown or pruned)"),)
+)
+_ALREADY_ACKED = _plain(Outcome.acknowledged, (_r("already_acknowledged", "already acknowledged"),))
+_ACKED_TEXT = "the operator handles it, no timer escalation"
+_ACKED = _plain(Outcome.acknowledged, (_r("acknowledged", f"acknowledged: {_ACKED_TEXT}"),))
+_TEST_NOT_ESCALATED = _plain(
+    Outcome.rejected, (_r("test_call_not_escalated", "a test call is never forwarded to a PSAP"),)
+)
+_ALREADY_AT_PSAP = _plain(Outcome.rejected, (_r("already_at_psap", "already forwarded to a PSAP"),))
+_DUP_CLOSED_RESEND = _plain(Outcome.duplicate, (_CLOSED, *_RESEND_UNCHANGED))
 
 
 class _Incident:
@@ -242,6 +260,9 @@ class TriageEngine:
             f"{policy.escalation_delay_s:.0f} s",
         )
         self._route_reasons: dict[tuple[str, bool], Reason] = {}
+        self._cancel_in_grace = _r(
+            _CANCEL_IN_GRACE, f"cancelled by the vehicle within {policy.cancel_grace_s:.0f} s"
+        )
         self._non_psap = (policy.operator_receiver, policy.test_receiver)
         self._severity_cache: dict[tuple[Evidence, bool], Severity] = {}
         self._evidence_cache: dict[tuple[object, ...], tuple[Evidence, Severity, Severity]] = {}
@@ -289,44 +310,31 @@ class TriageEngine:
         """
         inc = self._incidents.get(incident_id)
         if inc is None:
-            return Decision(
-                outcome=Outcome.unknown_incident,
-                reasons=(_r("unknown_incident", "no such incident (unknown or pruned)"),),
-            )
-        by = f" by {actor}" if actor else ""
+            return _UNKNOWN_INCIDENT
         if action not in ACTIONS:
-            return Decision(
-                outcome=Outcome.rejected, reasons=(_r("unknown_action", f"unknown action {action!r}"),)
-            )
+            return _plain(Outcome.rejected, (_r("unknown_action", f"unknown action {action!r}"),))
         if inc.closed:
-            return Decision(outcome=Outcome.rejected, reasons=(_CLOSED,))
-        inc.last_at = max(inc.last_at, now)
+            return _plain(Outcome.rejected, (_CLOSED,))
+        if now > inc.last_at:  # noqa: PLR1730 - max() without the call
+            inc.last_at = now
         if action == "ack":
             inc.escalation_due = None
             inc.flags.pop(_ESC_PENDING, None)
             inc.flags.pop(_ESC_HELD.code, None)
             if inc.acked:
-                return Decision(
-                    outcome=Outcome.acknowledged,
-                    reasons=(_r("already_acknowledged", "already acknowledged"),),
-                )
+                return _ALREADY_ACKED
             inc.acked = True
-            return Decision(
-                outcome=Outcome.acknowledged,
-                reasons=(
-                    _r("acknowledged", f"acknowledged{by}: the operator handles it, no timer escalation"),
-                ),
+            if not actor:
+                return _ACKED
+            return _plain(
+                Outcome.acknowledged,
+                (_r("acknowledged", f"acknowledged by {actor}: {_ACKED_TEXT}"),),
             )
         if action == "escalate":
             if inc.is_test:
-                return Decision(
-                    outcome=Outcome.rejected,
-                    reasons=(_r("test_call_not_escalated", "a test call is never forwarded to a PSAP"),),
-                )
+                return _TEST_NOT_ESCALATED
             if self._has_psap(inc):
-                return Decision(
-                    outcome=Outcome.rejected, reasons=(_r("already_at_psap", "already forwarded to a PSAP"),)
-                )
+                return _ALREADY_AT_PSAP
             inc.escalated = True
             inc.escalation_due = None
             reason = _BY_OPERATOR["escalate"]
@@ -408,7 +416,7 @@ class TriageEngine:
             self._fold_orphans(open_inc, ck, now, reasons)
             if visible or len(reasons) > 1:
                 return self._emit(open_inc, Outcome.joined_incident, reasons, now)
-            return Decision(outcome=Outcome.joined_incident, reasons=tuple(reasons))
+            return _plain(Outcome.joined_incident, tuple(reasons))
         return self._new_incident(sig, ck, vkey, now, veh)
 
     def _near(self, inc: _Incident, msd: Msd, now: float) -> bool:
@@ -433,7 +441,7 @@ class TriageEngine:
             if not msd_changes(inc.msd, sig.msd, self.policy.position_change_m) and (
                 inc.automatic or not sig.msd.automatic
             ):
-                return Decision(outcome=Outcome.duplicate, reasons=(_CLOSED, *_RESEND_UNCHANGED))
+                return _DUP_CLOSED_RESEND
             # The vehicle raised something new after the incident was closed: a new incident, so a
             # cancelled alert is never silently reopened and a new activation is never swallowed.
             ck: CallKey = (sig.tps, sig.vehicle, sig.call_id)
@@ -450,7 +458,8 @@ class TriageEngine:
         """Fold an MSD of a known incident into it; True when receivers should see a new revision."""
         msd = sig.msd
         visible = False
-        inc.last_at = max(inc.last_at, now)
+        if now > inc.last_at:  # noqa: PLR1730 - max() without the call
+            inc.last_at = now
         mid = msd.msd.msd_structure.message_identifier
         call_id = sig.call_id
         if call_id == inc.call_id:
@@ -656,8 +665,8 @@ class TriageEngine:
         if inc is None:
             self._orphans.setdefault(ck, []).append((sig, now))
             return _ORPHAN_DECISION
-        fp = fingerprint(sig)
-        if self._was_seen(inc, fp):
+        fp = ("cancel", sig.sent_at, sig.reason)  # dedup.fingerprint, inlined
+        if fp == inc.fp0 or (inc.seen is not None and fp in inc.seen):
             return _DUP_EXACT
         self._remember(inc, fp)
         reasons: list[Reason] = []
@@ -670,14 +679,15 @@ class TriageEngine:
         self, inc: _Incident, sig: CancelSignal, now: float, reasons: list[Reason]
     ) -> Outcome | None:
         """Fold a vehicle cancel into an incident; the outcome, or None when nothing changed."""
-        inc.last_at = max(inc.last_at, now)
-        why = f" ({sig.reason})" if sig.reason else ""
+        if now > inc.last_at:  # noqa: PLR1730 - max() without the call
+            inc.last_at = now
         if inc.closed:
             reasons.append(_CLOSED)
             return None
         if _CANCEL_REQ in inc.flags:
             reasons.extend(_CANCEL_REPEAT)
             return None
+        why = f" ({sig.reason})" if sig.reason else ""
         in_grace = now - inc.received_at <= self.policy.cancel_grace_s
         if inc.is_test or (not inc.automatic and not self._has_psap(inc) and in_grace):
             # A mistaken press cancelled at once, never seen by a PSAP: close without an operator.
@@ -685,17 +695,21 @@ class TriageEngine:
             inc.closed = True
             inc.escalation_due = None
             reasons.append(
-                _r(
+                self._cancel_in_grace
+                if not why
+                else _r(
                     _CANCEL_IN_GRACE,
                     f"cancelled by the vehicle within {self.policy.cancel_grace_s:.0f} s{why}",
                 )
             )
             return Outcome.cancelled
         # Automatic, already at a PSAP, or late: automation does not retract it; an operator decides.
-        inc.flags[_CANCEL_REQ] = _r(
-            _CANCEL_REQ, f"the vehicle cancelled{why}: an operator must confirm before receivers are told"
+        req = inc.flags[_CANCEL_REQ] = (
+            _CANCEL_REQUESTED
+            if not why
+            else _r(_CANCEL_REQ, f"the vehicle cancelled{why}: {_CANCEL_REQUESTED_TEXT}")
         )
-        reasons.append(inc.flags[_CANCEL_REQ])
+        reasons.append(req)
         if not inc.automatic and not self._has_psap(inc):
             self._arm_escalation(inc, now)
         return Outcome.cancel_requested
@@ -706,8 +720,9 @@ class TriageEngine:
         if inc is None:
             self._orphans.setdefault(ck, []).append((sig, now))
             return _ORPHAN_DECISION
-        fp = fingerprint(sig)
-        if self._was_seen(inc, fp):
+        p = sig.position
+        fp = ("position", sig.sent_at, p.lat, p.lon, p.trusted, p.at)  # dedup.fingerprint, inlined
+        if fp == inc.fp0 or (inc.seen is not None and fp in inc.seen):
             return _DUP_EXACT
         self._remember(inc, fp)
         reasons: list[Reason] = []
@@ -716,7 +731,8 @@ class TriageEngine:
         return _fast.make_decision(Outcome.duplicate, tuple(reasons), None, ())
 
     def _apply_position(self, inc: _Incident, sig: PositionSignal, now: float, reasons: list[Reason]) -> bool:
-        inc.last_at = max(inc.last_at, now)
+        if now > inc.last_at:  # noqa: PLR1730 - max() without the call
+            inc.last_at = now
         if inc.closed:
             reasons.append(_CLOSED)
             return False
