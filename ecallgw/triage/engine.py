@@ -209,6 +209,7 @@ class _Vehicle:
 
 _Cell = int | tuple[int, int]
 _CELL_SPAN = 1 << 32
+_CELL_HALF = _CELL_SPAN // 2
 
 
 def _cell(row: int, col: int) -> _Cell:
@@ -217,8 +218,8 @@ def _cell(row: int, col: int) -> _Cell:
     Columns within ±2**31 (every real longitude at any allowed scene radius) pack into one int;
     any other falls back to the tuple, which never equals an int.
     """
-    if -_CELL_SPAN // 2 <= col < _CELL_SPAN // 2:
-        return row * _CELL_SPAN + col + _CELL_SPAN // 2
+    if -_CELL_HALF <= col < _CELL_HALF:
+        return row * _CELL_SPAN + col + _CELL_HALF
     return (row, col)
 
 
@@ -622,11 +623,19 @@ class TriageEngine:
         horizon = now - self.policy.scene_window_s
         limit = self.policy.scene_distance_m
         widths = self._row_widths
-        home = _cell(ci, math.floor(lon / (widths.get(ci) or self._row_width(ci))))
+        home: _Cell | None = None
         for row in (ci, ci - 1 if y - ci < 0.5 else ci + 1):
             x = lon / (widths.get(row) or self._row_width(row))
             cj = math.floor(x)
-            for cell in (_cell(row, cj), _cell(row, cj - 1 if x - cj < 0.5 else cj + 1)):
+            cn = cj - 1 if x - cj < 0.5 else cj + 1
+            if -_CELL_HALF < cj < _CELL_HALF - 1:  # _cell(), inlined: both columns pack into an int
+                base = row * _CELL_SPAN + _CELL_HALF
+                cells: tuple[_Cell, _Cell] = (base + cj, base + cn)
+            else:
+                cells = (_cell(row, cj), _cell(row, cn))
+            if home is None:  # the first cell looked at is the point's own
+                home = cells[0]
+            for cell in cells:
                 for other in grid.get(cell, ()):
                     op = other.position
                     if other.closed or other.last_at < horizon or op is None:
@@ -635,6 +644,8 @@ class TriageEngine:
                         continue
                     if best is None or (other.received_at, other.id) < (best.received_at, best.id):
                         best = other
+        if home is None:  # pragma: no cover - the loop above always runs
+            return
         cell_list = grid.get(home)
         if cell_list is None:
             grid[home] = [inc]

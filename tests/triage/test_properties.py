@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ecallgw.model import MsdSignal, Signal
+from ecallgw.model import IncidentSnapshot, MsdSignal, Signal
 from ecallgw.triage import Decision, Outcome, TriageEngine
 from tests.triage._build import (
     GRAZ,
@@ -95,9 +95,11 @@ def run(steps_: list[Step], *, repeat_signals: bool = False) -> list[tuple[Step,
     engine = TriageEngine(POLICY, KEY)
     out: list[tuple[Step, Decision]] = []
     incidents: list[str] = []
+    latest: dict[str, IncidentSnapshot] = {}
     now = T0
     for s in steps_:
         now += s.dt
+        before = len(out)
         if s.signal is not None:
             d = engine.on_signal(s.signal, now=now)
             out.append((s, d))
@@ -116,6 +118,12 @@ def run(steps_: list[Step], *, repeat_signals: bool = False) -> list[tuple[Step,
         for _, d in out[-3:]:
             if d.outcome is Outcome.new_incident and d.incident and d.incident.incident_id not in incidents:
                 incidents.append(d.incident.incident_id)
+        # What the gateway reads back (engine.get) is always the revision last decided, complete.
+        latest.update((d.incident.incident_id, d.incident) for _, d in out[before:] if d.incident)
+        if s.prune:
+            latest = {k: v for k, v in latest.items() if engine.get(k) is not None}
+        for iid, snap in latest.items():
+            assert engine.get(iid) == snap
     return out
 
 
@@ -343,3 +351,22 @@ def test_scene_links_exactly_within_the_radius(
     b_ = engine.on_signal(msd_signal(vin=vin_for(2), vehicle="b", position=other), now=T0 + 1).incident
     assert a is not None and b_ is not None
     assert (b_.scene_id == a.incident_id) is (not far)
+
+
+@given(
+    st.tuples(st.integers(-(2**40), 2**40), st.integers(-(2**40), 2**40)),
+    st.tuples(st.integers(-(2**40), 2**40), st.integers(-(2**40), 2**40)),
+    st.integers(-3, 3),
+    st.integers(-3, 3),
+)
+def test_scene_cell_keys_are_injective(
+    a: tuple[int, int], b: tuple[int, int], drow: int, dcol: int
+) -> None:
+    # The scene grid packs (row, column) into one int where it can: two cells share a key only
+    # when they are the same cell, near the packing limits too.
+    from ecallgw.triage.engine import _CELL_HALF, _cell
+
+    near = (a[0] + drow, a[1] + dcol)
+    edge = (a[0], _CELL_HALF - 1 + dcol)
+    for x, y in ((a, b), (a, near), (edge, (a[0] + 1, -_CELL_HALF + dcol)), (edge, a)):
+        assert (_cell(*x) == _cell(*y)) is (x == y)
