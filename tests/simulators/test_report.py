@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,22 @@ def test_report_figures_from_known_records(tmp_path: Path) -> None:
     assert data["duplicates"] == 1 and data["latency"]["count"] == 2
     assert write_plot(report, tmp_path / "plot.png") is None
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_degrades_without_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The plot is optional (extra `plot`): without matplotlib the report still works and says why.
+    (crash,) = generate(random.Random(2), 1, _PLAIN, start=1_790_000_000.0, kinds=["crash"])
+    outgoing = build_outgoing([crash])
+    report = build_report(
+        transport="mqtt",
+        scenarios=[crash],
+        outgoing=outgoing,
+        log=SendLog(len(outgoing)),
+        arrivals=[],
+        psap_receivers=set(),
+    )
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
+    message = write_plot(report, tmp_path / "plot.png")
+    assert message is not None and "ecallgw[plot]" in message
+    assert not (tmp_path / "plot.png").exists()
+    assert report.lost == 1 and "lost                         1 of 1" in report.to_text()
