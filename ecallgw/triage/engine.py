@@ -145,9 +145,10 @@ class _Incident:
         "scored_test",
         "seen",
         "severity",
-        "snapshot",
+        "shown",
         "status",
         "tps",
+        "updated_at",
         "vehicle",
         "vkey",
     )
@@ -183,7 +184,11 @@ class _Incident:
         # The evidence object and test flag the severity was computed from (no tuple per incident).
         self.scored: Evidence | None = None
         self.scored_test = False
-        self.snapshot: IncidentSnapshot | None = None
+        # The latest revision is not kept as an object (~190 B per incident): its reasons and time
+        # are, and get() rebuilds an equal snapshot from them and the fields below, which change
+        # only together with a new revision (the properties check get() after every step).
+        self.shown: tuple[Reason, ...] = ()
+        self.updated_at = now
         self.revision = 0
         self.status: Status = "open"
         self.receivers: list[str] = []
@@ -277,7 +282,9 @@ class TriageEngine:
     def get(self, incident_id: str) -> IncidentSnapshot | None:
         """The latest revision of an incident, or None when unknown or pruned."""
         inc = self._incidents.get(incident_id)
-        return None if inc is None else inc.snapshot
+        if inc is None or inc.revision == 0:
+            return None
+        return self._snapshot(inc, inc.shown, inc.updated_at)
 
     def on_signal(self, signal: Signal, *, now: float) -> Decision:
         """Triage one decoded signal received at ``now`` (epoch seconds).
@@ -866,13 +873,22 @@ class TriageEngine:
                 shown = rs + tuple([r for c, r in flags.items() if c not in codes])
             else:
                 shown = rs
-        sev = inc.severity
-        if sev is None:  # pragma: no cover - set just above
-            sev = score(inc.evidence, test=inc.is_test, asi15_high=self.policy.asi15_high)
+        inc.shown = shown
+        inc.updated_at = now
+        snap = self._snapshot(inc, shown, now)
         iid, rev = inc.id, inc.revision
-        snap = inc.snapshot = _fast.make_snapshot(
-            iid,
-            rev,
+        make_route = _fast.make_route
+        routes = tuple([make_route(r, iid, rev) for r in inc.receivers])
+        return _fast.make_decision(outcome, rs, snap, routes)
+
+    @staticmethod
+    def _snapshot(inc: _Incident, shown: tuple[Reason, ...], updated_at: float) -> IncidentSnapshot:
+        sev = inc.severity
+        if sev is None:  # pragma: no cover - every emitted incident was scored
+            raise AssertionError("incident emitted without a severity")
+        return _fast.make_snapshot(
+            inc.id,
+            inc.revision,
             inc.status,
             sev,
             inc.tps,
@@ -881,7 +897,7 @@ class TriageEngine:
             inc.automatic,
             inc.is_test,
             inc.received_at,
-            now,
+            updated_at,
             inc.msd,
             inc.position,
             inc.callback,
@@ -889,9 +905,6 @@ class TriageEngine:
             inc.scene_id,
             shown,
         )
-        make_route = _fast.make_route
-        routes = tuple([make_route(r, iid, rev) for r in inc.receivers])
-        return _fast.make_decision(outcome, rs, snap, routes)
 
     @staticmethod
     def _remember(inc: _Incident, fp: Hashable) -> None:
