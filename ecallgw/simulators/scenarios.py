@@ -712,7 +712,9 @@ def _one(rng: random.Random, kind: Kind, index: int, start: float, mix: Mix) -> 
         b.call(v, traj, offset_s=0.0, automatic=rng.random() < 0.3, allow_redial=False, allow_untrusted=False)
         b.start = start
         vehicles = [v]
-        expected = 0
+        # Triage cannot tell a replayed backlog from a real call whose clock failed: it opens one
+        # incident flagged stale; an automatic one still reaches a PSAP (docs/triage.md, safety).
+        expected = 1
     else:  # pragma: no cover - Kind is closed
         raise ValueError(kind)
 
