@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import signal
 import socket
@@ -305,6 +306,13 @@ class Gateway:
                     pass
                 await asyncio.sleep(0.05)
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the gateway process used so far (Linux /proc)."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.send_signal(signal.SIGTERM)
@@ -349,8 +357,11 @@ async def main(n: int, seconds: float, synchronous: str, sink: str, latency_rate
         receiver.prefix = "g"
         note("gateway: draining")
         gateway.start()
+        await gateway.ready()  # start-up (imports, replay) is not part of the per-message CPU
+        cpu0 = gateway.cpu_s()
         async with asyncio.timeout(600):
             await receiver.done.wait()
+        gw_cpu = gateway.cpu_s() - cpu0
         times = sorted(receiver.arrivals.values())
         gw_rate = (len(times) - 1) / (times[-1] - times[0])
         assert len(receiver.keys) == n, f"{len(receiver.keys)} distinct keys for {n} incidents"
@@ -405,6 +416,7 @@ async def main(n: int, seconds: float, synchronous: str, sink: str, latency_rate
             f"{gw_rate:,.0f} msg/s",
         ),
         ("gateway / bare", f"{gw_rate / bare_rate:.1%}"),
+        ("gateway CPU per message while draining (all threads)", f"{gw_cpu / n * 1e6:,.0f} µs"),
         (f"bare latency p50 / p99 at {rate:.0f} msg/s", f"{b50:.1f} / {b99:.1f} ms"),
         (f"gateway latency p50 / p99 at {rate:.0f} msg/s (publish → PSAP)", f"{g50:.1f} / {g99:.1f} ms"),
         ("added by the gateway p50 / p99", f"{g50 - b50:.1f} / {g99 - b99:.1f} ms"),
