@@ -215,6 +215,9 @@ class SqliteStore:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failed: BaseException | None = None
+        self._delivered: list[tuple[int, float, int, int | None, float | None]] = []
+        self._delivered_fut: asyncio.Future[None] | None = None
+        self._running = False  # the writer thread is up (a flag: Thread.is_alive per job costs ~5 us)
         self.commits = 0
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -228,6 +231,8 @@ class SqliteStore:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._delivered_fut is not None and self.writable:
+            self._flush_delivered()  # confirmations of the last loop turn go in before the stop
         self._jobs.put(None)
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
@@ -257,6 +262,7 @@ class SqliteStore:
             err = StoreError(f"cannot open store {self._config.path}: {exc}")
             loop.call_soon_threadsafe(_set_exception, ready, err)
             return
+        self._running = True
         loop.call_soon_threadsafe(_set_result, ready, None)
         try:
             self._loop_jobs(conn, loop)
@@ -264,6 +270,7 @@ class SqliteStore:
             self._failed = exc
             raise
         finally:
+            self._running = False
             conn.close()
 
     def _loop_jobs(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
@@ -284,27 +291,7 @@ class SqliteStore:
                     break
                 batch.append(job)
             t0 = time.perf_counter()
-            outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                for fn, fut in batch:
-                    conn.execute("SAVEPOINT unit")
-                    try:
-                        value = fn(conn)
-                    except (sqlite3.Error, ValueError, KeyError, TypeError) as exc:
-                        # One bad unit must not take its batch down with it.
-                        conn.execute("ROLLBACK TO unit")
-                        conn.execute("RELEASE unit")
-                        outcomes.append((fut, None, StoreError(f"store operation failed: {exc!r}")))
-                    else:
-                        conn.execute("RELEASE unit")
-                        outcomes.append((fut, value, None))
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                err = StoreError(f"commit failed: {exc}")
-                outcomes = [(fut, None, err) for _, fut in batch]
+            outcomes = self._commit_batch(conn, batch)
             self.commits += 1
             if self._metrics is not None:
                 self._metrics.store_commit.observe(time.perf_counter() - t0)
@@ -313,8 +300,52 @@ class SqliteStore:
             if stop:
                 return
 
-    def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
-        if not self.writable:
+    @staticmethod
+    def _commit_batch(
+        conn: sqlite3.Connection,
+        batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]],
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        """Run a batch's jobs in one transaction; a failing job fails alone.
+
+        The common case runs the jobs straight through (two statements fewer per job than a
+        SAVEPOINT each). Should one fail, the whole transaction is rolled back, nothing of it having
+        been committed or returned, and the batch runs again with a SAVEPOINT per job.
+        """
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            values = [fn(conn) for fn, _ in batch]
+            conn.execute("COMMIT")
+            return [(fut, value, None) for (_, fut), value in zip(batch, values, strict=True)]
+        except (sqlite3.Error, ValueError, KeyError, TypeError):
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, fut in batch:
+                conn.execute("SAVEPOINT unit")
+                try:
+                    value = fn(conn)
+                except (sqlite3.Error, ValueError, KeyError, TypeError) as exc:
+                    # One bad unit must not take its batch down with it.
+                    conn.execute("ROLLBACK TO unit")
+                    conn.execute("RELEASE unit")
+                    outcomes.append((fut, None, StoreError(f"store operation failed: {exc!r}")))
+                else:
+                    conn.execute("RELEASE unit")
+                    outcomes.append((fut, value, None))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            err = StoreError(f"commit failed: {exc}")
+            outcomes = [(fut, None, err) for _, fut in batch]
+        return outcomes
+
+    def _submit(self, fn: Callable[[sqlite3.Connection], T], *, flush: bool = True) -> asyncio.Future[T]:
+        if flush and self._delivered_fut is not None:
+            self._flush_delivered()  # confirmations recorded before this job are written before it
+        if self._failed is not None or not self._running:
             raise StoreError("the store is not running") from self._failed
         assert self._loop is not None
         fut: asyncio.Future[T] = self._loop.create_future()
@@ -363,16 +394,39 @@ class SqliteStore:
     def record_delivered_nowait(
         self, item: OutboxItem, *, at: float, attempts: int, status: int | None, sent_at: float | None = None
     ) -> asyncio.Future[None]:
-        """`record_delivered` without waiting: the future resolves once it is committed."""
+        """`record_delivered` without waiting: the future resolves once it is committed.
+
+        Confirmations coalesce: those of one event-loop turn become one job (two ``executemany``)
+        instead of a job, a future and a thread hand-off each. The job is queued at the end of the
+        turn, or before any other job, so the store's order (a read sees every write queued before
+        it) holds.
+        """
+        if self._failed is not None or not self._running:
+            raise StoreError("the store is not running") from self._failed
+        self._delivered.append((item.id, at, attempts, status, sent_at))
+        fut = self._delivered_fut
+        if fut is None:
+            assert self._loop is not None
+            fut = self._delivered_fut = self._loop.create_future()
+            self._loop.call_soon(self._flush_delivered)
+        return fut
+
+    def _flush_delivered(self) -> None:
+        fut = self._delivered_fut
+        if fut is None:
+            return
+        rows, self._delivered, self._delivered_fut = self._delivered, [], None
 
         def fn(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE outbox SET state='delivered' WHERE id=?", (item.id,))
-            conn.execute(
-                "INSERT OR REPLACE INTO deliveries VALUES (?,?,?,?,?)",
-                (item.id, at, attempts, status, sent_at),
-            )
+            conn.executemany("UPDATE outbox SET state='delivered' WHERE id=?", [(r[0],) for r in rows])
+            conn.executemany("INSERT OR REPLACE INTO deliveries VALUES (?,?,?,?,?)", rows)
 
-        return self._submit(fn)
+        try:
+            job = self._submit(fn, flush=False)
+        except StoreError as exc:
+            fut.set_exception(exc)
+            return
+        job.add_done_callback(lambda j: _chain(j, fut))
 
     async def first_delivery(self, incident_id: str, receiver: str) -> tuple[int, float] | None:
         """(revision, sent time) of the first revision of an incident a receiver confirmed, or None."""
@@ -824,6 +878,18 @@ def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
 def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)
+
+
+def _chain(job: asyncio.Future[None], fut: asyncio.Future[None]) -> None:
+    if fut.done():
+        return
+    exc = None if job.cancelled() else job.exception()
+    if job.cancelled():
+        fut.cancel()
+    elif exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(None)
 
 
 def _resolve_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
