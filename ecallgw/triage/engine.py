@@ -247,6 +247,7 @@ class TriageEngine:
     def __init__(self, policy: TriagePolicy, key: bytes) -> None:
         self.policy = policy
         self._key = keys.check_key(key)
+        self._vehicle_key = keys.VehicleKeys(key)
         self._id_key = keys.incident_key(key)
         self._router = PsapRouter(policy)
         self._incidents: dict[str, _Incident] = {}
@@ -407,7 +408,7 @@ class TriageEngine:
         inc = self._calls.get(ck)
         if inc is not None:
             return self._msd_in_call(inc, sig, now)
-        vkey = keys.vehicle_key(self._key, sig.msd.vin)
+        vkey = self._vehicle_key(sig.msd.vin)
         test = sig.msd.test
         veh = self._vehicles.get((vkey, test))
         near = veh is not None and self._near(veh.incident, sig.msd, now)
@@ -453,7 +454,7 @@ class TriageEngine:
             # The vehicle raised something new after the incident was closed: a new incident, so a
             # cancelled alert is never silently reopened and a new activation is never swallowed.
             ck: CallKey = (sig.tps, sig.vehicle, sig.call_id)
-            vkey = keys.vehicle_key(self._key, sig.msd.vin)
+            vkey = self._vehicle_key(sig.msd.vin)
             veh = self._vehicles.get((vkey, sig.msd.test))
             return self._new_incident(sig, ck, vkey, now, veh, generation=inc.generation + 1)
         reasons: list[Reason] = []
