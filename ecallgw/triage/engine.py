@@ -407,6 +407,19 @@ class TriageEngine:
         ck: CallKey = (sig.tps, sig.vehicle, sig.call_id)
         inc = self._calls.get(ck)
         if inc is not None:
+            # The hot path (redeliveries, resends): an inlined fingerprint of the MSD bytes.
+            msd = sig.msd
+            fp = msd.raw or msd
+            seen = inc.seen
+            if fp == inc.fp0 or (seen is not None and fp in seen):
+                return _DUP_EXACT
+            # _remember(), inlined
+            if inc.fp0 is None:  # pragma: no cover - an incident starts with its MSD's fingerprint
+                inc.fp0 = fp
+            elif seen is None:
+                inc.seen = {fp}
+            elif len(seen) < _SEEN_LIMIT:
+                seen.add(fp)
             return self._msd_in_call(inc, sig, now)
         vkey = self._vehicle_key(sig.msd.vin)
         test = sig.msd.test
@@ -441,11 +454,7 @@ class TriageEngine:
         return distance_m(old.lat, old.lon, new[0], new[1]) <= self.policy.redial_distance_m
 
     def _msd_in_call(self, inc: _Incident, sig: MsdSignal, now: float) -> Decision:
-        # The hot path (redeliveries, resends): an inlined fingerprint of the MSD bytes.
-        fp = sig.msd.raw or sig.msd
-        if fp == inc.fp0 or (inc.seen is not None and fp in inc.seen):
-            return _DUP_EXACT
-        self._remember(inc, fp)
+        """A new MSD (not an exact repeat, already remembered) of a call with an incident."""
         if inc.closed:
             if not msd_changes(inc.msd, sig.msd, self.policy.position_change_m) and (
                 inc.automatic or not sig.msd.automatic
