@@ -396,7 +396,7 @@ async def _wait_until(event: asyncio.Event, deadline: float) -> None:
 async def _quiet(psap: SimulatedPsap, *, quiet_s: float, deadline: float) -> None:
     """Return once no request reached the PSAP for ``quiet_s`` (or at ``deadline``)."""
     while True:
-        last = psap.arrivals[-1].at if psap.arrivals else 0.0
+        last = psap.last_activity
         now = time.time()
         if now - last >= quiet_s or now >= deadline:
             return
@@ -549,10 +549,23 @@ def judge(report: LoadReport, limits: Sustainability) -> list[str]:
     why: list[str] = []
     if report.lost:
         why.append(f"{report.lost} lost")
+    if not report.scenarios_tracked:
+        why.append("no tracked scenario: nothing to judge loss by")
     if report.duplicates:
         why.append(f"{report.duplicates} duplicates")
+    if report.undelivered:
+        why.append(f"{report.undelivered} documents refused and never accepted later")
     if report.send_errors:
         why.append(f"{report.send_errors} send errors")
+    if report.signals_acked < report.signals_scheduled:
+        why.append(f"{report.signals_scheduled - report.signals_acked} signals not acknowledged")
+    bad = report.invalid_documents + report.unreadable_documents + report.key_mismatches + report.out_of_order
+    if bad:
+        why.append(
+            f"{bad} bad documents (schema {report.invalid_documents}, unreadable "
+            f"{report.unreadable_documents}, Idempotency-Key {report.key_mismatches}, "
+            f"out of order {report.out_of_order})"
+        )
     if not math.isfinite(report.latency.p99) or report.latency.p99 > limits.max_p99_s:
         why.append(f"p99 {report.latency.p99 * 1000:.0f} ms > {limits.max_p99_s * 1000:.0f} ms")
     if report.achieved_rate < limits.min_achieved_share * report.offered_rate:

@@ -18,10 +18,9 @@ import contextlib
 import json
 import logging
 import random
-import socket
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +53,8 @@ class Arrival:
 
     Attributes:
         receiver: the path's receiver name.
-        at: arrival time, epoch seconds (``time.time()``, the same clock the drivers schedule on).
+        at: arrival time (body read, before any simulated delay), epoch seconds (``time.time()``,
+            the same clock the drivers schedule on). ``SimulatedPsap.arrivals`` is in answer order.
         status: the HTTP status we answered.
         key: the ``Idempotency-Key`` header, or None.
         content_type: the request's content type.
@@ -159,6 +159,8 @@ class SimulatedPsap:
         self.behaviour = behaviour if behaviour is not None else Behaviour()
         self.port = port
         self.arrivals: list[Arrival] = []
+        self.last_activity = 0.0
+        """When a request last arrived or was answered (epoch seconds): quiet means no traffic."""
         self._accepted_keys: dict[str, set[str]] = {}
         self._listeners: list[Callable[[Arrival], None]] = []
         self._runner: web.AppRunner | None = None
@@ -209,9 +211,8 @@ class SimulatedPsap:
         self._site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
         await self._site.start()
         if self.port == 0:
-            server = self._site._server
-            sockets: Sequence[socket.socket] = getattr(server, "sockets", None) or ()
-            self.port = int(sockets[0].getsockname()[1])
+            host_port = self._runner.addresses[0]
+            self.port = int(host_port[1])
 
     async def go_down(self, seconds: float) -> None:
         """Stop listening now (connections are refused) and come back after ``seconds``."""
@@ -231,6 +232,9 @@ class SimulatedPsap:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        # Arrival is when the document got here: a slow PSAP's own answering time is not the
+        # gateway's latency.
+        arrived = self.last_activity = time.time()
         receiver = request.match_info["receiver"]
         b = self.behaviour
         if b.delay_s > 0:
@@ -251,7 +255,7 @@ class SimulatedPsap:
             seen.add(key)
         arrival = Arrival(
             receiver=receiver,
-            at=time.time(),
+            at=arrived,
             status=status,
             key=key,
             content_type=request.content_type,
@@ -259,6 +263,7 @@ class SimulatedPsap:
             duplicate=duplicate,
         )
         self.arrivals.append(arrival)
+        self.last_activity = time.time()
         for listener in self._listeners:
             listener(arrival)
         return web.Response(status=status, headers=headers, text="ok" if status < 300 else "no")

@@ -20,8 +20,19 @@ Definitions:
 - lost: a tracked scenario (every kind but stale replays, which triage may rightly drop) with no
   accepted document at any receiver by the end of the drain.
 - invalid documents: accepted documents that fail ``codecs.document.parse_json_document`` (the
-  shipped JSON Schema) or ``parse_cap``.
-- duplicates: accepted deliveries whose Idempotency-Key the same receiver had accepted before.
+  shipped JSON Schema) or ``parse_cap``; unreadable: ones the report cannot even read an incident,
+  revision and vehicle from; foreign: readable ones about a vehicle this run did not send.
+- duplicates: accepted deliveries of a document the same receiver had accepted before, by its
+  Idempotency-Key *or* by its content (incident id and revision), so a gateway that changes or
+  drops the key on a retry cannot hide a duplicate.
+- undelivered: documents a receiver refused (5xx, 429) and never accepted on a later attempt
+  (dead-lettered, or still being retried when the drain ended). With ``lost`` this accounts for
+  every document: one that got through once and then failed is not hidden by the scenario's
+  earlier documents.
+- key mismatches: accepted documents whose Idempotency-Key is missing or is not
+  ``{incident_id}:{revision}`` (docs/interfaces.md), which would defeat the receiver's dedup.
+- out of order: accepted revisions lower than one the same receiver already accepted for that
+  incident (the forwarder promises each incident's revisions in order per receiver).
 - triage quality: real emergencies with a document at a PSAP receiver; false calls without one
   (test calls count as kept off when only the test receiver saw them); distinct incidents per
   real crash divided by the incidents a perfect triage would open.
@@ -92,7 +103,11 @@ class LoadReport:
     documents_accepted: int
     documents_refused: int
     duplicates: int
+    undelivered: int
+    key_mismatches: int
+    out_of_order: int
     unreadable_documents: int
+    foreign_documents: int
     invalid_documents: int
     scenarios: int
     scenarios_tracked: int
@@ -167,8 +182,11 @@ class LoadReport:
             lat("latency (send -> PSAP, auto)", self.psap_latency),
             lat("driver lag (schedule -> send)", self.send_lag),
             f"documents                    accepted {self.documents_accepted}, refused by us "
-            f"{self.documents_refused}, duplicates {self.duplicates}, "
-            f"unreadable {self.unreadable_documents}, failing the schema {self.invalid_documents}",
+            f"{self.documents_refused} (never accepted later: {self.undelivered}), "
+            f"duplicates {self.duplicates}",
+            f"document checks              failing the schema {self.invalid_documents}, "
+            f"unreadable {self.unreadable_documents}, foreign {self.foreign_documents}, "
+            f"bad Idempotency-Key {self.key_mismatches}, revisions out of order {self.out_of_order}",
             f"lost                         {self.lost} of {self.scenarios_tracked} tracked scenarios",
             f"real emergencies at a PSAP   {share(self.real_forwarded_to_psap, self.real_emergencies)}",
             f"false calls kept off PSAPs   {share(self.false_kept_off_psap, self.false_calls)}"
@@ -198,6 +216,43 @@ def _conforms(a: Arrival) -> bool:
     except DecodeError:
         return False
     return True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _DeliveryChecks:
+    duplicates: int
+    undelivered: int
+    key_mismatches: int
+    out_of_order: int
+
+
+def _delivery_checks(arrivals: Sequence[Arrival], infos: Sequence[DocumentInfo | None]) -> _DeliveryChecks:
+    """Duplicates, undelivered documents, bad keys and revision order, in the order the PSAP answered."""
+    accepted: set[tuple[str, str, int]] = set()
+    refused: set[tuple[str, str, int]] = set()
+    last_revision: dict[tuple[str, str], int] = {}
+    duplicates = key_mismatches = out_of_order = 0
+    for a, info in zip(arrivals, infos, strict=True):
+        # A document is what it says it is; an unreadable one can only be known by its key.
+        ident = (a.receiver, info.incident_id, info.revision) if info else (a.receiver, a.key or "", -1)
+        if not a.accepted:
+            refused.add(ident)
+            continue
+        duplicates += a.duplicate or ident in accepted
+        accepted.add(ident)
+        if info is None:
+            key_mismatches += a.key is None
+            continue
+        key_mismatches += a.key != f"{info.incident_id}:{info.revision}"
+        lane = (a.receiver, info.incident_id)
+        out_of_order += info.revision < last_revision.get(lane, 0)
+        last_revision[lane] = max(info.revision, last_revision.get(lane, 0))
+    return _DeliveryChecks(
+        duplicates=duplicates,
+        undelivered=len(refused - accepted),
+        key_mismatches=key_mismatches,
+        out_of_order=out_of_order,
+    )
 
 
 _CRASH_KINDS = frozenset({"crash", "multi_vehicle_crash", "two_devices"})
@@ -231,22 +286,26 @@ def build_report(
         first_send.setdefault(o.scenario, o.at)
 
     accepted = [a for a in arrivals if a.accepted]
+    infos = [parse_document(a.content_type, a.body) for a in arrivals]
+    checks = _delivery_checks(arrivals, infos)
     first_any: dict[str, float] = {}
     first_psap: dict[str, float] = {}
     incidents: dict[str, set[str]] = defaultdict(set)
     psap_docs: dict[str, list[tuple[float, DocumentInfo]]] = defaultdict(list)
     unreadable = 0
+    foreign = 0
     invalid = 0
-    for a in accepted:
+    for a, info in zip(arrivals, infos, strict=True):
+        if not a.accepted:
+            continue
         if not _conforms(a):
             invalid += 1
-        info = parse_document(a.content_type, a.body)
         if info is None:
             unreadable += 1
             continue
         owned = owner.get((info.tps, info.vehicle))
         if owned is None:
-            unreadable += 1
+            foreign += 1
             continue
         sid = owned.id
         first_any[sid] = min(first_any.get(sid, a.at), a.at)
@@ -309,8 +368,12 @@ def build_report(
         delivered_rate=delivered,
         documents_accepted=len(accepted),
         documents_refused=len(arrivals) - len(accepted),
-        duplicates=sum(1 for a in accepted if a.duplicate),
+        duplicates=checks.duplicates,
+        undelivered=checks.undelivered,
+        key_mismatches=checks.key_mismatches,
+        out_of_order=checks.out_of_order,
         unreadable_documents=unreadable,
+        foreign_documents=foreign,
         invalid_documents=invalid,
         scenarios=len(sent),
         scenarios_tracked=len(tracked),

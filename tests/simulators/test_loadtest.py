@@ -19,12 +19,23 @@ from ecallgw.simulators.report import LoadReport
 from ecallgw.simulators.scenarios import Mix, Scenario
 
 
-def _vehicle_of(a: Arrival) -> tuple[str, str]:
+def _identity_of(a: Arrival) -> tuple[str, str, str, int]:
+    """(tps, vehicle, incident id, revision) read with the receivers' own parsers."""
     if "xml" in a.content_type:
         alert = parse_cap(a.body)
-        return alert.parameter("tps") or "", alert.parameter("vehicle") or ""
+        return (
+            alert.parameter("tps") or "",
+            alert.parameter("vehicle") or "",
+            alert.parameter("incident_id") or "",
+            int(alert.parameter("revision") or 0),
+        )
     doc = parse_json_document(a.body)
-    return doc["call"]["tps"], doc["call"]["vehicle"]
+    return doc["call"]["tps"], doc["call"]["vehicle"], doc["incident_id"], doc["revision"]
+
+
+def _vehicle_of(a: Arrival) -> tuple[str, str]:
+    tps, vehicle, _, _ = _identity_of(a)
+    return tps, vehicle
 
 
 def _check_against_records(
@@ -34,12 +45,21 @@ def _check_against_records(
     assert report.documents_accepted == len(accepted)
     assert report.documents_refused == len(arrivals) - len(accepted)
     seen_keys: dict[str, set[str]] = defaultdict(set)
+    seen_docs: dict[str, set[tuple[str, int]]] = defaultdict(set)
     duplicates = 0
     for a in accepted:
-        assert a.key is not None
-        duplicates += a.key in seen_keys[a.receiver]
+        _, _, incident, revision = _identity_of(a)
+        # The key names the document (docs/interfaces.md), so the two ways of counting agree.
+        assert a.key == f"{incident}:{revision}"
+        is_dup = a.key in seen_keys[a.receiver]
+        assert is_dup == ((incident, revision) in seen_docs[a.receiver])
+        duplicates += is_dup
         seen_keys[a.receiver].add(a.key)
+        seen_docs[a.receiver].add((incident, revision))
     assert report.duplicates == duplicates
+    assert report.key_mismatches == 0 and report.unreadable_documents == 0
+    refused = {(a.receiver, a.key) for a in arrivals if not 200 <= a.status < 300}
+    assert report.undelivered == len({(r, k) for r, k in refused if k not in seen_keys[r]})
     owner = {(t.signal.tps, t.signal.vehicle): s.id for s in scenarios for t in s.signals}
     first_doc: dict[str, float] = {}
     for a in accepted:
@@ -57,6 +77,7 @@ def _check_against_records(
     assert math.isclose(report.latency.p50, latencies[math.ceil(0.5 * len(latencies)) - 1])
     assert min(latencies) > 0  # measured from the schedule, and nothing arrives before it was sent
     assert report.signals_scheduled == len(outgoing)
+    assert report.undelivered == 0 and report.out_of_order == 0 and report.foreign_documents == 0
 
 
 async def test_report_matches_what_the_psap_recorded(tmp_path: Path) -> None:

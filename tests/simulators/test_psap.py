@@ -67,7 +67,10 @@ async def test_errors_throttling_and_delay() -> None:
         psap.behaviour = Behaviour(delay_s=0.3)
         t = time.monotonic()
         await _post(session, psap.url("p"), "x", _DOC)
+        answered = time.time()
         assert time.monotonic() - t >= 0.3
+        # Arrival is when the document got here, not when the slow PSAP got round to answering.
+        assert answered - psap.arrivals[-1].at >= 0.25
 
 
 async def test_goes_down_and_comes_back_on_the_same_port() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ecallgw.simulators.drivers import SendLog, build_outgoing
+from ecallgw.simulators.load import Sustainability, judge
 from ecallgw.simulators.psap import Arrival
 from ecallgw.simulators.report import Latency, build_report, percentile, write_plot
 from ecallgw.simulators.scenarios import Mix, Scenario, generate
@@ -93,6 +94,9 @@ def test_report_figures_from_known_records(tmp_path: Path) -> None:
     )
     assert report.signals_scheduled == len(outgoing) == report.signals_acked
     assert report.documents_accepted == 5 and report.documents_refused == 1 and report.duplicates == 1
+    # The refused 503 was accepted on another attempt; keys name their documents; revisions in order.
+    assert report.undelivered == 0 and report.key_mismatches == 0 and report.out_of_order == 0
+    assert report.unreadable_documents == 0 and report.foreign_documents == 0
     # The hand-built documents carry only what the report reads, not the full incident schema.
     assert report.invalid_documents == 5
     assert report.scenarios_tracked == 3  # the stale replay is not tracked
@@ -128,3 +132,74 @@ def test_plot_degrades_without_matplotlib(tmp_path: Path, monkeypatch: pytest.Mo
     assert message is not None and "ecallgw[plot]" in message
     assert not (tmp_path / "plot.png").exists()
     assert report.lost == 1 and "lost                         1 of 1" in report.to_text()
+
+
+def test_report_catches_what_a_faulty_gateway_would_hide() -> None:
+    # Every scenario reached a receiver ("0 lost"), yet the deliveries are wrong in ways an SRE must
+    # see: a retry under a new key, a key-less document, a revision refused and never retried, a
+    # revision older than one already delivered, and a document about a vehicle nobody sent.
+    crash, press = generate(
+        random.Random(3), 2, _PLAIN, start=1_790_000_000.0, mean_gap_s=1.0, kinds=["crash", "press_no_cancel"]
+    )
+    outgoing = build_outgoing([crash, press])
+    log = SendLog(len(outgoing))
+    for i, o in enumerate(outgoing):
+        log.started[i] = o.at
+        log.acked[i] = o.at + 0.001
+    t = crash.start
+    stranger = _doc(press, "i9", 1).replace(press.signals[0].signal.vehicle.encode(), b"vnobody")
+    arrivals = [
+        _arrival("operator", t + 0.01, _doc(crash, "i1", 1), "i1:1"),
+        _arrival("psap-fallback", t + 0.02, _doc(crash, "i1", 1), "i1:1"),
+        # The same revision again under another key: the PSAP's key check misses it, content does not.
+        _arrival("psap-fallback", t + 0.03, _doc(crash, "i1", 1), "i1:1-retry"),
+        _arrival("operator", t + 1.01, _doc(press, "i2", 1), "i2:1"),
+        _arrival("operator", t + 1.02, _doc(press, "i2", 3), "i2:3"),
+        _arrival("operator", t + 1.03, _doc(press, "i2", 2), "i2:2"),  # older than revision 3
+        _arrival("operator", t + 1.04, _doc(press, "i2", 4, "cancelled"), "i2:4", status=503),
+        Arrival(
+            receiver="psap-fallback",
+            at=t + 0.04,
+            status=200,
+            key=None,
+            content_type="application/json",
+            body=_doc(crash, "i1", 2),
+            duplicate=False,
+        ),
+        _arrival("operator", t + 1.05, stranger, "i9:1"),
+        _arrival("operator", t + 1.06, b"not a document", "i7:1"),
+    ]
+    report = build_report(
+        transport="mqtt",
+        scenarios=[crash, press],
+        outgoing=outgoing,
+        log=log,
+        arrivals=arrivals,
+        psap_receivers={"psap-fallback"},
+    )
+    assert report.lost == 0 and report.scenarios_reached == 2
+    assert report.duplicates == 1
+    assert report.undelivered == 1  # revision 4 was refused and never accepted
+    assert report.key_mismatches == 2  # "i1:1-retry" and the missing key
+    assert report.out_of_order == 1
+    assert report.foreign_documents == 1 and report.unreadable_documents == 1
+    why = " | ".join(judge(report, Sustainability(max_p99_s=10.0, min_achieved_share=0.0)))
+    assert "1 duplicates" in why and "1 documents refused and never accepted later" in why
+    assert "Idempotency-Key 2" in why and "out of order 1" in why and "unreadable 1" in why
+    text = report.to_text()
+    assert "never accepted later: 1" in text and "bad Idempotency-Key 2" in text
+    assert "revisions out of order 1" in text and "foreign 1" in text
+
+
+def test_judge_refuses_a_run_with_nothing_to_judge() -> None:
+    # Only stale replays: nothing is tracked, so "0 lost" would be true of an empty run.
+    (stale,) = generate(random.Random(4), 1, _PLAIN, start=1_790_000_000.0, kinds=["stale_replay"])
+    outgoing = build_outgoing([stale])
+    log = SendLog(len(outgoing))
+    report = build_report(
+        transport="mqtt", scenarios=[stale], outgoing=outgoing, log=log, arrivals=[], psap_receivers=set()
+    )
+    assert report.lost == 0 and report.scenarios_tracked == 0
+    why = judge(report, Sustainability(max_p99_s=10.0, min_achieved_share=0.0))
+    assert any("nothing to judge" in w for w in why)
+    assert any(f"{len(outgoing)} signals not acknowledged" in w for w in why)
