@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 
@@ -9,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ecallgw.model import MAS_PER_DEGREE, POSITION_UNKNOWN, CancelSignal, MsdSignal, PositionSignal
+from ecallgw.model import POSITION_UNKNOWN, CancelSignal, MsdSignal, PositionSignal
 from ecallgw.simulators import ALL_KINDS_MIX, DEFAULT_MIX, KINDS, Mix, generate, timeline
-from ecallgw.simulators.scenarios import injury_risk, severity_of
+from ecallgw.simulators.scenarios import call_interval, injury_risk, severity_of
 from ecallgw.simulators.vin import is_valid_vin
 
 
@@ -133,9 +134,17 @@ def test_kind_counts_are_spread() -> None:
     assert set(counts) == set(KINDS)
 
 
+def _metres(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    """(north, east) metres from a to b."""
+    return (b[0] - a[0]) * 111_320, (b[1] - a[1]) * 111_320 * math.cos(math.radians(a[0]))
+
+
 def test_recent_positions_match_the_motion() -> None:
-    # N1/N2 decoded back to degrees lie on the trajectory that produced them (within rounding).
-    for s in generate(random.Random(4), 60, Mix.parse("untrusted_position=0"), kinds=["crash"]):
+    # N1/N2 decoded back to degrees describe the motion that produced them: the vehicle came from
+    # N2 through N1 to the location at a road speed, heading the way vehicleDirection says
+    # (2-degree steps clockwise from north: a car heading east has N1 to the west of it).
+    checked = 0
+    for s in generate(random.Random(4), 120, Mix.parse("untrusted_position=0"), kinds=["crash"]):
         sig = s.signals[0].signal
         assert isinstance(sig, MsdSignal)
         pos = sig.msd.position
@@ -144,7 +153,23 @@ def test_recent_positions_match_the_motion() -> None:
         for lat, _lon in recent:
             # At most 130 km/h over 2 x 5 s: never more than ~400 m from the event.
             assert abs(lat - pos[0]) * 111_320 < 450
-        assert MAS_PER_DEGREE > 0
+        if len(recent) < 2:
+            continue  # N1/N2 are optional before v3
+        interval = call_interval(s.vehicles[0])
+        n1, n2 = recent
+        # The last two seconds of a crash are the stop; before that the vehicle cruised at 20-130 km/h.
+        north, east = _metres(n2, n1)
+        assert 20 / 3.6 * interval - 10 <= math.hypot(north, east) <= 130 / 3.6 * interval + 10
+        north, east = _metres(n1, pos)
+        assert math.hypot(north, east) <= 130 / 3.6 * interval + 10
+        if math.hypot(north, east) < 30:
+            continue  # too short a chord for the 100 mas grid to give a bearing
+        bearing = math.degrees(math.atan2(east, north)) % 360
+        heading = 2 * sig.msd.structure.vehicle_direction
+        assert sig.msd.structure.vehicle_direction != 255  # a crash happens while moving
+        assert abs((bearing - heading + 180) % 360 - 180) < 40
+        checked += 1
+    assert checked > 40
 
 
 def test_every_signal_survives_the_wire() -> None:
