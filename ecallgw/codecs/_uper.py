@@ -643,25 +643,68 @@ def model_to_container(node: Construct, obj: Any, path: str = "") -> Any:
 
 def model_to_json(node: Construct, obj: Any) -> Any:
     """The JSON value of a model value: ASN.1 names, identifiers for enums, hex for octets."""
-    if isinstance(node, Sequence):
-        out: dict[str, Any] = {}
-        for sc in node.components:
-            value = getattr(obj, node.attr(sc.name))
-            if value is None and isinstance(sc.subcon, OptionalField):
-                continue
-            out[sc.name] = model_to_json(sc.subcon, value)
-        return out
-    if isinstance(node, OptionalField | DefaultField | Containing):
-        return model_to_json(node.subcon, obj)
-    if isinstance(node, Enumerated):
-        return obj.name
-    if isinstance(node, OctetString):
-        return bytes(obj).hex()
-    if isinstance(node, Integer):
-        return int(obj)
-    if node is Boolean:
-        return bool(obj)
+    return json_writer(node)(obj)
+
+
+# node id -> (node, writer); the node is kept so that its id cannot be reused by another object.
+_WRITERS: dict[int, tuple[Construct, Callable[[Any], Any]]] = {}
+
+
+def json_writer(node: Construct) -> Callable[[Any], Any]:
+    """``model_to_json(node, ·)`` compiled once per schema node into nested closures.
+
+    Walking the schema for every value (isinstance dispatch, component list and attribute names
+    looked up again) cost ~37 us per MSD; the closures do only the getattr and conversions.
+    """
+    cached = _WRITERS.get(id(node))
+    if cached is not None:
+        return cached[1]
+    writer = _compile_writer(node)
+    _WRITERS[id(node)] = (node, writer)
+    return writer
+
+
+def _hex(obj: Any) -> str:
+    return bytes(obj).hex()
+
+
+def _name(obj: Any) -> Any:
+    return obj.name
+
+
+def _same(obj: Any) -> Any:
     return obj
+
+
+def _compile_writer(node: Construct) -> Callable[[Any], Any]:
+    # The dispatch order is model_to_json's as it was when it walked the schema per value.
+    if isinstance(node, Sequence):
+        fields = tuple(
+            (sc.name, node.attr(sc.name), json_writer(sc.subcon), isinstance(sc.subcon, OptionalField))
+            for sc in node.components
+        )
+
+        def sequence(obj: Any) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for name, attr, write, optional in fields:
+                value = getattr(obj, attr)
+                if value is None and optional:
+                    continue
+                out[name] = write(value)
+            return out
+
+        return sequence
+    if isinstance(node, OptionalField | DefaultField | Containing):
+        return json_writer(node.subcon)
+    if isinstance(node, Enumerated):
+        return _name
+    if isinstance(node, OctetString):
+        return _hex
+    if isinstance(node, Integer):
+        return int
+    if node is Boolean:
+        return bool
+    return _same
 
 
 def json_to_model(node: Construct, value: Any, path: str = "") -> Any:
