@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -24,7 +24,7 @@ from ecallgw.codecs.envelope import encode_envelope
 from ecallgw.model import MsdSignal
 from ecallgw.simulators.scenarios import Scenario, timeline
 
-__all__ = ["Outgoing", "SendLog", "build_outgoing", "drive_http", "drive_mqtt"]
+__all__ = ["Outgoing", "SendLog", "build_outgoing", "drive_http", "drive_mqtt", "open_loop"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,6 +97,41 @@ async def _pace(at: float) -> None:
         await asyncio.sleep(delay)
 
 
+async def open_loop(
+    outgoing: Sequence[Outgoing],
+    log: SendLog,
+    send: Callable[[int, Outgoing], Awaitable[None]],
+    *,
+    max_outstanding: int,
+    on_progress: Callable[[int], None] | None,
+) -> None:
+    """Hand each signal to ``send`` at its scheduled time, with at most ``max_outstanding`` in flight.
+
+    ``send`` records the outcome in ``log`` (acked or error); the loop records when it started and
+    returns once every send has finished, so a driver stops by itself at the end of its schedule.
+    """
+    gate = asyncio.Semaphore(max_outstanding)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(i: int, item: Outgoing) -> None:
+        try:
+            await send(i, item)
+        finally:
+            gate.release()
+
+    for i, item in enumerate(outgoing):
+        await _pace(item.at)
+        await gate.acquire()
+        log.started[i] = time.time()
+        task = asyncio.create_task(one(i, item))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        if on_progress is not None and i % 1000 == 999:
+            on_progress(i + 1)
+    if tasks:
+        await asyncio.gather(*tasks)
+
+
 async def drive_mqtt(
     outgoing: Sequence[Outgoing],
     *,
@@ -130,7 +165,6 @@ async def drive_mqtt(
         # paho's packet ids wrap past 65,535 unacknowledged QoS 1 publishes and messages vanish.
         raise ValueError(f"max_outstanding must be in 1..65535, got {max_outstanding}")
     log = SendLog(len(outgoing))
-    gate = asyncio.Semaphore(max_outstanding)
     async with aiomqtt.Client(
         host,
         port,
@@ -141,7 +175,6 @@ async def drive_mqtt(
     ) as client:
         # Many concurrent publishes are the point here; aiomqtt would warn on each one past 10.
         client.pending_calls_threshold = max_outstanding + 1
-        tasks: set[asyncio.Task[None]] = set()
 
         async def publish(i: int, item: Outgoing) -> None:
             try:
@@ -151,20 +184,8 @@ async def drive_mqtt(
                 log.acked[i] = time.time()
             except aiomqtt.MqttError as exc:
                 log.errors[i] = f"mqtt: {exc}"
-            finally:
-                gate.release()
 
-        for i, item in enumerate(outgoing):
-            await _pace(item.at)
-            await gate.acquire()
-            log.started[i] = time.time()
-            task = asyncio.create_task(publish(i, item))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            if on_progress is not None and i % 1000 == 999:
-                on_progress(i + 1)
-        if tasks:
-            await asyncio.gather(*tasks)
+        await open_loop(outgoing, log, publish, max_outstanding=max_outstanding, on_progress=on_progress)
     return log
 
 
@@ -195,10 +216,8 @@ async def drive_http(
         The send log; a non-202 answer is recorded as an error.
     """
     log = SendLog(len(outgoing))
-    gate = asyncio.Semaphore(max_outstanding)
     connector = aiohttp.TCPConnector(limit=max_outstanding)
     async with aiohttp.ClientSession(base_url=base_url.rstrip("/") + "/", connector=connector) as session:
-        tasks: set[asyncio.Task[None]] = set()
 
         async def post(i: int, item: Outgoing) -> None:
             headers = {"Authorization": f"Bearer {tokens.get(item.tps, '')}"}
@@ -224,18 +243,6 @@ async def drive_http(
                         log.errors[i] = f"http {resp.status}"
             except (aiohttp.ClientError, TimeoutError) as exc:
                 log.errors[i] = f"http: {type(exc).__name__}"
-            finally:
-                gate.release()
 
-        for i, item in enumerate(outgoing):
-            await _pace(item.at)
-            await gate.acquire()
-            log.started[i] = time.time()
-            task = asyncio.create_task(post(i, item))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            if on_progress is not None and i % 1000 == 999:
-                on_progress(i + 1)
-        if tasks:
-            await asyncio.gather(*tasks)
+        await open_loop(outgoing, log, post, max_outstanding=max_outstanding, on_progress=on_progress)
     return log
