@@ -166,6 +166,8 @@ class LoadReport:
                 f"  (n={x.count})"
             )
 
+        span = self.signals_scheduled / self.offered_rate if self.offered_rate > 0 else 0.0
+
         def share(a: int, b: int) -> str:
             return f"{a}/{b}" + (f" ({100.0 * a / b:.1f} %)" if b else "")
 
@@ -175,12 +177,13 @@ class LoadReport:
             f"signals                      scheduled {self.signals_scheduled}, sent {self.signals_sent}, "
             f"acknowledged {self.signals_acked}, send errors {self.send_errors}",
             f"rate                         offered {self.offered_rate:.1f}/s, "
-            f"acknowledged {self.achieved_rate:.1f}/s",
+            f"acknowledged {self.achieved_rate:.1f}/s ({self.signals_scheduled} signals over "
+            f"{span:.1f} s of schedule, follow-ups included)",
             f"scenarios                    offered {self.scenario_rate:.1f}/s, "
             f"delivered end to end {self.delivered_rate:.1f}/s",
             lat("latency (send -> receiver)", self.latency),
             lat("latency (send -> PSAP, auto)", self.psap_latency),
-            lat("driver lag (schedule -> send)", self.send_lag),
+            lat("driver lag (sched. -> send)", self.send_lag),
             f"documents                    accepted {self.documents_accepted}, refused by us "
             f"{self.documents_refused} (never accepted later: {self.undelivered}), "
             f"duplicates {self.duplicates}",
