@@ -533,6 +533,16 @@ async def run_load(
         arrivals=arrivals,
         psap_receivers=PSAP_RECEIVERS,
     )
+    if bot is not None:
+        # The bot's own record: an action the operator API kept failing is a gateway fault, and
+        # actions still pending at the end mean the triage-quality figures are not final.
+        report = replace(
+            report,
+            operator_actions=dict(bot.stats.actions),
+            operator_moot=bot.stats.moot,
+            operator_failures=bot.stats.failures,
+            operator_unfinished=bot.stats.unfinished,
+        )
     return report, scenarios, outgoing, log, arrivals
 
 
@@ -557,6 +567,8 @@ def judge(report: LoadReport, limits: Sustainability) -> list[str]:
         why.append(f"{report.undelivered} documents refused and never accepted later")
     if report.send_errors:
         why.append(f"{report.send_errors} send errors")
+    if report.operator_failures:
+        why.append(f"{report.operator_failures} operator actions failed")
     if report.signals_acked < report.signals_scheduled:
         why.append(f"{report.signals_scheduled - report.signals_acked} signals not acknowledged")
     bad = report.invalid_documents + report.unreadable_documents + report.key_mismatches + report.out_of_order

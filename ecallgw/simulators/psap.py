@@ -27,7 +27,15 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-__all__ = ["Arrival", "Behaviour", "DocumentInfo", "OperatorBot", "SimulatedPsap", "parse_document"]
+__all__ = [
+    "Arrival",
+    "Behaviour",
+    "BotStats",
+    "DocumentInfo",
+    "OperatorBot",
+    "SimulatedPsap",
+    "parse_document",
+]
 
 _log = logging.getLogger("ecallgw.simulators.psap")
 _CAP_NS = "{urn:oasis:names:tc:emergency:cap:1.2}"
@@ -270,9 +278,20 @@ class SimulatedPsap:
 
 
 @dataclass(slots=True)
-class _BotStats:
+class BotStats:
+    """What the operator bot did.
+
+    Attributes:
+        actions: accepted actions by name.
+        moot: actions the gateway refused with a 4xx (409: the incident had moved on).
+        failures: actions still failing (5xx, 429, no answer) after five attempts.
+        unfinished: actions not yet done when the bot was closed (due after the drain).
+    """
+
     actions: dict[str, int] = field(default_factory=dict)
+    moot: int = 0
     failures: int = 0
+    unfinished: int = 0
 
 
 class OperatorBot:
@@ -297,7 +316,7 @@ class OperatorBot:
         self.token = token
         self.plan = plan
         self.desk = desk
-        self.stats = _BotStats()
+        self.stats = BotStats()
         self._seen: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
@@ -328,6 +347,7 @@ class OperatorBot:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self.stats.unfinished += len(self._tasks)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -351,6 +371,7 @@ class OperatorBot:
                     if resp.status < 500 and resp.status != 429:
                         # 409: the incident moved on (cancelled by the vehicle); nothing to do.
                         _log.debug("operator %s on %s answered %s", action, incident_id, resp.status)
+                        self.stats.moot += 1
                         return
             except (aiohttp.ClientError, TimeoutError):
                 pass

@@ -125,6 +125,10 @@ class LoadReport:
     incidents_per_real_crash: float
     incidents_over_expected: float
     by_kind: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    operator_actions: Mapping[str, int] = field(default_factory=dict)
+    operator_moot: int = 0
+    operator_failures: int = 0
+    operator_unfinished: int = 0
     timeline: Sequence[Mapping[str, float]] = ()
 
     @property
@@ -197,6 +201,12 @@ class LoadReport:
             f"incidents per real crash     {self.incidents_per_real_crash:.2f} "
             f"({self.incidents_over_expected:.2f}x the ideal, {self.real_crashes} crashes)",
         ]
+        if self.operator_actions or self.operator_moot or self.operator_failures or self.operator_unfinished:
+            done = ", ".join(f"{k} {v}" for k, v in sorted(self.operator_actions.items())) or "none"
+            lines.append(
+                f"operator bot                 {done}; moot (4xx) {self.operator_moot}, failed "
+                f"{self.operator_failures}, not yet due at the end {self.operator_unfinished}"
+            )
         if self.by_kind:
             lines.append("by kind                      n / reached PSAP / incidents")
             for kind, row in sorted(self.by_kind.items()):

@@ -130,6 +130,12 @@ async def test_operator_bot_escalates_real_and_cancels_false_calls(tmp_path: Pat
     _check_against_records(report, scenarios, outgoing, arrivals)
     kinds = {s.label.kind for s in scenarios}
     assert kinds == {"medical", "press_no_cancel"}
+    # The bot's record is in the report: one action per incident, none failed or left pending.
+    n_medical = sum(s.label.kind == "medical" for s in scenarios)
+    assert report.operator_actions.get("escalate", 0) == n_medical
+    assert report.operator_actions.get("cancel", 0) + report.operator_moot == len(scenarios) - n_medical
+    assert report.operator_failures == 0 and report.operator_unfinished == 0
+    assert "operator bot" in report.to_text()
     assert report.real_forwarded_to_psap == report.real_emergencies > 0
     assert report.false_kept_off_psap == report.false_calls > 0
     first_send = {o.scenario: o.at for o in reversed(outgoing)}

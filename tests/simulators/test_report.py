@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -189,6 +190,13 @@ def test_report_catches_what_a_faulty_gateway_would_hide() -> None:
     text = report.to_text()
     assert "never accepted later: 1" in text and "bad Idempotency-Key 2" in text
     assert "revisions out of order 1" in text and "foreign 1" in text
+    # The operator bot's record (filled in by the load test): a failing operator API fails the run.
+    bot = dataclasses.replace(
+        report, operator_actions={"cancel": 1}, operator_failures=1, operator_unfinished=2
+    )
+    assert "1 operator actions failed" in " | ".join(judge(bot, Sustainability(max_p99_s=10.0)))
+    assert "cancel 1; moot (4xx) 0, failed 1, not yet due at the end 2" in bot.to_text()
+    assert "operator bot" not in text
 
 
 def test_judge_refuses_a_run_with_nothing_to_judge() -> None:
