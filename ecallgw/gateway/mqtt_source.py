@@ -198,10 +198,17 @@ class MqttSource:
     async def _consume(self, client: aiomqtt.Client, conn: _Connection) -> None:
         prefix_parts = self._config.topic_prefix.count("/") + 1
         messages = aiter(client.messages)
+        queued = client._queue  # private, pinned aiomqtt: see below
+        disconnected = client._disconnected
         while True:
             # Stop reading at the in-flight bound: backpressure onto the broker's window.
             await conn.slots.acquire()
-            message = await anext(messages)
+            if queued.qsize() and not disconnected.done():
+                # aiomqtt's iterator creates a task and an asyncio.wait per message (~25 us) to
+                # watch for a disconnect; with messages already queued there is nothing to wait for.
+                message = queued.get_nowait()
+            else:
+                message = await anext(messages)
             topic = message.topic.value
             parts = topic.split("/")[prefix_parts:]
             valid = len(parts) == 3
