@@ -132,9 +132,15 @@ class _Lane:
         self.m_permanent = m.delivery_attempts.labels(name, "permanent")
         self.m_latency = m.end_to_end.labels(name)
         self.m_breaker = m.breaker_open.labels(name)
+        self.at_once = bool(getattr(sink, "confirms_at_once", False))
 
     def add(self, item: OutboxItem) -> None:
         if item.id in self.pending:
+            return
+        if self.at_once and item.snapshot is not None and item.incident_id not in self.waiting:
+            # A sink that confirms on the spot (the operator stream) needs no worker, queue or
+            # retry: confirming here, in commit order, keeps each incident's revisions in order.
+            self._confirmed(item, tries=1, status=None, sent_at=None)
             return
         self.pending[item.id] = item.signal_at
         self.idle.clear()
@@ -230,21 +236,29 @@ class _Lane:
                 )
                 await asyncio.sleep(delay)
                 continue
-            confirmed_at = time.time()
-            self.m_ok.inc()
-            self.breaker.success()
-            self.m_latency.observe(max(0.0, confirmed_at - item.signal_at))
-            self.m_delivered.inc()
-            self.fwd.delivered += 1
-            if sent_at is not None and item.incident_id not in self.first:
-                self.first[item.incident_id] = (item.revision, sent_at)
-            # Not awaited: the receiver has it, and the next revision need not wait for our
-            # bookkeeping. Store jobs run in order, so later reads and the shutdown see it.
+            self._confirmed(item, tries=tries, status=status, sent_at=sent_at)
+            return
+
+    def _confirmed(self, item: OutboxItem, *, tries: int, status: int | None, sent_at: float | None) -> None:
+        confirmed_at = time.time()
+        self.m_ok.inc()
+        self.breaker.success()
+        self.m_latency.observe(max(0.0, confirmed_at - item.signal_at))
+        self.m_delivered.inc()
+        self.fwd.delivered += 1
+        if sent_at is not None and item.incident_id not in self.first:
+            self.first[item.incident_id] = (item.revision, sent_at)
+        # Not awaited: the receiver has it, and the next revision need not wait for our
+        # bookkeeping. Store jobs run in order, so later reads and the shutdown see it.
+        try:
             recorded = self.fwd.store.record_delivered_nowait(
                 item, at=confirmed_at, attempts=tries, status=status, sent_at=sent_at
             )
-            recorded.add_done_callback(_log_record_failure)
+        except StoreError as exc:
+            # Sent again after a restart, with the same Idempotency-Key: nothing is lost.
+            log.error("could not record a delivery", extra={"error": str(exc)})
             return
+        recorded.add_done_callback(_log_record_failure)
 
     async def _dead(self, item: OutboxItem, attempts: int, exc: DeliveryError) -> None:
         self.m_dead.inc()

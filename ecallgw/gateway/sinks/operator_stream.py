@@ -75,6 +75,7 @@ class OperatorSink:
     """
 
     needs_body = False
+    confirms_at_once = True  # the forwarder confirms in `add`, without a worker (see `deliver`)
 
     async def deliver(self, item: OutboxItem, body: bytes, content_type: str) -> int | None:
         """Confirm at once (see the class docstring)."""
