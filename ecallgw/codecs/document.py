@@ -104,8 +104,14 @@ def iso_time(t: float) -> str:
     '2025-11-26T12:00:00.250Z'
     """
     ms = round(_check_time(t, "time") * 1000)
-    when = _EPOCH + dt.timedelta(milliseconds=ms)
-    return f"{when:{_ISO_MS}}.{ms % 1000:03d}Z"
+    return f"{_iso_second(ms // 1000)}.{ms % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(second: int) -> str:
+    # A document's times fall in a few seconds of each other: formatting each second once saves
+    # most of the datetime arithmetic and strftime (~3 us per time, four times per document).
+    return f"{_EPOCH + dt.timedelta(seconds=second):{_ISO_MS}}"
 
 
 def cap_time(t: float) -> str:
