@@ -35,6 +35,7 @@ from ecallgw.gateway.records import OutboxItem
 from ecallgw.gateway.retry import backoff_s
 from ecallgw.gateway.sinks import Documents, Sink
 from ecallgw.gateway.store import Store
+from ecallgw.model import IncidentSnapshot
 
 __all__ = ["CircuitBreaker", "Forwarder"]
 
@@ -97,6 +98,16 @@ class CircuitBreaker:
         self.open_until = max(self.open_until or 0.0, until)
         self._probing = False
         self._changed.set()
+
+    def release(self) -> None:
+        """The probe ended without a verdict on the receiver (e.g. the document failed to render).
+
+        Without this, a probe that neither succeeded nor failed would keep the breaker half-open with
+        ``_probing`` set, and every later `admit` would wait forever.
+        """
+        if self._probing:
+            self._probing = False
+            self._changed.set()
 
     def failure(self) -> None:
         """An attempt failed: count it; open (again) at the threshold or when the probe failed."""
@@ -185,59 +196,94 @@ class _Lane:
         tries = 0  # every request sent, for the record
         while True:
             probe = await self.breaker.admit()
-            self.m_breaker.set(0)
             tries += 1
-            body, content_type, sent_at = b"", "", None
-            if self.sink.needs_body:
-                sent_at = time.time()
-                first = self.first.get(item.incident_id)
-                if first is None and item.revision > 1 and self.documents.format == "cap":
-                    first = await self.fwd.store.first_delivery(item.incident_id, cfg.name)
-                try:
-                    body, content_type = self.documents.render(snapshot, forwarded_at=sent_at, first=first)
-                except EncodeError as exc:
-                    await self._dead(item, tries, PermanentDeliveryError(cfg.name, "render", str(exc)))
-                    return
-            # A failed probe says the receiver is still down, not that this document fails: it does
-            # not count, so an outage delays deliveries without dead-lettering them.
-            attempt += 0 if probe else 1
+            try:
+                verdict = await self._attempt(item, snapshot, probe=probe, tries=tries, attempt=attempt)
+            finally:
+                # Every exit releases the probe (a no-op once success/failure decided it), so a
+                # probe ending in a permanent error or an exception cannot wedge the lane.
+                if probe:
+                    self.breaker.release()
+                self.m_breaker.set(0 if self.breaker.open_until is None else 1)
+            if verdict is None:
+                return
+            attempt = verdict
+
+    async def _attempt(
+        self, item: OutboxItem, snapshot: IncidentSnapshot, *, probe: bool, tries: int, attempt: int
+    ) -> int | None:
+        """One request: None when the entry is settled (confirmed or dead), else the attempts so far."""
+        cfg = self.config
+        body, content_type, sent_at = b"", "", None
+        if self.sink.needs_body:
+            sent_at = time.time()
+            first = self.first.get(item.incident_id)
+            if first is None and item.revision > 1 and self.documents.format == "cap":
+                first = await self.fwd.store.first_delivery(item.incident_id, cfg.name)
+            try:
+                body, content_type = self.documents.render(snapshot, forwarded_at=sent_at, first=first)
+            except EncodeError as exc:
+                await self._dead(item, tries, PermanentDeliveryError(cfg.name, "render", str(exc)))
+                return None
+            except Exception as exc:
+                # A renderer bug must cost this document, not the worker and with it the daemon
+                # (which would die again on the same entry after every restart).
+                log.exception("rendering a document failed", extra={"receiver": cfg.name})
+                detail = f"{type(exc).__name__}: {exc}"
+                await self._dead(item, tries, PermanentDeliveryError(cfg.name, "render", detail))
+                return None
+        # A failed probe says the receiver is still down, not that this document fails: it does
+        # not count, so an outage delays deliveries without dead-lettering them.
+        attempt += 0 if probe else 1
+        try:
             try:
                 status = await self.sink.deliver(item, body, content_type)
-            except PermanentDeliveryError as exc:
-                self.m_permanent.inc()
-                # The receiver refused this document, not the connection: the breaker stays as is.
+            except DeliveryError:
+                raise
+            except Exception as exc:
+                # A sink broke its contract (only DeliveryError): retry it like a transient
+                # failure rather than let the exception kill the worker and the daemon.
+                log.exception("sink raised an unexpected error", extra={"receiver": cfg.name})
+                raise TransientDeliveryError(
+                    cfg.name, "internal", f"{type(exc).__name__}: {exc}"[:500]
+                ) from exc
+        except PermanentDeliveryError as exc:
+            self.m_permanent.inc()
+            # The receiver answered and refused this document: it is up, so a breaker probe
+            # ending here closes the breaker (the other deliveries may go), then dead-letter.
+            self.breaker.success()
+            await self._dead(item, tries, exc)
+            return None
+        except TransientDeliveryError as exc:
+            self.m_transient.inc()
+            self.breaker.failure()
+            if attempt >= cfg.max_attempts:
                 await self._dead(item, tries, exc)
-                return
-            except TransientDeliveryError as exc:
-                self.m_transient.inc()
-                self.breaker.failure()
-                if self.breaker.open_until is not None:
-                    self.m_breaker.set(1)
-                if attempt >= cfg.max_attempts:
-                    await self._dead(item, tries, exc)
-                    return
-                delay = backoff_s(
-                    max(1, attempt), base_s=cfg.backoff_base_s, cap_s=cfg.backoff_cap_s, rng=self.fwd.rng
-                )
-                if exc.retry_after_s is not None:
-                    # Retry-After speaks for the receiver, not for this request: hold the whole lane.
-                    delay = max(delay, exc.retry_after_s)
-                    self.breaker.hold(time.monotonic() + exc.retry_after_s)
-                log.warning(
-                    "delivery failed, will retry",
-                    extra={
-                        "receiver": cfg.name,
-                        "reason": exc.reason,
-                        "attempt": tries,
-                        "retry_in_s": round(delay, 3),
-                        "incident": item.incident_id,
-                        "revision": item.revision,
-                    },
-                )
-                await asyncio.sleep(delay)
-                continue
-            self._confirmed(item, tries=tries, status=status, sent_at=sent_at)
-            return
+                return None
+            delay = backoff_s(
+                max(1, attempt), base_s=cfg.backoff_base_s, cap_s=cfg.backoff_cap_s, rng=self.fwd.rng
+            )
+            if exc.retry_after_s is not None:
+                # Retry-After speaks for the receiver, not for this request: hold the whole lane.
+                # Capped at the backoff cap: a receiver must not park an emergency lane for an hour.
+                retry_after = min(exc.retry_after_s, cfg.backoff_cap_s)
+                delay = max(delay, retry_after)
+                self.breaker.hold(time.monotonic() + retry_after)
+            log.warning(
+                "delivery failed, will retry",
+                extra={
+                    "receiver": cfg.name,
+                    "reason": exc.reason,
+                    "attempt": tries,
+                    "retry_in_s": round(delay, 3),
+                    "incident": item.incident_id,
+                    "revision": item.revision,
+                },
+            )
+            await asyncio.sleep(delay)
+            return attempt
+        self._confirmed(item, tries=tries, status=status, sent_at=sent_at)
+        return None
 
     def _confirmed(self, item: OutboxItem, *, tries: int, status: int | None, sent_at: float | None) -> None:
         confirmed_at = time.time()

@@ -16,6 +16,7 @@ from ecallgw.config import ReceiverConfig, Secret, StoreConfig
 from ecallgw.gateway.forwarder import CircuitBreaker, Forwarder
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.records import DecisionRecord, OutboxItem, Unit
+from ecallgw.gateway.sinks import Documents
 from ecallgw.gateway.sinks.http_webhook import HttpWebhookSink
 from ecallgw.gateway.store import SqliteStore
 from ecallgw.model import IncidentSnapshot
@@ -124,7 +125,10 @@ async def test_retry_after_is_honoured_for_the_whole_receiver(tmp_path: Path) ->
     recv = Receiver(script=lambda n: (429, {"Retry-After": "1"}) if n == 0 else (200, {}))
     await recv.start()
     try:
-        async with forwarding(tmp_path, receiver_config(recv, concurrency=1)) as (fwd, store):
+        async with forwarding(tmp_path, receiver_config(recv, concurrency=1, backoff_cap_s=2.0)) as (
+            fwd,
+            store,
+        ):
             fwd.add(await commit(store, make_snapshot("a")))
             fwd.add(await commit(store, make_snapshot("b")))
             async with asyncio.timeout(5):
@@ -217,3 +221,131 @@ async def test_breaker_states() -> None:
     assert await b.admit() is True
     b.success()
     assert b.state == "closed" and b.failures == 0
+
+
+async def test_retry_after_is_capped_at_the_backoff_cap(tmp_path: Path) -> None:
+    recv = Receiver(script=lambda n: (429, {"Retry-After": "3600"}) if n == 0 else (200, {}))
+    await recv.start()
+    try:
+        async with forwarding(tmp_path, receiver_config(recv, backoff_cap_s=0.3)) as (fwd, store):
+            fwd.add(await commit(store, make_snapshot("a")))
+            async with asyncio.timeout(5):  # an uncapped hold would park the lane for an hour
+                await fwd.wait_idle()
+    finally:
+        await recv.stop()
+    assert [r.status for r in recv.requests] == [429, 200]
+    assert 0.25 <= recv.requests[1].at - recv.requests[0].at < 3.0
+
+
+async def test_probe_answered_with_a_permanent_error_closes_the_breaker(tmp_path: Path) -> None:
+    # 2 x 503 open the breaker (threshold 2); the half-open probe gets a 400; then all is well.
+    recv = Receiver(script=lambda n: (503, {}) if n < 2 else ((400, {}) if n == 2 else (200, {})))
+    await recv.start()
+    metrics = Metrics()
+    cfg = receiver_config(
+        recv, breaker_threshold=2, breaker_cooldown_s=0.2, concurrency=2, backoff_cap_s=0.02
+    )
+    try:
+        async with forwarding(tmp_path, cfg, metrics) as (fwd, store):
+            items = []
+            for inc in ("a", "b", "c", "d"):
+                items += await commit(store, make_snapshot(inc))
+            fwd.add(items)
+            async with asyncio.timeout(5):  # a probe never released left the lane waiting forever
+                await fwd.wait_idle()
+            breaker = fwd.lanes["psap"].breaker
+            assert breaker.state == "closed"
+            assert len(await store.dead_letters()) == 1
+            assert (await store.counts())["deliveries"] == 3
+    finally:
+        await recv.stop()
+    assert [r.status for r in recv.requests][:3] == [503, 503, 400]
+    assert 'ecallgw_receiver_breaker_open{receiver="psap"} 0.0' in metrics.render().decode()
+
+
+async def test_breaker_metric_shows_open_while_the_receiver_is_down(tmp_path: Path) -> None:
+    recv = Receiver()  # not started
+    metrics = Metrics()
+    cfg = receiver_config(recv, breaker_threshold=1, breaker_cooldown_s=30.0)
+    async with forwarding(tmp_path, cfg, metrics) as (fwd, store):
+        fwd.add(await commit(store, make_snapshot("a")))
+        await until(lambda: fwd.lanes["psap"].breaker.state == "open")
+        await asyncio.sleep(0.1)
+        fwd.add(await commit(store, make_snapshot("b")))  # waits on the breaker
+        await asyncio.sleep(0.1)
+        assert 'ecallgw_receiver_breaker_open{receiver="psap"} 1.0' in metrics.render().decode()
+
+
+def test_release_lets_the_next_caller_probe() -> None:
+    now = [0.0]
+    b = CircuitBreaker(threshold=1, cooldown_s=1.0, clock=lambda: now[0])
+    b.failure()
+    now[0] = 1.0
+
+    async def scenario() -> tuple[bool, bool]:
+        first = await b.admit()
+        b.release()  # the probe ended without a verdict
+        async with asyncio.timeout(1):
+            second = await b.admit()
+        return first, second
+
+    assert asyncio.run(scenario()) == (True, True)
+
+
+class _BrokenSink:
+    """A sink breaking its contract: raises something other than DeliveryError, then recovers."""
+
+    needs_body = True
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def deliver(self, item: OutboxItem, body: bytes, content_type: str) -> int | None:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("bug in a sink")
+        return 200
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _BrokenDocuments(Documents):
+    """Renders every incident but "bad", on which it raises a non-EncodeError (a renderer bug)."""
+
+    def render(
+        self, snapshot: IncidentSnapshot, *, forwarded_at: float, first: tuple[int, float] | None
+    ) -> tuple[bytes, str]:
+        if snapshot.incident_id == "bad":
+            raise KeyError("bug in a renderer")
+        return super().render(snapshot, forwarded_at=forwarded_at, first=first)
+
+
+async def test_unexpected_errors_in_render_or_sink_do_not_kill_the_worker(tmp_path: Path) -> None:
+    recv = Receiver()
+    cfg = receiver_config(recv, concurrency=1)
+    metrics = Metrics()
+    sink = _BrokenSink()
+    async with (
+        SqliteStore(StoreConfig(path=str(tmp_path / "gw.sqlite3")), metrics) as store,
+        Forwarder({"psap": cfg}, {"psap": sink}, store, metrics, rng=random.Random(3)) as fwd,
+    ):
+        fwd.lanes["psap"].documents = _BrokenDocuments("json", "test")
+        task = asyncio.create_task(fwd.run())
+        try:
+            items = await commit(store, make_snapshot("bad"))
+            items += await commit(store, make_snapshot("good"))
+            fwd.add(items)
+            async with asyncio.timeout(5):
+                await fwd.wait_idle()
+            assert not task.done()  # the workers are still running
+            [dead] = await store.dead_letters()
+            assert (dead["incident_id"], dead["reason"]) == ("bad", "render")
+            assert "KeyError" in dead["detail"]
+            found = await store.get_incident("good")
+            assert found is not None
+            [delivery] = found[2]
+            assert (delivery["state"], delivery["attempts"]) == ("delivered", 2)  # raised, then retried
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
