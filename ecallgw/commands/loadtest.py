@@ -97,6 +97,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", default="", help="broker/gateway files (default: a temporary directory)")
 
 
+def _check_bounds(args: argparse.Namespace) -> None:
+    """Refuse options that would divide by zero, never end or pre-encode more than memory holds."""
+    from ecallgw.simulators.load import MAX_SIGNALS
+
+    if not (args.rate > 0 and args.duration > 0 and args.drain >= 0 and args.start_rate > 0):
+        raise ValueError("--rate, --start-rate and --duration must be > 0, --drain >= 0")
+    if args.step and not args.factor > 1:
+        raise ValueError("--factor must be > 1, or the step search never ends")
+    if not 1 <= args.max_outstanding <= 65_535:
+        # paho's packet ids wrap past 65,535 unacknowledged QoS 1 publishes and messages vanish.
+        raise ValueError("--max-outstanding must be in 1..65535")
+    top = max(args.rate, min(args.max_rate, args.start_rate * args.factor**64) if args.step else args.rate)
+    if top * args.duration > MAX_SIGNALS:
+        raise ValueError(
+            f"--rate x --duration may schedule at most {MAX_SIGNALS:,} signals per run (all are encoded "
+            "before the first send); shorten --duration or lower --max-rate"
+        )
+
+
 def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -119,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--token needs TPS=TOKEN")
         if args.gateway and args.transport == "mqtt" and not args.broker:
             raise ValueError("--gateway with MQTT needs --broker HOST:PORT (the broker that gateway reads)")
+        _check_bounds(args)
     except ValueError as exc:
         print(f"ecallgw loadtest: {exc}", file=sys.stderr)
         return 2

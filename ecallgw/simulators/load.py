@@ -37,6 +37,7 @@ from ecallgw.simulators.report import LoadReport, build_report
 from ecallgw.simulators.scenarios import Mix, Scenario, generate
 
 __all__ = [
+    "MAX_SIGNALS",
     "PSAP_RECEIVERS",
     "THROUGHPUT_MIX",
     "Environment",
@@ -50,6 +51,9 @@ __all__ = [
     "run_load",
     "step_search",
 ]
+
+MAX_SIGNALS = 1_000_000
+"""Most signals one run schedules: all are encoded before the first send (a few hundred bytes each)."""
 
 THROUGHPUT_MIX = Mix(shares={"crash": 1.0}, redial=0.0, retransmission=0.0, untrusted_position=0.0)
 """One automatic crash per signal, each from a new vehicle: every signal must reach a receiver."""
@@ -329,6 +333,10 @@ def _scenarios_for(spec: LoadSpec, start: float) -> list[Scenario]:
     # Size the scenario rate from the mix's mean signals per scenario (a seeded pilot sample).
     pilot = generate(random.Random(spec.seed ^ 0x5EED), 200, spec.mix, mean_gap_s=0)
     per_scenario = sum(len(s.signals) for s in pilot) / len(pilot)
+    if not (spec.rate > 0 and spec.duration_s > 0):
+        raise ValueError(f"rate and duration must be > 0, got {spec.rate} and {spec.duration_s}")
+    if spec.rate * spec.duration_s > MAX_SIGNALS:
+        raise ValueError(f"{spec.rate}/s for {spec.duration_s} s is over {MAX_SIGNALS:,} signals")
     scenario_rate = spec.rate / per_scenario
     n = max(1, round(spec.duration_s * scenario_rate))
     return generate(random.Random(spec.seed), n, spec.mix, start=start, mean_gap_s=1.0 / scenario_rate)
