@@ -223,7 +223,14 @@ class SimulatedPsap:
             self.port = int(host_port[1])
 
     async def go_down(self, seconds: float) -> None:
-        """Stop listening now (connections are refused) and come back after ``seconds``."""
+        """Stop listening now (connections are refused) and come back after ``seconds``.
+
+        Called again while down, the outage is extended to end ``seconds`` from now.
+        """
+        if self._outage is not None and not self._outage.done():
+            self._outage.cancel()  # one listener coming back, not two fighting over the port
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._outage
         if self._site is not None:
             await self._site.stop()
             self._site = None

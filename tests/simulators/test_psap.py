@@ -90,3 +90,16 @@ async def test_goes_down_and_comes_back_on_the_same_port() -> None:
 def test_parse_document_rejects_garbage() -> None:
     assert parse_document("application/json", b"{not json") is None
     assert parse_document("application/json", json.dumps({"revision": 1}).encode()) is None
+
+
+async def test_a_second_outage_extends_the_first() -> None:
+    async with SimulatedPsap(random.Random(4)) as psap, aiohttp.ClientSession() as session:
+        await psap.go_down(0.3)
+        await asyncio.sleep(0.1)
+        await psap.go_down(0.5)  # now down until ~0.6 s from the start, and back exactly once
+        await asyncio.sleep(0.35)
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await _post(session, psap.url("p"), "a", _DOC)
+        await asyncio.sleep(0.5)
+        resp = await _post(session, psap.url("p"), "a", _DOC)
+        assert resp.status == 200 and [a.key for a in psap.arrivals] == ["a"]
