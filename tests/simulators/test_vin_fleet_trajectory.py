@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from typing import get_args
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -23,7 +24,16 @@ from ecallgw.model import (
 from ecallgw.simulators._oad import encode_era, encode_incinfo
 from ecallgw.simulators.fleet import random_vehicle
 from ecallgw.simulators.trajectory import drive, random_place
-from ecallgw.simulators.vin import ALPHABET, WMIS, check_digit, is_valid_vin, random_vin
+from ecallgw.simulators.vin import (
+    ALPHABET,
+    MODEL_YEAR_CODES,
+    WMIS,
+    Segment,
+    check_digit,
+    is_valid_vin,
+    random_vin,
+    uses_check_digit,
+)
 
 
 def test_check_digit_of_the_49_cfr_565_example() -> None:
@@ -35,9 +45,23 @@ def test_check_digit_of_the_49_cfr_565_example() -> None:
 def test_random_vins_are_valid(seed: int) -> None:
     rng = random.Random(seed)
     for wmi in WMIS:
-        vin = random_vin(rng, wmi.code, rng.randint(2018, 2026))
+        year = rng.randint(2018, 2026)
+        vin = random_vin(rng, wmi.code, year)
         assert len(vin) == 17 and not set(vin) & set("IOQ") and set(vin) <= set(ALPHABET)
         assert is_valid_vin(vin)
+        assert vin[:3] == wmi.code and vin[9] == MODEL_YEAR_CODES[year] and vin[9] not in "UZ0"
+        if uses_check_digit(wmi.code):
+            assert vin[8] == check_digit(vin)
+
+
+def test_wmi_table() -> None:
+    # Unique three-character codes from the VIN alphabet, and a maker for every segment the fleet
+    # draws (an empty segment would crash random_vehicle).
+    codes = [w.code for w in WMIS]
+    assert len(codes) == len(set(codes)) and all(len(c) == 3 and set(c) <= set(ALPHABET) for c in codes)
+    assert {seg for w in WMIS for seg in w.segments} == set(get_args(Segment))
+    # Check digits exactly where the region requires one: North America (1-5) and China (L).
+    assert {w.code for w in WMIS if uses_check_digit(w.code)} == {"5YJ", "LRW"}
 
 
 def test_check_digit_detects_a_typo() -> None:
