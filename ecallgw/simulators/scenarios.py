@@ -445,17 +445,22 @@ def _callback(rng: random.Random) -> str:
     return f"+447700900{rng.randrange(1000):03d}"
 
 
-def _position(traj: Trajectory, sent_at: float, rng: random.Random) -> Position:
+def _position(traj: Trajectory, sent_at: float, after_s: float, rng: random.Random) -> Position:
+    """The NMEA fix ``after_s`` seconds after the event: a stopped vehicle is where it stopped, a
+    moving one has gone on along its heading at its speed (a straight road for under a minute)."""
     fix = traj.event
+    metres = fix.speed_kmh / 3.6 * after_s
+    rad = math.radians(fix.heading_deg)
+    lat, lon = offset_position(fix.lat, fix.lon, metres * math.cos(rad), metres * math.sin(rad))
     return Position(
-        lat=round(fix.lat, 6),
-        lon=round(fix.lon, 6),
+        lat=round(lat, 6),
+        lon=round(lon, 6),
         trusted=True,
         source="nmea",
         at=float(int(sent_at)),
         quality="gps",
         heading_deg=round(fix.heading_deg, 1),
-        speed_kmh=0.0,
+        speed_kmh=fix.speed_kmh,
         satellites=rng.randint(6, 14),
         hdop=round(rng.uniform(0.6, 1.6), 1),
     )
@@ -561,7 +566,7 @@ class _Builder:
                     vehicle=vehicle.key,
                     call_id=call.call_id,
                     sent_at=self.sent_at(fix_at),
-                    position=_position(traj, self.sent_at(fix_at), rng),
+                    position=_position(traj, self.sent_at(fix_at), fix_at - offset_s, rng),
                 ),
             )
         if allow_redial and rng.random() < self.mix.redial:

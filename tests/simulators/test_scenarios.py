@@ -198,3 +198,22 @@ def test_every_signal_survives_the_wire() -> None:
             if isinstance(sig, MsdSignal) and sig.msd.msd.optional_additional_data is not None:
                 oad = sig.msd.msd.optional_additional_data
                 assert decode_oad(oad.oid, oad.data) == oad.decoded
+
+
+def test_position_update_follows_the_vehicle() -> None:
+    # The NMEA update that corrects an untrusted position comes 10-40 s after the event: a vehicle
+    # that drove on is that far along its heading, at its speed; a stopped one is where it stopped.
+    from ecallgw.simulators.scenarios import _position
+    from ecallgw.simulators.trajectory import drive
+
+    rng = random.Random(6)
+    for ending, road in (("moving", "motorway"), ("crash", "rural")):
+        traj = drive(rng, (48.137, 11.575), road, ending=ending)  # type: ignore[arg-type]
+        e = traj.event
+        pos = _position(traj, 1_790_000_030.0, 20.0, rng)
+        north, east = _metres((e.lat, e.lon), (pos.lat, pos.lon))
+        assert pos.speed_kmh == e.speed_kmh
+        assert math.hypot(north, east) == pytest.approx(e.speed_kmh / 3.6 * 20.0, abs=0.5)
+        if e.speed_kmh > 0:
+            bearing = math.degrees(math.atan2(east, north)) % 360
+            assert abs((bearing - e.heading_deg + 180) % 360 - 180) < 1.0
