@@ -18,7 +18,10 @@ Definitions:
 - driver lag: how late the driver handed each signal to the transport; when it is large, the
   simulator (not the gateway) limited the run.
 - lost: a tracked scenario (every kind but stale replays, which triage may rightly drop) with no
-  accepted document at any receiver by the end of the drain.
+  accepted document at any receiver by the end of the drain. A scenario's later signals are not
+  checked one by one at the receivers (a retransmission or a second cancel rightly produces no
+  document); they are accounted for on the send side (scheduled = acknowledged, no send errors).
+  The throughput profile, one signal per scenario, makes loss exact per signal.
 - invalid documents: accepted documents that fail ``codecs.document.parse_json_document`` (the
   shipped JSON Schema) or ``parse_cap``; unreadable: ones the report cannot even read an incident,
   revision and vehicle from; foreign: readable ones about a vehicle this run did not send.
