@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import random
@@ -104,6 +105,10 @@ class Gateway:
         replayed = await self.pipeline.replay()
         pending = await self.store.pending_outbox()
         self.forwarder.add(pending)
+        # The replayed triage state and the imports live as long as the process: move them out of
+        # the cyclic collector's view, so its full collections during the run do not walk them.
+        gc.collect()
+        gc.freeze()
         log.info(
             "state rebuilt from the journal",
             extra={
