@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import gc
 import hashlib
+import json
 import logging
 import random
 import time
@@ -101,6 +102,19 @@ class Gateway:
         self.pipeline = Pipeline(
             cfg.pipeline, self.store, TriageEngine(policy, key), self.metrics, self._committed
         )
+        fingerprint = policy_fingerprint(cfg)
+        previous = await self.store.swap_meta("policy_fingerprint", fingerprint.encode())
+        if previous is not None and previous.decode() != fingerprint:
+            # Replay rebuilds state under the new policy and sends nothing; incidents still open
+            # may be routed differently from their next signal on.
+            log.warning(
+                "triage policy changed since the last start",
+                extra={
+                    "event": "policy_changed",
+                    "previous_fingerprint": previous.decode(),
+                    "fingerprint": fingerprint,
+                },
+            )
         t0 = time.monotonic()
         replayed = await self.pipeline.replay()
         pending = await self.store.pending_outbox()
@@ -186,13 +200,21 @@ class Gateway:
         cfg = self.config.store
         while True:
             cutoff = time.time() - cfg.retention_days * 86400.0
-            deleted = await self.store.delete_before(cutoff)
+            deleted = await self.store.delete_before(cutoff, journal_margin_s=self.pipeline.state_window_s)
             for table, n in deleted.items():
                 if n:
                     self.metrics.retention_deleted.labels(table).inc(n)
             if any(deleted.values()):
                 log.info("retention deleted old data", extra={"rows": deleted})
             await asyncio.sleep(cfg.retention_interval_s)
+
+
+def policy_fingerprint(config: Config) -> str:
+    """A short digest of what decides routing: the ``[triage]`` table and the receivers' names."""
+    text = json.dumps(
+        {"triage": dict(config.triage), "receivers": sorted(config.receivers)}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 async def run_gateway(config: Config, *, on_ready: Callable[[Gateway], None] | None = None) -> None:

@@ -434,6 +434,17 @@ def _check(c: Config) -> None:
         ("drain_deadline_s", c.drain_deadline_s),
     ):
         _positive(key, value)
+    # The journal must hold what a replay at start reads: the triage state's lifetime and one prune
+    # interval (the triage table itself is validated where the policy is built).
+    lifetime = c.triage.get("state_lifetime_s", 3600.0)
+    if isinstance(lifetime, int | float) and not isinstance(lifetime, bool):
+        needed = float(lifetime) + c.pipeline.prune_interval_s
+        if c.store.retention_days * 86400.0 <= needed:
+            raise ConfigError(
+                "store.retention_days",
+                c.store.retention_days,
+                f"must be longer than triage.state_lifetime_s + pipeline.prune_interval_s ({needed:.0f} s)",
+            )
     for key, port in (("mqtt.port", c.mqtt.port), ("http.port", c.http.port)):
         if not 0 <= port <= 65535:
             raise ConfigError(key, port, "a port is 0..65535")

@@ -9,7 +9,10 @@ units queued but not committed is bounded too.
 Triage is called synchronously together with queueing the store write, by every caller (signals,
 operator actions, timer ticks, prunes), so the journal order is exactly the order the engine saw.
 That is what makes `replay` at start-up exact: a fresh engine fed the journal with each entry's stored
-``now`` rebuilds the same state, and the idempotent outbox insert adds nothing twice.
+``now`` rebuilds the same state. Replay writes nothing: journal rows and their decisions (revisions,
+outbox entries) were committed in one transaction, so nothing a replay could produce is missing,
+and what it produces under a changed policy must not be sent (the receivers had their chance when
+the signal came). It reads only the window triage keeps state for (`Store.replay_after`).
 
 Transport duplicates (the same bytes under the same topic again: an MQTT redelivery after a lost
 PUBACK, an HTTP client retrying) are recognised by digest and acknowledged once the original is
@@ -267,34 +270,49 @@ class Pipeline:
 
     # --- replay ---------------------------------------------------------------------------------
 
+    @property
+    def state_window_s(self) -> float:
+        """How far back triage state can reach: its lifetime plus one prune interval."""
+        return self.engine.policy.state_lifetime_s + self._config.prune_interval_s
+
     async def replay(self, chunk: int = 2000) -> int:
         """Rebuild triage state from the journal (call once, before sources start).
 
-        Every decision is written again; the store ignores what it already has (same keys), and
-        anything a crash left unwritten cannot exist, since journal and decisions share a transaction.
+        Only the window triage keeps state for is read (`Store.replay_after`), and nothing is
+        written: journal and decisions were committed in one transaction, so no decision of a
+        journaled signal can be missing, and a decision that differs now (a changed policy) must not
+        be sent again. Afterwards the engine's revisions are checked against the stored ones; a
+        mismatch is logged (ERROR, ``replay_mismatch``): live signals of those incidents would then
+        fail to store (fail-stop) rather than overwrite history.
 
         Returns:
             Journal entries replayed.
         """
-        after = 0
+        now = self._clock()
+        window = self.state_window_s
+        after = await self._store.replay_after(now - window, window)
         while True:
             rows = await self._store.journal(after, chunk)
             if not rows:
                 break
-            records: list[DecisionRecord] = []
             for row in rows:
                 after = row.seq
-                records.extend(self._replay_row(row))
-            if records:
-                result = await self._store.commit(
-                    Unit(journal_type=None, at=self._clock(), decisions=tuple(records))
-                )
-                if result.outbox:
-                    log.warning("replay created outbox entries", extra={"count": len(result.outbox)})
+                self._replay_row(row)
             self.replayed += len(rows)
+        stored = await self._store.recent_revisions(now - self.engine.policy.state_lifetime_s)
+        wrong = sorted(
+            iid
+            for iid, revision in stored.items()
+            if (snap := self.engine.get(iid)) is None or snap.revision != revision
+        )
+        if wrong:
+            log.error(
+                "replay rebuilt triage state that differs from the store",
+                extra={"event": "replay_mismatch", "count": len(wrong), "incidents": wrong[:10]},
+            )
         return self.replayed
 
-    def _replay_row(self, row: JournalRow) -> list[DecisionRecord]:
+    def _replay_row(self, row: JournalRow) -> None:
         if row.type == "signal":
             assert row.signal is not None
             raw = row.signal
@@ -304,20 +322,16 @@ class Pipeline:
             except DecodeError as exc:
                 # Journaled signals decoded when they came; a codec change since is worth a word.
                 log.error("journaled signal no longer decodes", extra={"seq": row.seq, "error": str(exc)})
-                return []
-            return [self._record(self.engine.on_signal(signal, now=row.at), row.at)]
-        if row.type == "action":
+                return
+            self.engine.on_signal(signal, now=row.at)
+        elif row.type == "action":
             a = row.action
             assert a is not None
-            return [
-                self._record(
-                    self.engine.on_operator_action(a.incident_id, a.action, now=row.at, actor=a.actor), row.at
-                )
-            ]
-        if row.type == "tick":
-            return [self._record(d, row.at) for d in self.engine.due(row.at)]
-        self.engine.prune(row.at)
-        return []
+            self.engine.on_operator_action(a.incident_id, a.action, now=row.at, actor=a.actor)
+        elif row.type == "tick":
+            self.engine.due(row.at)
+        else:
+            self.engine.prune(row.at)
 
     # --- the hot path ---------------------------------------------------------------------------
 

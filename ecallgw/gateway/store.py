@@ -164,8 +164,20 @@ class Store(Protocol):
         """A random key kept under ``name``, created on first use."""
         ...
 
-    async def delete_before(self, cutoff: float) -> dict[str, int]:
+    async def delete_before(self, cutoff: float, *, journal_margin_s: float = 0.0) -> dict[str, int]:
         """Retention: delete incident data older than ``cutoff``; rows deleted per table."""
+        ...
+
+    async def replay_after(self, since: float, margin_s: float) -> int:
+        """The journal sequence number after which a replay must start to rebuild state since ``since``."""
+        ...
+
+    async def recent_revisions(self, since: float) -> dict[str, int]:
+        """Stored latest revision of every incident updated at or after ``since``."""
+        ...
+
+    async def swap_meta(self, name: str, value: bytes) -> bytes | None:
+        """Store ``value`` under ``name``; return what was stored before (None at first)."""
         ...
 
     async def list_incidents(
@@ -469,12 +481,14 @@ class SqliteStore:
 
         return await self.run(fn)
 
-    async def delete_before(self, cutoff: float) -> dict[str, int]:
+    async def delete_before(self, cutoff: float, *, journal_margin_s: float = 0.0) -> dict[str, int]:
         """The retention job: delete incident data older than ``cutoff`` (epoch seconds).
 
         An incident goes once its last revision is older than the cutoff and nothing of it is still
-        waiting for delivery; with it go its revisions and outbox rows. Journal, quarantine and audit
-        rows older than the cutoff go too.
+        waiting for delivery; with it go its revisions and outbox rows. Quarantine and audit rows
+        older than the cutoff go too. Journal rows go by the same cutoff, but never those of an
+        incident that is kept (from ``journal_margin_s`` before its first signal on): cutting its
+        history would make a replay turn a later signal of the call into a new incident.
 
         Returns:
             Rows deleted per table.
@@ -505,13 +519,59 @@ class SqliteStore:
                 ("incidents", "DELETE FROM incidents WHERE incident_id IN (SELECT incident_id FROM expired)"),
             ):
                 counts[table] = conn.execute(sql).rowcount
-            for table in ("journal", "quarantine", "audit"):
+            (oldest_kept,) = conn.execute("SELECT min(received_at) FROM incidents").fetchone()
+            journal_cutoff = cutoff if oldest_kept is None else min(cutoff, oldest_kept - journal_margin_s)
+            counts["journal"] = conn.execute("DELETE FROM journal WHERE at < ?", (journal_cutoff,)).rowcount
+            for table in ("quarantine", "audit"):
                 counts[table] = conn.execute(f"DELETE FROM {table} WHERE at < ?", (cutoff,)).rowcount
             return counts
 
         return await self.run(fn)
 
+    async def swap_meta(self, name: str, value: bytes) -> bytes | None:
+        """Store ``value`` under ``name`` in the meta table; return the previous value (None at first)."""
+
+        def fn(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute("SELECT value FROM meta WHERE key=?", (name,)).fetchone()
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (name, value))
+            return bytes(row[0]) if row is not None else None
+
+        return await self.run(fn)
+
     # --- reads (they go through the same thread: one connection, always consistent) --------------
+
+    async def replay_after(self, since: float, margin_s: float) -> int:
+        """Where a replay starts: the journal seq after which every row it needs lies.
+
+        Triage keeps state only for what was touched within its lifetime, so a replay needs the
+        journal from ``since`` (now minus that lifetime and one prune interval) on, and, for every
+        incident updated since then, its whole history: from ``margin_s`` before its first signal
+        (orphan cancels and positions of the call come before the MSD).
+
+        Returns:
+            The greatest seq before that point (0 when the replay starts at the beginning).
+        """
+
+        def fn(conn: sqlite3.Connection) -> int:
+            (first,) = conn.execute(
+                "SELECT min(received_at) FROM incidents WHERE updated_at >= ?", (since,)
+            ).fetchone()
+            start = since if first is None else min(since, first - margin_s)
+            (seq,) = conn.execute("SELECT max(seq) FROM journal WHERE at < ?", (start,)).fetchone()
+            return int(seq or 0)
+
+        return await self.run(fn)
+
+    async def recent_revisions(self, since: float) -> dict[str, int]:
+        """incident_id -> stored latest revision, for incidents updated at or after ``since``."""
+
+        def fn(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute(
+                "SELECT incident_id, revision FROM incidents WHERE updated_at >= ?", (since,)
+            ).fetchall()
+            return {r[0]: int(r[1]) for r in rows}
+
+        return await self.run(fn)
 
     async def journal(self, after_seq: int, limit: int) -> list[JournalRow]:
         """Journal rows with ``seq > after_seq``, oldest first, at most ``limit``."""
@@ -772,7 +832,10 @@ def _write_unit(conn: sqlite3.Connection, unit: Unit) -> CommitResult:
         snap = d.snapshot
         if snap is not None:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO revisions (incident_id, revision, at, outcome, reasons, snapshot) "
+                # A plain INSERT: a revision already stored means triage and store disagree (a
+                # replay gone wrong, a policy change); failing the unit loudly beats silently
+                # keeping the old revision while the engine goes on from a different one.
+                "INSERT INTO revisions (incident_id, revision, at, outcome, reasons, snapshot) "
                 "VALUES (?,?,?,?,?,?)",
                 (
                     snap.incident_id,
@@ -783,9 +846,8 @@ def _write_unit(conn: sqlite3.Connection, unit: Unit) -> CommitResult:
                     dump_snapshot(snap),
                 ),
             )
-            if cur.rowcount:
-                assert cur.lastrowid is not None
-                revision_seqs.append((cur.lastrowid, snap))
+            assert cur.lastrowid is not None
+            revision_seqs.append((cur.lastrowid, snap))
             conn.execute(
                 "INSERT INTO incidents VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (incident_id) DO UPDATE SET "
                 "revision=excluded.revision, status=excluded.status, level=excluded.level, "
@@ -805,23 +867,22 @@ def _write_unit(conn: sqlite3.Connection, unit: Unit) -> CommitResult:
             )
         for receiver, incident_id, revision in d.routes:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO outbox (incident_id, revision, receiver, created_at, signal_at) "
+                "INSERT INTO outbox (incident_id, revision, receiver, created_at, signal_at) "
                 "VALUES (?,?,?,?,?)",
                 (incident_id, revision, receiver, unit.at, d.signal_at),
             )
-            if cur.rowcount:
-                assert cur.lastrowid is not None
-                matches = snap is not None and snap.incident_id == incident_id and snap.revision == revision
-                outbox.append(
-                    OutboxItem(
-                        id=cur.lastrowid,
-                        incident_id=incident_id,
-                        revision=revision,
-                        receiver=receiver,
-                        signal_at=d.signal_at,
-                        snapshot=snap if matches else None,
-                    )
+            assert cur.lastrowid is not None
+            matches = snap is not None and snap.incident_id == incident_id and snap.revision == revision
+            outbox.append(
+                OutboxItem(
+                    id=cur.lastrowid,
+                    incident_id=incident_id,
+                    revision=revision,
+                    receiver=receiver,
+                    signal_at=d.signal_at,
+                    snapshot=snap if matches else None,
                 )
+            )
     return CommitResult(journal_seq=journal_seq, outbox=tuple(outbox), revision_seqs=tuple(revision_seqs))
 
 

@@ -131,3 +131,13 @@ def test_secret_masks_and_compares() -> None:
     assert s.reveal() == "hunter2hunter2hunter2"
     assert s == Secret("hunter2hunter2hunter2")
     assert not Secret("")
+
+
+def test_retention_must_outlast_the_triage_state() -> None:
+    # Replay at start reads the journal back over the state's lifetime and one prune interval.
+    base = {"triage": {"state_lifetime_s": 7200.0}, "pipeline": {"prune_interval_s": 600.0}}
+    with pytest.raises(ConfigError) as info:
+        load_config(base={**base, "store": {"retention_days": 0.05}})  # 4320 s
+    assert info.value.key == "store.retention_days"
+    assert "triage.state_lifetime_s" in str(info.value) and "pipeline.prune_interval_s" in str(info.value)
+    assert load_config(base={**base, "store": {"retention_days": 0.1}}).store.retention_days == 0.1

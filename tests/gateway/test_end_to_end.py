@@ -433,12 +433,14 @@ async def test_provider_rate_limit_answers_429_with_retry_after(tmp_path: Path, 
 
 async def test_retention_job_deletes_expired_incidents(tmp_path: Path, receiver: Receiver) -> None:
     now = time.time()
-    # 0.5 s of retention, checked every 0.2 s.
+    # 0.5 s of retention, checked every 0.2 s (longer than triage state's 0.3 s + the 0.1 s prune).
     cfg = gateway_config(
         tmp_path,
         broker=None,
         psap_url=receiver.url,
         store={"retention_days": 0.5 / 86400, "retention_interval_s": 0.2},
+        triage={"state_lifetime_s": 0.3},
+        pipeline={"tick_interval_s": 0.05, "prune_interval_s": 0.1},
     )
     async with running_gateway(cfg) as gw, aiohttp.ClientSession() as http:
         assert gw.http is not None
@@ -463,7 +465,9 @@ async def test_retention_job_deletes_expired_incidents(tmp_path: Path, receiver:
             timeout_s=5,
         )
         counts = await gw.store.counts()
-    assert counts["incidents"] == 0 and counts["journal"] == 0 and counts["revisions"] == 0
+        kinds = {r.type for r in await gw.store.journal(0, 1000)}
+    assert counts["incidents"] == 0 and counts["revisions"] == 0
+    assert kinds <= {"prune"}  # the signal's journal row went with its incident; recent prunes stay
 
 
 async def test_a_failed_commit_stops_the_gateway_without_acknowledging(

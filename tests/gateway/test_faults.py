@@ -7,6 +7,7 @@ ever under the same idempotency key (the receiver counts distinct keys).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -192,6 +193,9 @@ async def test_receiver_down_for_a_while_then_back_and_429_retry_after(tmp_path:
     # Down (port closed) first; once up, it answers the first two requests 429 Retry-After: 1.
     recv = Receiver(script=lambda k: (429, {"Retry-After": "1"}) if k < 2 else (200, {}))
     cfg = gateway_config(tmp_path, broker=None, psap_url=recv.url)
+    # Retry-After is capped at the backoff cap: give the receiver room to ask for its second.
+    psap = dataclasses.replace(cfg.receivers["psap-fallback"], backoff_cap_s=2.0)
+    cfg = dataclasses.replace(cfg, receivers={**cfg.receivers, "psap-fallback": psap})
     async with running_gateway(cfg) as gw:
         assert gw.http is not None
         async with aiohttp.ClientSession() as http:

@@ -1,16 +1,25 @@
-"""Restart: the journal replayed through a fresh triage engine rebuilds the same state, sends nothing."""
+"""Restart: the journal replayed through a fresh triage engine rebuilds the same state, sends nothing.
+
+Also: a policy change resends nothing, retention does not split a call's history, only the window
+triage keeps state for is read, and a store the replay does not explain is reported.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from ecallgw.app import Gateway
+from ecallgw.gateway.records import DecisionRecord, RawSignal, Unit
+from ecallgw.gateway.store import SqliteStore
 from tests.gateway.harness import OPERATOR_TOKEN, PROVIDER_TOKEN, gateway_config, running_gateway
-from tests.gateway.helpers import cancel_envelope, make_msd, msd_envelope, until, vin_for
+from tests.gateway.helpers import cancel_envelope, make_msd, make_snapshot, msd_envelope, until, vin_for
 from tests.gateway.receiver import Receiver
 
 
@@ -68,3 +77,118 @@ async def test_replay_rebuilds_state_without_new_revisions_or_deliveries(
             assert gw.pipeline.engine.get(row.incident_id) == found[1][-1].snapshot
     assert len(receiver.requests) == sent_before
     assert {r.key.split(":")[1] for r in receiver.accepted} == {"1", "2"}  # 'a' rev 1, 'c' escalated rev 2
+
+
+async def test_policy_change_resends_nothing_and_is_logged(
+    tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = Receiver()
+    await other.start()
+    try:
+        now = time.time()
+        cfg = gateway_config(tmp_path, broker=None, psap_url=receiver.url)
+        async with running_gateway(cfg) as gw, aiohttp.ClientSession() as http:
+            for i in range(3):
+                m = make_msd(vin=vin_for(30 + i), timestamp=int(now))
+                await post(
+                    http, gw, f"/v1/ecall/acme/v{i}/msd", msd_envelope(m, call_id=f"c{i}", sent_at=now)
+                )
+            await until(lambda: len(receiver.accepted) >= 3)
+            for row in await gw.store.list_incidents():
+                await gw.pipeline.action(row.incident_id, "resolve", actor="alice", role="operator", note="")
+            await until(lambda: len(receiver.accepted) >= 6)
+            before = await gw.store.counts()
+        moved = gateway_config(
+            tmp_path,
+            broker=None,
+            psap_url=receiver.url,
+            receivers={"psap-new": {"kind": "http", "url": other.url}},
+            triage={"fallback_psap_receiver": "psap-new"},
+        )
+        with caplog.at_level(logging.WARNING, logger="ecallgw.app"):
+            async with running_gateway(moved) as gw:
+                await asyncio.sleep(0.5)  # time for any re-routed delivery
+                after = await gw.store.counts()
+    finally:
+        await other.stop()
+    assert other.requests == []  # the new PSAP gets no old incident
+    assert (after["outbox"], after["revisions"]) == (before["outbox"], before["revisions"])
+    [changed] = [r for r in caplog.records if getattr(r, "event", "") == "policy_changed"]
+    assert changed.fingerprint != changed.previous_fingerprint  # type: ignore[attr-defined]
+
+
+async def test_retention_then_restart_makes_no_new_incident(tmp_path: Path, receiver: Receiver) -> None:
+    # The retention job runs while a call's first signal is past the cutoff and its second is not.
+    now = time.time()
+    cfg = gateway_config(tmp_path, broker=None, psap_url=receiver.url)
+    async with running_gateway(cfg) as gw, aiohttp.ClientSession() as http:
+        first = make_msd(vin=vin_for(41), timestamp=int(now))
+        r1 = await post(http, gw, "/v1/ecall/acme/a/msd", msd_envelope(first, call_id="a", sent_at=now))
+        await asyncio.sleep(0.2)
+        cut = time.time()
+        await asyncio.sleep(0.2)
+        moved = make_msd(vin=vin_for(41), timestamp=int(now), message_identifier=2, passengers=4, lat=48.2)
+        r2 = await post(http, gw, "/v1/ecall/acme/a/msd", msd_envelope(moved, call_id="a", sent_at=now + 1))
+        assert r1["incident_id"] == r2["incident_id"]
+        await until(lambda: len(receiver.accepted) >= 2)
+        await gw.store.delete_before(cut, journal_margin_s=gw.pipeline.state_window_s)
+    keys = set(receiver.keys)
+    async with running_gateway(cfg) as gw:
+        await asyncio.sleep(0.5)
+        rows = await gw.store.list_incidents()
+        assert [(r.incident_id, r.revision) for r in rows] == [(r1["incident_id"], 2)]
+        snap = gw.pipeline.engine.get(str(r1["incident_id"]))
+        assert snap is not None and snap.revision == 2
+    assert set(receiver.keys) == keys
+
+
+async def test_replay_reads_only_the_window_triage_keeps_state_for(
+    tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = time.time()
+    cfg = gateway_config(tmp_path, broker=None, psap_url=receiver.url, triage={"state_lifetime_s": 600.0})
+    window = 600.0 + cfg.pipeline.prune_interval_s
+    # A day-old journal (resolved long ago) and two signals of a recent call.
+    async with SqliteStore(cfg.store) as store:
+        for n in range(50):
+            at = now - 86400.0 + n
+            payload = msd_envelope(make_msd(vin=vin_for(n), timestamp=int(at)), call_id=f"old{n}", sent_at=at)
+            await store.commit(Unit(journal_type="signal", at=at, signal=_raw(payload, f"o{n}", at)))
+    async with running_gateway(cfg) as gw, aiohttp.ClientSession() as http:
+        assert gw.pipeline.replayed == 0  # nothing in the window
+        recent = make_msd(vin=vin_for(99), timestamp=int(now))
+        await post(http, gw, "/v1/ecall/acme/r/msd", msd_envelope(recent, call_id="r", sent_at=now))
+        await until(lambda: len(receiver.accepted) >= 1)
+    with caplog.at_level(logging.ERROR, logger="ecallgw.pipeline"):
+        async with running_gateway(cfg) as gw:
+            assert gw.pipeline.replayed == 1
+            assert gw.pipeline.state_window_s == window
+            # A stored incident the replayed journal does not explain is reported.
+            ghost = dataclasses.replace(make_snapshot("ghost", at=now), updated_at=now)
+            await gw.store.commit(
+                Unit(
+                    journal_type=None,
+                    at=now,
+                    decisions=(
+                        DecisionRecord(outcome="new", reasons=(), snapshot=ghost, routes=(), signal_at=now),
+                    ),
+                )
+            )
+    assert not [r for r in caplog.records if getattr(r, "event", "") == "replay_mismatch"]
+    with caplog.at_level(logging.ERROR, logger="ecallgw.pipeline"):
+        async with running_gateway(cfg):
+            pass
+    [mismatch] = [r for r in caplog.records if getattr(r, "event", "") == "replay_mismatch"]
+    assert mismatch.incidents == ["ghost"]  # type: ignore[attr-defined]
+
+
+def _raw(payload: bytes, vehicle: str, at: float) -> RawSignal:
+    return RawSignal(
+        transport="http",
+        kind="msd",
+        tps="acme",
+        vehicle=vehicle,
+        payload=payload,
+        received_at=at,
+        source=f"/v1/ecall/acme/{vehicle}/msd",
+    )

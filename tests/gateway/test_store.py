@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -72,16 +73,40 @@ async def test_unit_is_stored_and_survives_reopen(tmp_path: Path) -> None:
         assert row.at == 1001.0
 
 
-async def test_replayed_unit_adds_no_outbox_or_revision(tmp_path: Path) -> None:
-    # Replay after a restart re-runs triage and writes the same keys again: nothing may be duplicated.
+async def test_a_revision_stored_twice_fails_loudly(tmp_path: Path) -> None:
+    # Triage and store disagreeing on a revision must not be papered over by ignoring the insert:
+    # the unit fails (and with it the signal's acknowledgement), nothing of it is kept.
     snap = snapshot()
     async with SqliteStore(cfg(tmp_path)) as store:
         first = await store.commit(signal_unit(1, snap))
-        again = await store.commit(signal_unit(1, snap))
         assert len(first.outbox) == 1
-        assert again.outbox == () and again.revision_seqs == ()
+        with pytest.raises(StoreError, match="UNIQUE"):
+            await store.commit(signal_unit(2, snap))
         counts = await store.counts()
-        assert counts["outbox"] == 1 and counts["revisions"] == 1
+        assert (counts["journal"], counts["outbox"], counts["revisions"]) == (1, 1, 1)
+
+
+async def test_an_outbox_entry_stored_twice_fails_loudly(tmp_path: Path) -> None:
+    snap = snapshot()
+    async with SqliteStore(cfg(tmp_path)) as store:
+        await store.commit(signal_unit(1, snap))
+        routes_only = Unit(
+            journal_type="signal",
+            at=2000.0,
+            signal=raw(2, 2000.0),
+            decisions=(
+                DecisionRecord(
+                    outcome="dup",
+                    reasons=(),
+                    snapshot=None,
+                    routes=(("psap", snap.incident_id, 1),),
+                    signal_at=2000.0,
+                ),
+            ),
+        )
+        with pytest.raises(StoreError, match="UNIQUE"):
+            await store.commit(routes_only)
+        assert (await store.counts())["journal"] == 1
 
 
 async def test_group_commit_batches_concurrent_units(tmp_path: Path) -> None:
@@ -130,7 +155,8 @@ async def test_incident_row_tracks_latest_revision(tmp_path: Path) -> None:
     async with SqliteStore(cfg(tmp_path)) as store:
         await store.commit(signal_unit(1, snapshot("a", 1)))
         await store.commit(signal_unit(2, snapshot("a", 2, status="cancelled")))
-        await store.commit(signal_unit(3, snapshot("a", 1)))  # a replayed old revision must not win
+        with pytest.raises(StoreError):  # an old revision again is refused, and does not win
+            await store.commit(signal_unit(3, snapshot("a", 1)))
         [row] = await store.list_incidents()
         assert (row.revision, row.status) == (2, "cancelled")
         assert await store.list_incidents(status="open") == []
@@ -169,8 +195,28 @@ async def test_retention_deletes_old_data_but_not_pending_deliveries(tmp_path: P
         await store.record_delivered(old, at=200.0, attempts=1, status=200)
         deleted = await store.delete_before(3000.0)
         assert deleted["incidents"] == 1 and deleted["revisions"] == 1 and deleted["deliveries"] == 1
-        assert deleted["journal"] == 3  # journal rows at 1001..1003 are older than the cutoff
+        # 'stuck' is kept, and with it the journal from its first signal (100) on: a replay needs it.
+        assert deleted["journal"] == 0
         assert sorted(r.incident_id for r in await store.list_incidents()) == ["new", "stuck"]
+        [stuck] = [i for i in await store.pending_outbox() if i.incident_id == "stuck"]
+        await store.record_delivered(stuck, at=200.0, attempts=1, status=200)
+        deleted = await store.delete_before(3000.0)
+        assert deleted["incidents"] == 1
+        assert deleted["journal"] == 3  # journal rows at 1001..1003: before the cutoff and any kept incident
+        deleted = await store.delete_before(6000.0, journal_margin_s=1000.0)
+        assert deleted["incidents"] == 0 and deleted["journal"] == 0  # 'new' (5000) is still updated
+
+
+async def test_retention_keeps_the_journal_of_an_incident_that_is_kept(tmp_path: Path) -> None:
+    async with SqliteStore(cfg(tmp_path)) as store:
+        first = snapshot("call", at=1001.0)
+        await store.commit(signal_unit(1, first))
+        later = dataclasses.replace(snapshot("call", revision=2, at=1001.0), updated_at=4000.0)
+        await store.commit(signal_unit(3000, later))
+        # The first signal (1001) is older than the cutoff, the incident (updated 4000) is not.
+        deleted = await store.delete_before(2000.0, journal_margin_s=500.0)
+        assert deleted["journal"] == 0
+        assert len(await store.journal(0, 10)) == 2
 
 
 async def test_key_is_created_once(tmp_path: Path) -> None:
