@@ -359,9 +359,7 @@ def test_scene_links_exactly_within_the_radius(
     st.integers(-3, 3),
     st.integers(-3, 3),
 )
-def test_scene_cell_keys_are_injective(
-    a: tuple[int, int], b: tuple[int, int], drow: int, dcol: int
-) -> None:
+def test_scene_cell_keys_are_injective(a: tuple[int, int], b: tuple[int, int], drow: int, dcol: int) -> None:
     # The scene grid packs (row, column) into one int where it can: two cells share a key only
     # when they are the same cell, near the packing limits too.
     from ecallgw.triage.engine import _CELL_HALF, _cell
