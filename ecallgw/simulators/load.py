@@ -470,7 +470,6 @@ async def run_load(
     bot = OperatorBot(env.gateway_url, env.operator_token, plan) if spec.operator_bot else None
     if bot is not None:
         env.psap.subscribe(bot.on_arrival)
-    log_holder: dict[str, SendLog] = {}
 
     async def reporter() -> None:
         t0 = outgoing[0].at if outgoing else time.time()
@@ -490,7 +489,7 @@ async def run_load(
         ticker = asyncio.create_task(reporter())
         try:
             if spec.transport == "mqtt":
-                log_holder["log"] = await drive_mqtt(
+                log = await drive_mqtt(
                     outgoing,
                     host=env.mqtt_host,
                     port=env.mqtt_port,
@@ -498,7 +497,7 @@ async def run_load(
                     client_id=f"ecallgw-loadtest-{spec.seed}-{secrets.token_hex(3)}",
                 )
             else:
-                log_holder["log"] = await drive_http(
+                log = await drive_http(
                     outgoing,
                     base_url=env.gateway_url,
                     tokens=env.provider_tokens,
@@ -532,7 +531,6 @@ async def run_load(
             if bot is not None:
                 env.psap.unsubscribe(bot.on_arrival)
     arrivals = env.psap.arrivals[first_arrival:]
-    log = log_holder["log"]
     report = build_report(
         transport=spec.transport,
         scenarios=scenarios,
