@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ecallgw.simulators.drivers import SendLog, build_outgoing
 from ecallgw.simulators.load import Sustainability, judge
@@ -211,3 +213,67 @@ def test_judge_refuses_a_run_with_nothing_to_judge() -> None:
     why = judge(report, Sustainability(max_p99_s=10.0, min_achieved_share=0.0))
     assert any("nothing to judge" in w for w in why)
     assert any(f"{len(outgoing)} signals not acknowledged" in w for w in why)
+
+
+_SCENARIOS = generate(
+    random.Random(8),
+    6,
+    _PLAIN,
+    start=1_790_000_000.0,
+    mean_gap_s=1.0,
+    kinds=["crash", "medical", "press_no_cancel", "stale_replay", "test_call", "two_devices"],
+)
+_OUTGOING = build_outgoing(_SCENARIOS)
+
+_delivery = st.tuples(
+    st.integers(0, len(_SCENARIOS) - 1),  # whose vehicle the document names
+    st.sampled_from(["operator", "psap-fallback", "test"]),
+    st.integers(1, 3),  # revision
+    st.sampled_from([200, 200, 200, 503, 429]),
+    st.floats(0.0, 30.0),  # seconds after the scenario's start
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(deliveries=st.lists(_delivery, max_size=25))
+def test_report_agrees_with_a_recount_of_any_records(
+    deliveries: list[tuple[int, str, int, int, float]],
+) -> None:
+    # Whatever the receivers recorded, the report's loss, duplicates, undelivered and latency are
+    # what a plain recount of the records gives: nothing is counted only because it arrived.
+    arrivals: list[Arrival] = []
+    accepted_keys: set[tuple[str, str]] = set()
+    for index, receiver, revision, status, after in deliveries:
+        s = _SCENARIOS[index]
+        key = f"i{index}:{revision}"
+        dup = status == 200 and (receiver, key) in accepted_keys
+        if status == 200:
+            accepted_keys.add((receiver, key))
+        body = _doc(s, f"i{index}", revision)
+        arrivals.append(_arrival(receiver, s.start + after, body, key, dup=dup, status=status))
+    log = SendLog(len(_OUTGOING))
+    report = build_report(
+        transport="mqtt",
+        scenarios=_SCENARIOS,
+        outgoing=_OUTGOING,
+        log=log,
+        arrivals=arrivals,
+        psap_receivers={"psap-fallback"},
+    )
+    ok = [d for d in deliveries if d[3] == 200]
+    tracked = {i for i, s in enumerate(_SCENARIOS) if s.label.kind != "stale_replay"}
+    reached = {d[0] for d in ok} & tracked
+    assert report.scenarios_tracked == len(tracked) and report.lost == len(tracked - reached)
+    assert report.documents_accepted == len(ok) and report.documents_refused == len(deliveries) - len(ok)
+    assert report.duplicates == len(ok) - len({(d[1], d[0], d[2]) for d in ok})
+    refused = {(d[1], d[0], d[2]) for d in deliveries if d[3] != 200}
+    assert report.undelivered == len(refused - {(d[1], d[0], d[2]) for d in ok})
+    assert report.key_mismatches == 0
+    first = {i: min(d[4] for d in ok if d[0] == i) for i in reached}
+    assert report.latency.count == len(reached)
+    if reached:
+        assert report.latency.max == pytest.approx(max(first.values()), abs=1e-6)
+    at_psap = {d[0] for d in ok if d[1] == "psap-fallback"}
+    real = {i for i, s in enumerate(_SCENARIOS) if s.label.real}
+    assert report.real_forwarded_to_psap == len(real & at_psap)
+    assert report.false_kept_off_psap == len(set(range(len(_SCENARIOS))) - real - at_psap)
