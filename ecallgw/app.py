@@ -118,6 +118,23 @@ class Gateway:
         t0 = time.monotonic()
         replayed = await self.pipeline.replay()
         pending = await self.store.pending_outbox()
+        orphaned = [item for item in pending if item.receiver not in cfg.receivers]
+        for item in orphaned:
+            # A receiver removed from the configuration: its entries would stay pending forever
+            # and, with them, their incidents would escape retention. Dead-letter them, loudly.
+            log.error(
+                "outbox entry for a receiver no longer configured: dead-lettered",
+                extra={"event": "dead_letter", "receiver": item.receiver, "reason": "unknown_receiver"},
+            )
+            self.metrics.deliveries.labels(item.receiver, "dead_lettered").inc()
+            await self.store.record_dead_letter(
+                item,
+                at=time.time(),
+                attempts=0,
+                reason="unknown_receiver",
+                detail=f"receiver {item.receiver!r} is not configured",
+            )
+        pending = [item for item in pending if item.receiver in cfg.receivers]
         self.forwarder.add(pending)
         # The replayed triage state and the imports live as long as the process: move them out of
         # the cyclic collector's view, so its full collections during the run do not walk them.

@@ -1,8 +1,11 @@
 """The store: every signal, incident revision, delivery and audit entry, in SQLite (WAL, group commit).
 
 One thread owns the connection. Work arrives as jobs on a queue; the thread takes whatever is queued
-(up to ``batch_max``), runs each job inside its own SAVEPOINT of one transaction, commits once, and
-only then resolves the jobs' futures on the event loop. So a caller that awaited a job knows it is
+(up to ``batch_max``), runs the jobs in one transaction, commits once, and only then resolves the
+jobs' futures on the event loop. A batch commits whole or not at all: should one job fail, the whole
+transaction is rolled back and every job of the batch fails (triage already applied every unit of
+it in order, so committing and acknowledging the units after a failed one would store a history
+the journal cannot replay). So a caller that awaited a job knows it is
 durable, and throughput does not pay one commit (or one fsync with ``synchronous=full``) per message.
 There is no grouping wait: a batch is whatever queued up while the previous commit ran.
 
@@ -13,7 +16,9 @@ A server database can implement the same protocol.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import queue
 import secrets
 import sqlite3
@@ -39,6 +44,8 @@ from ecallgw.gateway.snapshots import dump_snapshot, load_snapshot
 from ecallgw.model import IncidentSnapshot
 
 __all__ = ["IncidentRow", "RevisionRow", "SqliteStore", "Store"]
+
+log = logging.getLogger("ecallgw.store")
 
 T = TypeVar("T")
 
@@ -230,6 +237,7 @@ class SqliteStore:
         self._delivered: list[tuple[int, float, int, int | None, float | None]] = []
         self._delivered_fut: asyncio.Future[None] | None = None
         self._running = False  # the writer thread is up (a flag: Thread.is_alive per job costs ~5 us)
+        self._batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self.commits = 0
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -262,6 +270,8 @@ class SqliteStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._config.synchronous.upper()}")
         conn.execute("PRAGMA foreign_keys=OFF")
+        # Retention deletes personal data: overwrite it on disk instead of leaving it in free pages.
+        conn.execute("PRAGMA secure_delete=ON")
         conn.executescript(SCHEMA)
         return conn
 
@@ -280,7 +290,22 @@ class SqliteStore:
             self._loop_jobs(conn, loop)
         except BaseException as exc:  # the writer must never die silently: fail every waiter
             self._failed = exc
-            raise
+            self._running = False
+            waiting = [fut for _, fut in self._batch]
+            while True:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    waiting.append(job[1])
+            err = StoreError(f"the store writer stopped: {exc!r}")
+            failed: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [
+                (fut, None, err) for fut in waiting
+            ]
+            with contextlib.suppress(RuntimeError):  # the loop may be closed already
+                loop.call_soon_threadsafe(_resolve_all, failed)
+            log.critical("the store writer stopped", exc_info=exc)
         finally:
             self._running = False
             conn.close()
@@ -291,7 +316,7 @@ class SqliteStore:
             first = self._jobs.get()
             if first is None:
                 return
-            batch = [first]
+            batch = self._batch = [first]
             stop = False
             while len(batch) < batch_max:
                 try:
@@ -309,6 +334,7 @@ class SqliteStore:
                 self._metrics.store_commit.observe(time.perf_counter() - t0)
                 self._metrics.store_commit_units.observe(len(batch))
             loop.call_soon_threadsafe(_resolve_all, outcomes)
+            self._batch = []
             if stop:
                 return
 
@@ -317,42 +343,17 @@ class SqliteStore:
         conn: sqlite3.Connection,
         batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]],
     ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
-        """Run a batch's jobs in one transaction; a failing job fails alone.
-
-        The common case runs the jobs straight through (two statements fewer per job than a
-        SAVEPOINT each). Should one fail, the whole transaction is rolled back, nothing of it having
-        been committed or returned, and the batch runs again with a SAVEPOINT per job.
-        """
+        """Run a batch's jobs in one transaction: all commit, or all fail with `StoreError`."""
         try:
             conn.execute("BEGIN IMMEDIATE")
             values = [fn(conn) for fn, _ in batch]
             conn.execute("COMMIT")
             return [(fut, value, None) for (_, fut), value in zip(batch, values, strict=True)]
-        except (sqlite3.Error, ValueError, KeyError, TypeError):
+        except Exception as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for fn, fut in batch:
-                conn.execute("SAVEPOINT unit")
-                try:
-                    value = fn(conn)
-                except (sqlite3.Error, ValueError, KeyError, TypeError) as exc:
-                    # One bad unit must not take its batch down with it.
-                    conn.execute("ROLLBACK TO unit")
-                    conn.execute("RELEASE unit")
-                    outcomes.append((fut, None, StoreError(f"store operation failed: {exc!r}")))
-                else:
-                    conn.execute("RELEASE unit")
-                    outcomes.append((fut, value, None))
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            err = StoreError(f"commit failed: {exc}")
-            outcomes = [(fut, None, err) for _, fut in batch]
-        return outcomes
+            err = StoreError(f"store operation failed, batch of {len(batch)} rolled back: {exc!r}")
+            return [(fut, None, err) for _, fut in batch]
 
     def _submit(self, fn: Callable[[sqlite3.Connection], T], *, flush: bool = True) -> asyncio.Future[T]:
         if flush and self._delivered_fut is not None:

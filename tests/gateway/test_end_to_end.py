@@ -18,6 +18,8 @@ from ecallgw.app import Gateway
 from ecallgw.codecs import document
 from ecallgw.config import ReceiverConfig
 from ecallgw.errors import StoreError
+from ecallgw.gateway.records import DecisionRecord, Unit
+from ecallgw.gateway.store import SqliteStore
 from tests.gateway.broker import Mosquitto
 from tests.gateway.harness import (
     OPERATOR_TOKEN,
@@ -26,7 +28,7 @@ from tests.gateway.harness import (
     gateway_config,
     running_gateway,
 )
-from tests.gateway.helpers import cancel_envelope, make_msd, msd_envelope, until, vin_for
+from tests.gateway.helpers import cancel_envelope, make_msd, make_snapshot, msd_envelope, until, vin_for
 from tests.gateway.receiver import Receiver
 
 CAP_XSD = Path(__file__).parents[1] / "codecs" / "data" / "CAP-v1.2.xsd"
@@ -495,3 +497,45 @@ async def test_a_failed_commit_stops_the_gateway_without_acknowledging(
             async with asyncio.timeout(10):
                 await task
     assert info.value.subgroup(StoreError) is not None  # fail-stop; the restart replays the journal
+
+
+async def test_entries_for_a_removed_receiver_are_dead_lettered_and_expire(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    cfg = gateway_config(tmp_path, broker=None, psap_url=receiver.url)
+    old = time.time() - 10 * 86400.0  # within the 30 days of retention
+    async with SqliteStore(cfg.store) as store:
+        snap = make_snapshot("inc-gone", at=old)
+        unit = Unit(
+            journal_type=None,
+            at=old,
+            decisions=(
+                DecisionRecord(
+                    outcome="new",
+                    reasons=(),
+                    snapshot=snap,
+                    routes=(("psap-removed", snap.incident_id, 1),),
+                    signal_at=old,
+                ),
+            ),
+        )
+        await store.commit(unit)
+        assert await store.delete_before(time.time() - 86400.0) == dict.fromkeys(
+            (
+                "deliveries",
+                "dead_letters",
+                "outbox",
+                "revisions",
+                "incidents",
+                "journal",
+                "quarantine",
+                "audit",
+            ),
+            0,
+        )  # pending forever: retention could not touch it
+    async with running_gateway(cfg) as gw:
+        [dead] = await gw.store.dead_letters()
+        assert (dead["receiver"], dead["reason"]) == ("psap-removed", "unknown_receiver")
+        assert "psap-removed" in dead["detail"]
+        deleted = await gw.store.delete_before(time.time() - 86400.0)
+        assert (deleted["incidents"], deleted["outbox"], deleted["dead_letters"]) == (1, 1, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -124,13 +125,13 @@ async def test_group_commit_batches_concurrent_units(tmp_path: Path) -> None:
     assert b"ecallgw_store_commit_seconds_count" in metrics.render()
 
 
-async def test_failing_job_does_not_poison_its_batch(tmp_path: Path) -> None:
+async def test_a_failing_job_fails_its_whole_batch(tmp_path: Path) -> None:
     async with SqliteStore(cfg(tmp_path)) as store:
         bad = store.run(lambda conn: conn.execute("INSERT INTO nowhere VALUES (1)"))
         good = store.commit(signal_unit(1, snapshot()))
         results = await asyncio.gather(bad, good, return_exceptions=True)
-        assert isinstance(results[0], StoreError)
-        assert (await store.counts())["journal"] == 1
+        assert all(isinstance(r, StoreError) for r in results)
+        assert (await store.counts())["journal"] == 0
 
 
 async def test_delivered_and_dead_letter_leave_pending(tmp_path: Path) -> None:
@@ -232,3 +233,64 @@ async def test_unwritable_path_fails_at_start(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="cannot open"):
         async with SqliteStore(StoreConfig(path=str(tmp_path / "file" / "db.sqlite3"))):
             pass
+
+
+async def test_one_failing_unit_fails_and_rolls_back_its_whole_batch(tmp_path: Path) -> None:
+    async with SqliteStore(cfg(tmp_path)) as store:
+        await store.commit(signal_unit(1, snapshot("a")))
+        # Hold the writer so that the next three units queue up and form one batch.
+        hold = asyncio.create_task(store.run(lambda conn: time.sleep(0.3)))
+        await asyncio.sleep(0.05)
+        futures = [
+            store.commit_nowait(signal_unit(2, snapshot("b"))),
+            store.commit_nowait(signal_unit(3, snapshot("a"))),  # revision 1 of 'a' again: fails
+            store.commit_nowait(signal_unit(4, snapshot("c"))),
+        ]
+        await hold
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert all(isinstance(r, StoreError) for r in results), results
+        counts = await store.counts()
+        assert (counts["journal"], counts["incidents"], counts["outbox"]) == (1, 1, 1)
+
+
+class _WriterDeath(BaseException):
+    """Something the writer cannot survive (not an Exception: it ends the thread)."""
+
+
+async def test_writer_thread_death_fails_every_waiting_future(tmp_path: Path) -> None:
+    def die(conn: sqlite3.Connection) -> None:
+        time.sleep(0.1)
+        raise _WriterDeath
+
+    async with SqliteStore(cfg(tmp_path)) as store:
+        dying = asyncio.create_task(store.run(die))
+        await asyncio.sleep(0.02)  # the writer took the job; these queue behind it
+        queued = [store.commit_nowait(signal_unit(n, snapshot(f"q{n}"))) for n in range(3)]
+        async with asyncio.timeout(5):  # never resolved before the fix: every waiter hung
+            results = await asyncio.gather(dying, *queued, return_exceptions=True)
+        assert all(isinstance(r, StoreError) for r in results), results
+        assert not store.writable
+        with pytest.raises(StoreError):
+            await store.commit(signal_unit(9, snapshot("late")))
+
+
+async def test_retention_overwrites_deleted_personal_data(tmp_path: Path) -> None:
+    marker = b"WVWZZZ-SECRET-VIN-" * 4
+    old = RawSignal(
+        transport="mqtt", kind="msd", tps="acme", vehicle="v1", payload=marker, received_at=100.0, source="t"
+    )
+    path = tmp_path / "db" / "gw.sqlite3"
+    async with SqliteStore(cfg(tmp_path)) as store:
+        unit = Unit(journal_type="signal", at=100.0, signal=old)
+        for n in range(50):  # enough rows to fill pages that are freed, not just shortened
+            await store.commit(dataclasses.replace(unit, at=100.0 + n))
+    assert marker in path.read_bytes()  # closing checkpointed the WAL into the file
+    async with SqliteStore(cfg(tmp_path)) as store:
+        assert await store.run(lambda conn: conn.execute("PRAGMA secure_delete").fetchone()[0]) == 1
+        deleted = await store.delete_before(3000.0)
+        assert deleted["journal"] == 50
+    data = path.read_bytes()
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists():
+        data += wal.read_bytes()
+    assert marker not in data
