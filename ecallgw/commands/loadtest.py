@@ -9,6 +9,7 @@ import dataclasses
 import itertools
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -252,18 +253,24 @@ async def _main(
                 f"gateway {env.gateway_url}, broker {env.mqtt_host}:{env.mqtt_port}, "
                 f"PSAP port {env.psap.port}"
             )
-            outage_task = None
-            if outage:
+            outage_task: asyncio.Task[None] | None = None
 
-                async def outage_later() -> None:
-                    await asyncio.sleep(outage[0] + spec.warmup_s)
-                    _say(f"PSAP goes down for {outage[1]:.0f} s")
-                    await env.psap.go_down(outage[1])
+            async def outage_at(when: float) -> None:
+                await asyncio.sleep(max(0.0, when - time.time()))
+                _say(f"PSAP goes down for {outage[1]:.0f} s")
+                await env.psap.go_down(outage[1])
 
-                outage_task = asyncio.create_task(outage_later())
-            report, *_ = await run_load(spec, env, progress=_say)
+            def schedule_outage(first_send: float) -> None:
+                # AT seconds after the first scheduled send, however long the schedule took to build.
+                nonlocal outage_task
+                if outage:
+                    outage_task = asyncio.create_task(outage_at(first_send + outage[0]))
+
+            report, *_ = await run_load(spec, env, progress=_say, on_schedule=schedule_outage)
             if outage_task is not None:
                 outage_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await outage_task
     text = report.to_text()
     print(text)
     (out / "report.txt").write_text(text + "\n")

@@ -426,6 +426,7 @@ async def run_load(
     env: Environment,
     *,
     progress: Callable[[str], None] | None = None,
+    on_schedule: Callable[[float], None] | None = None,
 ) -> tuple[LoadReport, list[Scenario], list[Outgoing], SendLog, list[Arrival]]:
     """Run one load test against ``env``.
 
@@ -433,6 +434,8 @@ async def run_load(
         spec: what to send.
         env: broker, gateway and PSAP (from ``environment``).
         progress: called about once a second with a status line.
+        on_schedule: called on the event loop with the first send's epoch time once the schedule
+            is built (for events timed relative to the run, like a PSAP outage).
 
     Returns:
         The report and the records it was built from (scenarios, schedule, send log, arrivals of
@@ -452,6 +455,8 @@ async def run_load(
     # The envelopes carry sent_at and MSD timestamps from generation; moving the whole schedule by the
     # build time (seconds) keeps them well inside the gateway's staleness window.
     outgoing = [replace(o, at=o.at + shift) for o in outgoing]
+    if on_schedule is not None:
+        on_schedule(outgoing[0].at if outgoing else time.time())
     owners = _owners(scenarios)
     watch = _DrainWatch(owners, {s.id for s in scenarios if s.label.real and s.label.automatic})
     all_seen = watch.done

@@ -59,3 +59,16 @@ def test_bad_options_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["loadtest", "--max-outstanding", "65536"]) == 2
     assert main(["loadtest", "--rate", "2000", "--duration", "1000"]) == 2
     assert "ecallgw loadtest:" in capsys.readouterr().err
+
+
+def test_psap_outage_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The outage starts AT seconds after the first scheduled send: signals sent into it wait, none is lost.
+    out = tmp_path / "out"
+    argv = ["loadtest", "--rate", "10", "--duration", "2", "--psap-outage", "0.5:1", "--drain", "40"]
+    status = main([*argv, "--no-plot", "--out", str(out), "--workdir", str(tmp_path / "work")])
+    data = json.loads((out / "report.json").read_text())
+    assert "PSAP goes down for 1 s" in capsys.readouterr().err
+    assert data["lost"] == 0 and data["duplicates"] == 0 and data["undelivered"] == 0
+    assert data["latency"]["max"] > 0.4  # the outage shows in the latency
+    if data["latency"]["p99"] > 1.0:
+        assert status == 1  # not sustainable, and the exit status says so
