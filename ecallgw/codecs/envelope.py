@@ -38,6 +38,7 @@ from ecallgw.errors import DecodeError, EncodeError
 from ecallgw.model import CancelSignal, Msd, MsdSignal, PositionSignal, Signal
 
 __all__ = [
+    "ENVELOPE_KEYS",
     "KINDS",
     "MAX_CALL_ID_CHARS",
     "MAX_ENVELOPE_BYTES",
@@ -75,6 +76,10 @@ _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 _BCP47 = re.compile(r"[A-Za-z]{2,8}(?:-[A-Za-z0-9]{1,8})*")
+
+
+ENVELOPE_KEYS = frozenset({"call_id", "sent_at", "msd", "callback", "lang", "reason", "nmea"})
+"""Every key of the envelope contract (the only keys an error's ``path`` ever names)."""
 
 
 class _Pairs(list[tuple[Any, Any]]):
@@ -182,7 +187,11 @@ def _unpack(payload: bytes) -> dict[str, Any]:
         if not isinstance(key, str):
             continue  # unknown (non-text) key: tolerated like any other unknown key
         if key in fields:
-            raise _error("key appears more than once", key)
+            # Only a key of the contract is named: an unknown key is the sender's text (it may be
+            # a VIN), and the path ends up in logs and metric labels.
+            if key in ENVELOPE_KEYS:
+                raise _error("key appears more than once", key)
+            raise _error("an unknown key appears more than once")
         fields[key] = value
     return fields
 

@@ -24,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ecallgw.codecs.envelope import decode_envelope, decode_raw_msd
+from ecallgw.codecs.envelope import ENVELOPE_KEYS, decode_envelope, decode_raw_msd
 from ecallgw.config import PipelineConfig
 from ecallgw.errors import DecodeError, StoreError
 from ecallgw.gateway.metrics import Metrics
@@ -78,11 +79,34 @@ class ActionResult:
 OnCommit = Callable[[CommitResult], None]
 
 
+_CODECS = frozenset({"envelope", "msd", "nmea", "topic", "internal"})
+_ENVELOPE_PATHS = ENVELOPE_KEYS | {"kind", "tps", "vehicle"}
+_SEGMENT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def _codec_label(err: DecodeError) -> str:
+    return err.codec if err.codec in _CODECS else "other"
+
+
 def _reason_label(err: DecodeError) -> str:
-    # DecodeError.reason is prose with values in it; the field path is a small, schema-bounded set.
+    """The ``reason`` label of a decode error: a bounded set the sender cannot extend.
+
+    ``DecodeError.reason`` is prose with values in it. The field path is schema-bounded for the MSD
+    (the decoder walks the ASN.1 schema) and NMEA (field names of the parser), once indices such as
+    ``sentence[17]`` are dropped; for the envelope only the contract's keys count. Anything else
+    is "other".
+    """
     if not err.path:
         return "input"
-    return ".".join(err.path.split(".")[:2])[:64]
+    segments = _INDEX.sub("", err.path).split(".")[:2]
+    if not all(_SEGMENT.fullmatch(s) for s in segments):
+        return "other"
+    if err.codec == "envelope" and segments[0] not in _ENVELOPE_PATHS:
+        return "other"
+    if err.codec not in _CODECS:
+        return "other"
+    return ".".join(segments)
 
 
 class Pipeline:
@@ -357,7 +381,7 @@ class Pipeline:
             if not isinstance(exc, DecodeError):
                 log.exception("internal error on a signal; kept in quarantine", extra={"source": raw.source})
                 exc = DecodeError("internal", f"{type(exc).__name__}: {exc}"[:500])
-            m.decode_errors.labels(exc.codec, _reason_label(exc)).inc()
+            m.decode_errors.labels(_codec_label(exc), _reason_label(exc)).inc()
             log.warning(
                 "signal quarantined",
                 extra={

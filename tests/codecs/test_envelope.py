@@ -390,3 +390,12 @@ def test_mutated_envelopes_raise_only_decode_error(case: tuple[str, bytes], data
         i = data.draw(st.integers(0, len(buf) - 1), label="index")
         buf[i] = data.draw(st.integers(0, 255), label="byte")
     _only_decode_error(kind, bytes(buf))
+
+
+def test_an_unknown_key_given_twice_is_not_named() -> None:
+    # An unknown key is the sender's text (here a VIN): it must not become the error's path.
+    vin = "WVWZZZ1JZXW000001"
+    twice = b"\x85" + pack(**msd_body())[1:] + (msgpack.packb(vin) + msgpack.packb(1)) * 2
+    err = decode_error("msd", twice)
+    assert (err.codec, err.path) == ("envelope", "")
+    assert vin not in str(err)
