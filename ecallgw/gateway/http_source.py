@@ -6,11 +6,11 @@ Every endpoint but ``/healthz`` needs a bearer token from ``[auth]``; its role d
 endpoint                                    role       what
 =========================================== ========== =============================================
 POST /v1/ecall/{tps}/{vehicle}/{kind}       provider   ingest; only under the token's own ``tps``
-GET  /v1/incidents                          operator   list (``status``, ``level``, ``limit``)
-GET  /v1/incidents/events                   operator   Server-Sent Events, one per revision
+GET  /v1/incidents                          operator   list (``status``, ``level``, ``limit``) (audited)
+GET  /v1/incidents/events                   operator   Server-Sent Events, one per revision (audited)
 GET  /v1/incidents/{id}                     operator   one incident with its history (audited)
 POST /v1/incidents/{id}/actions             operator   ack, cancel, escalate, resolve (audited)
-GET  /v1/quarantine, /v1/dead-letters       sre        what could not be decoded or delivered
+GET  /v1/quarantine, /v1/dead-letters       sre        what could not be decoded (audited) or delivered
 GET  /metrics, /readyz                      sre        Prometheus text; readiness
 GET  /healthz                               (none)     the process is alive
 =========================================== ========== =============================================
@@ -268,6 +268,11 @@ class HttpServer:
         if level is not None and level not in ("critical", "high", "medium", "low"):
             return self._refuse(400, "level must be critical, high, medium or low")
         rows = await self._store.list_incidents(status=status, level=level, limit=limit)
+        # A list shows personal data (vehicle, time, place by level): who saw which incidents.
+        note = f"status={status} level={level} limit={limit} incidents=" + ",".join(
+            r.incident_id for r in rows
+        )
+        await self._pipeline.audit_view("", actor=who.name, role=who.role, action="list", note=note)
         return web.json_response({"incidents": [_row_json(r) for r in rows]})
 
     async def _get(self, request: web.Request, who: Principal) -> web.StreamResponse:
@@ -329,6 +334,9 @@ class HttpServer:
             after = int(last)
         except ValueError:
             return self._refuse(400, "Last-Event-ID must be an integer")
+        await self._pipeline.audit_view(
+            "", actor=who.name, role=who.role, action="subscribe", note=f"after={after}"
+        )
         queue = self._stream.subscribe()  # subscribe first: nothing falls between backlog and live
         resp = web.StreamResponse(
             headers={
@@ -371,6 +379,8 @@ class HttpServer:
 
     async def _quarantine(self, request: web.Request, who: Principal) -> web.StreamResponse:
         rows = await self._store.quarantined(100)
+        note = "quarantine=" + ",".join(str(r["id"]) for r in rows)
+        await self._pipeline.audit_view("", actor=who.name, role=who.role, action="quarantine", note=note)
         for r in rows:
             r["payload"] = bytes(r["payload"]).hex()
         return web.json_response({"quarantine": rows})

@@ -256,10 +256,22 @@ class Pipeline:
             revision=snap.revision if snap is not None else None,
         )
 
-    async def audit_view(self, incident_id: str, *, actor: str, role: str) -> None:
-        """Write who viewed an incident's personal data to the audit log (not journaled)."""
+    async def audit_view(
+        self, incident_id: str, *, actor: str, role: str, action: str = "view", note: str = ""
+    ) -> None:
+        """Write who viewed personal data, what and when, to the audit log (not journaled).
+
+        Args:
+            incident_id: the incident viewed, or "" for a view of many (list, stream, quarantine).
+            actor: the token's name.
+            role: the token's role.
+            action: what was viewed: "view" (one incident), "list", "subscribe", "quarantine".
+            note: the view's parameters and the ids it returned.
+        """
         now = self._clock()
-        record = ActionRecord(incident_id=incident_id, action="view", actor=actor, role=role, note="", at=now)
+        record = ActionRecord(
+            incident_id=incident_id, action=action, actor=actor, role=role, note=note, at=now
+        )
         await self._store.commit(Unit(journal_type=None, at=now, action=record, audit_outcome="viewed"))
 
     async def tick(self) -> int:

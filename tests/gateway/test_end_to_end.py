@@ -539,3 +539,43 @@ async def test_entries_for_a_removed_receiver_are_dead_lettered_and_expire(
         assert "psap-removed" in dead["detail"]
         deleted = await gw.store.delete_before(time.time() - 86400.0)
         assert (deleted["incidents"], deleted["outbox"], deleted["dead_letters"]) == (1, 1, 1)
+
+
+async def test_list_stream_and_quarantine_views_are_audited(tmp_path: Path, receiver: Receiver) -> None:
+    now = time.time()
+    cfg = gateway_config(tmp_path, broker=None, psap_url=receiver.url)
+    async with running_gateway(cfg) as gw, aiohttp.ClientSession() as http:
+        assert gw.http is not None
+        base = f"http://127.0.0.1:{gw.http.port}"
+        provider = {"Authorization": f"Bearer {PROVIDER_TOKEN}", "Content-Type": "application/msgpack"}
+        msd = make_msd(vin=vin_for(61), timestamp=int(now))
+        async with http.post(
+            f"{base}/v1/ecall/acme/a/msd", data=msd_envelope(msd, call_id="a", sent_at=now), headers=provider
+        ) as resp:
+            assert resp.status == 202
+            incident_id = (await resp.json())["incident_id"]
+        async with http.post(f"{base}/v1/ecall/acme/b/msd", data=b"\xc1", headers=provider) as resp:
+            assert resp.status == 400
+        op = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+        async with http.get(f"{base}/v1/incidents?status=open", headers=op) as resp:
+            assert resp.status == 200
+        async with http.get(f"{base}/v1/incidents/events", headers=op) as resp:
+            assert resp.status == 200
+            async with asyncio.timeout(5):
+                await resp.content.readline()  # the backlog's first event
+        async with http.get(
+            f"{base}/v1/quarantine", headers={"Authorization": f"Bearer {SRE_TOKEN}"}
+        ) as resp:
+            assert resp.status == 200
+            [q] = (await resp.json())["quarantine"]
+        audit = await gw.store.audit_log()
+    views = [(a["action"], a["actor"], a["role"]) for a in audit]
+    assert views == [
+        ("list", "alice", "operator"),
+        ("subscribe", "alice", "operator"),
+        ("quarantine", "bob", "sre"),
+    ]
+    assert incident_id in audit[0]["note"] and "status=open" in audit[0]["note"]
+    assert audit[1]["note"] == "after=0"
+    assert audit[2]["note"] == f"quarantine={q['id']}"
+    assert all(now - 1 <= a["at"] <= time.time() for a in audit)
