@@ -196,6 +196,7 @@ class Gateway:
             self.health.started = True
             self.ready.set()
             await self._stopping.wait()
+            self.health.draining = True
             log.info("draining", extra={"deadline_s": cfg.drain_deadline_s})
             if self.http is not None:
                 self.http.stop_intake()

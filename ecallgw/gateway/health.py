@@ -38,12 +38,14 @@ class Health:
         self._max_age = max_outbox_age_s
         self._clock = clock
         self.started = False
+        self.draining = False  # set on SIGTERM: a load balancer must stop sending us traffic
 
     def checks(self) -> dict[str, bool]:
         """Each check by name; ready when all are true."""
         gauges = self._forwarder.outbox_gauges(self._clock())
         out = {
             "started": self.started,
+            "not_draining": not self.draining,
             "store_writable": self._store.writable,
             "outbox_flowing": all(age <= self._max_age for _, _, age in gauges),
         }

@@ -248,7 +248,7 @@ class Pipeline:
         self._metrics.operator_actions.labels(
             action if action in _ACTIONS else "other", str(decision.outcome)
         ).inc()
-        self._on_commit(result)
+        self._notify(result)
         snap = decision.incident
         return ActionResult(
             outcome=str(decision.outcome),
@@ -284,7 +284,7 @@ class Pipeline:
         result = await self._commit_or_stop(unit)
         for d in decisions:
             self._count(d)
-        self._on_commit(result)
+        self._notify(result)
         return len(decisions)
 
     async def prune(self) -> int:
@@ -458,13 +458,25 @@ class Pipeline:
                     fut.set_exception(exc)  # the source must not acknowledge it
                 self._fail(exc)
                 return
-            if decision is not None:
-                self._count(decision)
-            self._remember(digest, result)
-            self._on_commit(s.result())
-            _set(fut, result)
+            try:
+                if decision is not None:
+                    self._count(decision)
+                self._remember(digest, result)
+                self._notify(s.result())
+            finally:
+                # Stored is stored: the source acknowledges whatever a listener did, or MQTT
+                # intake (bounded in-flight) would stall on a future never resolved.
+                _set(fut, result)
 
         stored.add_done_callback(done)
+
+    def _notify(self, result: CommitResult) -> None:
+        try:
+            self._on_commit(result)
+        except Exception:
+            # The commit stands; what a listener missed (e.g. outbox entries for the forwarder)
+            # is in the store and picked up at the next start.
+            log.exception("a commit listener failed", extra={"event": "on_commit_failed"})
 
     def _decode(self, raw: RawSignal) -> Signal:
         if raw.kind == "msd_raw":

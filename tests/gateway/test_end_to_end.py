@@ -16,10 +16,13 @@ from lxml import etree
 
 from ecallgw.app import Gateway
 from ecallgw.codecs import document
-from ecallgw.config import ReceiverConfig
+from ecallgw.config import PipelineConfig, ReceiverConfig, StoreConfig
 from ecallgw.errors import StoreError
-from ecallgw.gateway.records import DecisionRecord, Unit
+from ecallgw.gateway.metrics import Metrics
+from ecallgw.gateway.pipeline import Pipeline
+from ecallgw.gateway.records import CommitResult, DecisionRecord, RawSignal, Unit
 from ecallgw.gateway.store import SqliteStore
+from ecallgw.triage import TriageEngine, TriagePolicy
 from tests.gateway.broker import Mosquitto
 from tests.gateway.harness import (
     OPERATOR_TOKEN,
@@ -350,7 +353,7 @@ async def test_every_endpoint_refuses_missing_wrong_and_foreign_tokens(
         assert (await gw.store.counts())["journal"] == 0  # nothing refused was stored
     assert ready == {
         "ready": True,
-        "checks": {"started": True, "store_writable": True, "outbox_flowing": True},
+        "checks": {"started": True, "not_draining": True, "store_writable": True, "outbox_flowing": True},
     }
 
 
@@ -579,3 +582,67 @@ async def test_list_stream_and_quarantine_views_are_audited(tmp_path: Path, rece
     assert audit[1]["note"] == "after=0"
     assert audit[2]["note"] == f"quarantine={q['id']}"
     assert all(now - 1 <= a["at"] <= time.time() for a in audit)
+
+
+async def test_readyz_fails_while_draining(tmp_path: Path) -> None:
+    now = time.time()
+    down = Receiver()  # never started: the delivery stays pending and holds the drain
+    cfg = dataclasses.replace(gateway_config(tmp_path, broker=None, psap_url=down.url), drain_deadline_s=1.0)
+    async with Gateway(cfg) as gw:
+        assert gw.http is not None
+        task = asyncio.create_task(gw.run())
+        base = f"http://127.0.0.1:{gw.http.port}"
+        sre = {"Authorization": f"Bearer {SRE_TOKEN}"}
+        async with asyncio.timeout(10), aiohttp.ClientSession() as http:
+            await gw.ready.wait()
+            msd = make_msd(vin=vin_for(71), timestamp=int(now))
+            async with http.post(
+                f"{base}/v1/ecall/acme/a/msd",
+                data=msd_envelope(msd, call_id="a", sent_at=now),
+                headers={"Authorization": f"Bearer {PROVIDER_TOKEN}", "Content-Type": "application/msgpack"},
+            ) as resp:
+                assert resp.status == 202
+            async with http.get(f"{base}/readyz", headers=sre) as resp:
+                assert resp.status == 200
+            gw.stop()
+            await until(lambda: gw.health.draining)
+            async with http.get(f"{base}/readyz", headers=sre) as resp:
+                assert resp.status == 503
+                assert (await resp.json())["checks"]["not_draining"] is False
+        async with asyncio.timeout(20):
+            await task
+
+
+async def test_a_failing_commit_listener_does_not_stall_intake(tmp_path: Path) -> None:
+    def broken(result: CommitResult) -> None:
+        raise RuntimeError("listener bug")
+
+    now = time.time()
+    async with SqliteStore(StoreConfig(path=str(tmp_path / "gw.sqlite3"))) as store:
+        pipeline = Pipeline(
+            PipelineConfig(), store, TriageEngine(TriagePolicy(), b"k" * 32), Metrics(), broken
+        )
+        task = asyncio.create_task(pipeline.run())
+        try:
+            raws = [
+                RawSignal(
+                    transport="mqtt",
+                    kind="msd",
+                    tps="acme",
+                    vehicle=f"v{n}",
+                    payload=msd_envelope(
+                        make_msd(vin=vin_for(80 + n), timestamp=int(now)), call_id=f"c{n}", sent_at=now
+                    ),
+                    received_at=now,
+                    source=f"ecall/v1/acme/v{n}/msd",
+                )
+                for n in range(3)
+            ]
+            futures = [await pipeline.submit(r) for r in raws]
+            async with asyncio.timeout(5):  # before the fix the futures were never resolved
+                results = await asyncio.gather(*futures)
+            assert [r.outcome for r in results] == ["new_incident"] * 3
+            assert (await store.counts())["incidents"] == 3
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
