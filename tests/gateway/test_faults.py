@@ -14,7 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -24,7 +24,7 @@ import pytest
 
 from tests.gateway.broker import Mosquitto, free_port
 from tests.gateway.harness import SRE_TOKEN, gateway_config, running_gateway
-from tests.gateway.helpers import make_msd, msd_envelope, until, vin_for
+from tests.gateway.helpers import cancel_envelope, make_msd, msd_envelope, until, vin_for
 from tests.gateway.receiver import Receiver
 
 pytestmark = pytest.mark.slow
@@ -137,6 +137,54 @@ async def serve(config: Path, http_port: int, log: Path) -> AsyncIterator[asynci
         assert proc.returncode in (0, -signal.SIGKILL), tail(log)
 
 
+def followups(n: int) -> list[tuple[str, bytes]]:
+    """A second MSD (an update: passengers and position changed) for every 10th vehicle, then a
+    vehicle cancel for every 20th: each one more revision, to every receiver that had the incident.
+    Published after all first MSDs, so that per vehicle the broker's order is the call's order."""
+    now = time.time()
+    updates = [
+        (
+            f"ecall/v1/acme/car{i}/msd",
+            msd_envelope(
+                make_msd(vin=vin_for(i), timestamp=int(now), message_identifier=2, passengers=4, lat=48.2),
+                call_id=f"call-{i}",
+                sent_at=now + 5 + i * 1e-3,
+            ),
+        )
+        for i in range(0, n, 10)
+    ]
+    cancels = [
+        (f"ecall/v1/acme/car{i}/cancel", cancel_envelope(call_id=f"call-{i}", sent_at=now + 10 + i * 1e-3))
+        for i in range(0, n, 20)
+    ]
+    return updates + cancels
+
+
+async def settle(count: Callable[[], int], target: int, *, stall_s: float, timeout_s: float) -> None:
+    """Wait until ``count()`` reaches ``target`` or stops growing for ``stall_s`` (no assertion here:
+    the caller states what is missing)."""
+    last, since = count(), time.monotonic()
+    async with asyncio.timeout(timeout_s):
+        while count() < target:
+            await asyncio.sleep(0.1)
+            if count() != last:
+                last, since = count(), time.monotonic()
+            elif time.monotonic() - since > stall_s:
+                return
+
+
+async def scrape(http_port: int, name: str) -> float:
+    """Sum of a metric's samples from the daemon's /metrics."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"http://127.0.0.1:{http_port}/metrics", headers={"Authorization": f"Bearer {SRE_TOKEN}"}
+        ) as resp,
+    ):
+        text = await resp.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
 async def test_kill_9_mid_stream_then_restart_loses_nothing(tmp_path: Path, mosquitto: Mosquitto) -> None:
     n = 3000
     recv = Receiver()
@@ -144,7 +192,9 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(tmp_path: Path, mosq
     http_port = free_port()
     config = write_config(tmp_path, mosquitto, recv, http_port)
     log = tmp_path / "serve.log"
-    items = stream(n)
+    items = stream(n) + followups(n)
+    expected_deliveries = n + n // 10 + n // 20  # first MSDs, updates, cancels: one revision each
+    db_path = tmp_path / "store" / "gw.sqlite3"
     try:
         async with serve(config, http_port, log) as proc:
             publisher = asyncio.create_task(publish_all(mosquitto, items))
@@ -152,25 +202,60 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(tmp_path: Path, mosq
             os.kill(proc.pid, signal.SIGKILL)  # mid-stream: no drain, no goodbye
             await proc.wait()
             killed_at = len(recv.keys)
+            with sqlite3.connect(db_path) as db:  # what the crash left: stored, not yet delivered
+                stored_at_kill = db.execute("SELECT count(*) FROM journal WHERE type='signal'").fetchone()[0]
+                pending_at_kill = db.execute("SELECT count(*) FROM outbox WHERE state='pending'").fetchone()[
+                    0
+                ]
             async with asyncio.timeout(60):
                 await publisher
-        assert killed_at < n, "the stream was over before the kill"
+        assert killed_at < expected_deliveries and stored_at_kill < len(items), (
+            "the stream was over before the kill"
+        )
         async with serve(config, http_port, log):
-            await until(lambda: len(recv.keys) == n, timeout_s=90, interval_s=0.1)
+            await settle(lambda: len(recv.keys), expected_deliveries, stall_s=10, timeout_s=120)
             await asyncio.sleep(0.3)  # anything wrongly delivered twice would show up now
+            redelivered = await scrape(http_port, "ecallgw_signals_redelivered_total")
     finally:
         await recv.stop()
-    with sqlite3.connect(tmp_path / "store" / "gw.sqlite3") as db:
+    # The kill hit work in flight: deliveries the outbox still owed, or signals the broker had to
+    # deliver again because their acknowledgement never left.
+    assert pending_at_kill > 0 or redelivered > 0, (pending_at_kill, redelivered)
+    with sqlite3.connect(db_path) as db:
         journal = db.execute("SELECT count(*) FROM journal WHERE type='signal'").fetchone()[0]
-        incidents = {r[0] for r in db.execute("SELECT incident_id FROM incidents")}
-        pending = db.execute("SELECT count(*) FROM outbox WHERE state='pending'").fetchone()[0]
+        incidents = dict(db.execute("SELECT incident_id, revision FROM incidents").fetchall())
+        routed = db.execute("SELECT incident_id, revision, receiver, state FROM outbox").fetchall()
         dead = db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
-    assert journal == n  # every signal stored exactly once, redeliveries recognised
+    assert journal == len(items)  # every signal stored exactly once, redeliveries recognised
     assert len(incidents) == n
-    assert recv.keys == {f"{i}:1" for i in incidents}  # every incident at the PSAP, 0 missing
-    assert (pending, dead) == (0, 0)
-    extra = len(recv.accepted) - n  # deliveries repeated after the crash: same keys only
-    assert 0 <= extra < n
+    assert sorted(incidents.values()).count(3) == n // 20 and sum(incidents.values()) == expected_deliveries
+    expected = {f"{i}:{r}" for i, r, receiver, _ in routed if receiver == "psap-fallback"}
+    missing = expected - recv.keys
+    assert len(missing) == 0, (
+        f"{len(missing)} of {len(expected)} deliveries missing, e.g. {sorted(missing)[:5]}"
+    )
+    assert recv.keys == expected and len(expected) == expected_deliveries
+    # Every receiver that had an incident got its latest revision (the cancel, where there was one).
+    for incident_id, revision, receiver, state in routed:
+        assert state == "delivered", (incident_id, revision, receiver, state)
+    latest: dict[tuple[str, str], int] = {}
+    for incident_id, revision, receiver, _ in routed:
+        latest[(incident_id, receiver)] = max(revision, latest.get((incident_id, receiver), 0))
+    assert all(revision == incidents[iid] for (iid, _), revision in latest.items())
+    cancelled = {r.key for r in recv.accepted if b"cancel_requested" in r.body}
+    assert len(cancelled) == n // 20
+    # Revision order per incident at the receiver: each revision first arrives after the one before
+    # (a repeat after the crash re-sends under the same key, never a later revision early).
+    first_seen: dict[str, list[int]] = {}
+    for r in recv.accepted:
+        incident_id, revision = r.key.rsplit(":", 1)
+        seen = first_seen.setdefault(incident_id, [])
+        if int(revision) not in seen:
+            seen.append(int(revision))
+    assert all(seen == sorted(seen) for seen in first_seen.values())
+    assert (sum(len(s) for s in first_seen.values()), dead) == (expected_deliveries, 0)
+    extra = len(recv.accepted) - expected_deliveries  # deliveries repeated after the crash: same keys only
+    assert 0 <= extra < expected_deliveries
 
 
 async def test_broker_restart_mid_stream(tmp_path: Path, mosquitto: Mosquitto, receiver: Receiver) -> None:
