@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS incidents (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS incidents_updated ON incidents (updated_at);
+CREATE INDEX IF NOT EXISTS incidents_vehicle ON incidents (tps, vehicle, updated_at);
 CREATE TABLE IF NOT EXISTS revisions (
     seq INTEGER PRIMARY KEY, incident_id TEXT NOT NULL, revision INTEGER NOT NULL, at REAL NOT NULL,
     outcome TEXT NOT NULL, reasons TEXT NOT NULL, snapshot BLOB NOT NULL, UNIQUE (incident_id, revision)
@@ -546,8 +547,11 @@ class SqliteStore:
 
         Triage keeps state only for what was touched within its lifetime, so a replay needs the
         journal from ``since`` (now minus that lifetime and one prune interval) on, and, for every
-        incident updated since then, its whole history: from ``margin_s`` before its first signal
-        (orphan cancels and positions of the call come before the MSD).
+        incident that may have been touched since then, its whole history: from ``margin_s`` before
+        its first signal (orphan cancels and positions of the call come before the MSD). Touched
+        means updated (a revision) or, since signals that change nothing for receivers (an
+        unchanged position, a resent MSD) keep an incident alive without a revision, the latest
+        incident of any vehicle that sent a signal since then.
 
         Returns:
             The greatest seq before that point (0 when the replay starts at the beginning).
@@ -557,7 +561,14 @@ class SqliteStore:
             (first,) = conn.execute(
                 "SELECT min(received_at) FROM incidents WHERE updated_at >= ?", (since,)
             ).fetchone()
-            start = since if first is None else min(since, first - margin_s)
+            (latest,) = conn.execute(
+                "SELECT min((SELECT received_at FROM incidents i WHERE i.tps = s.tps AND "
+                "i.vehicle = s.vehicle ORDER BY i.updated_at DESC LIMIT 1)) "
+                "FROM (SELECT DISTINCT tps, vehicle FROM journal WHERE at >= ? AND type = 'signal') s",
+                (since,),
+            ).fetchone()
+            firsts = [t for t in (first, latest) if t is not None]
+            start = min([since, *(t - margin_s for t in firsts)])
             (seq,) = conn.execute("SELECT max(seq) FROM journal WHERE at < ?", (start,)).fetchone()
             return int(seq or 0)
 

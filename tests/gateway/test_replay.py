@@ -16,8 +16,12 @@ import aiohttp
 import pytest
 
 from ecallgw.app import Gateway
+from ecallgw.config import PipelineConfig, StoreConfig
+from ecallgw.gateway.metrics import Metrics
+from ecallgw.gateway.pipeline import Ingested, Pipeline
 from ecallgw.gateway.records import DecisionRecord, RawSignal, Unit
 from ecallgw.gateway.store import SqliteStore
+from ecallgw.triage import TriageEngine, TriagePolicy
 from tests.gateway.harness import OPERATOR_TOKEN, PROVIDER_TOKEN, gateway_config, running_gateway
 from tests.gateway.helpers import cancel_envelope, make_msd, make_snapshot, msd_envelope, until, vin_for
 from tests.gateway.receiver import Receiver
@@ -192,3 +196,51 @@ def _raw(payload: bytes, vehicle: str, at: float) -> RawSignal:
         received_at=at,
         source=f"/v1/ecall/acme/{vehicle}/msd",
     )
+
+
+async def test_an_incident_kept_alive_without_revisions_is_replayed_whole(tmp_path: Path) -> None:
+    # A call opened 2 h ago (older than triage's 65 min window) whose vehicle kept sending an
+    # unchanged MSD: no revision since, but alive in triage. A replay starting at the window would
+    # see the resend as a new call, and the next real update would reach the PSAP as a new incident.
+    now = time.time()
+    store_cfg = StoreConfig(path=str(tmp_path / "gw.sqlite3"))
+    key = b"k" * 32
+    old = now - 7200.0
+
+    def raw(payload: bytes, at: float) -> RawSignal:
+        return RawSignal(
+            transport="mqtt",
+            kind="msd",
+            tps="acme",
+            vehicle="car",
+            payload=payload,
+            received_at=at,
+            source="t",
+        )
+
+    def msd(identifier: int, passengers: int, at: float) -> bytes:
+        body = make_msd(
+            vin=vin_for(90), timestamp=int(old), message_identifier=identifier, passengers=passengers
+        )
+        return msd_envelope(body, call_id="c", sent_at=at)
+
+    async def run(signals: list[RawSignal]) -> tuple[list[Ingested], Pipeline]:
+        async with SqliteStore(store_cfg) as store:
+            pipeline = Pipeline(
+                PipelineConfig(), store, TriageEngine(TriagePolicy(), key), Metrics(), lambda r: None
+            )
+            await pipeline.replay()
+            task = asyncio.create_task(pipeline.run())
+            try:
+                futures = [await pipeline.submit(s) for s in signals]
+                async with asyncio.timeout(5):
+                    return list(await asyncio.gather(*futures)), pipeline
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    [opened, resent], _ = await run([raw(msd(1, 2, old), old), raw(msd(2, 2, now - 60), now - 60)])
+    assert (opened.outcome, resent.outcome) == ("new_incident", "duplicate")
+    [update], pipeline = await run([raw(msd(3, 5, now), now)])
+    assert pipeline.replayed == 2  # the whole call, not just the window's resend
+    assert (update.outcome, update.incident_id) == ("new_revision", opened.incident_id)
