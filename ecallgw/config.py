@@ -210,7 +210,9 @@ class ReceiverConfig:
         backoff_cap_s: cap of the retry delay.
         concurrency: deliveries in flight to this receiver (each incident's revisions stay in order).
         breaker_threshold: consecutive failures that open the circuit breaker.
-        breaker_cooldown_s: how long an open breaker waits before one probe.
+        breaker_cooldown_s: the longest an open breaker waits before one probe (the cap).
+        breaker_probe_initial_s: the first wait after the breaker opened; doubled after each
+            failed probe up to ``breaker_cooldown_s``, reset once the receiver answers.
     """
 
     name: str
@@ -225,6 +227,7 @@ class ReceiverConfig:
     concurrency: int = 16
     breaker_threshold: int = 5
     breaker_cooldown_s: float = 10.0
+    breaker_probe_initial_s: float = 1.0
 
 
 @dataclass(**_frozen)
@@ -408,10 +411,22 @@ def _check_receiver(r: ReceiverConfig) -> None:
     key = f"receivers.{r.name}"
     if r.kind == "http" and not re.match(r"^https?://", r.url):
         raise ConfigError(f"{key}.url", r.url, "an http receiver needs an http:// or https:// URL")
-    for attr in ("timeout_s", "backoff_base_s", "backoff_cap_s", "breaker_cooldown_s"):
+    for attr in (
+        "timeout_s",
+        "backoff_base_s",
+        "backoff_cap_s",
+        "breaker_cooldown_s",
+        "breaker_probe_initial_s",
+    ):
         _positive(f"{key}.{attr}", getattr(r, attr))
     for attr in ("max_attempts", "concurrency", "breaker_threshold"):
         _positive(f"{key}.{attr}", getattr(r, attr))
+    if r.breaker_probe_initial_s > r.breaker_cooldown_s:
+        raise ConfigError(
+            f"{key}.breaker_probe_initial_s",
+            r.breaker_probe_initial_s,
+            f"must not exceed {key}.breaker_cooldown_s ({r.breaker_cooldown_s}), the cap of the doubling",
+        )
 
 
 def _check(c: Config) -> None:

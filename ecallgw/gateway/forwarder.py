@@ -4,9 +4,11 @@ Per receiver (a *lane*): up to ``concurrency`` deliveries in flight, but never t
 so revision 2 is only sent once revision 1 was confirmed or dead-lettered. Each delivery is retried
 with capped, jittered exponential backoff (`retry.backoff_s`); a receiver's Retry-After is honoured as
 the least delay and holds the whole lane (through its breaker), since it speaks for the receiver.
-A circuit breaker per receiver stops attempts after ``breaker_threshold`` consecutive failures for
-``breaker_cooldown_s``, then lets one probe through; deliveries waiting on an open breaker spend no
-attempts, so an outage delays them without dead-lettering them. After ``max_attempts`` (or at once on
+A circuit breaker per receiver stops attempts after ``breaker_threshold`` consecutive failures, lets
+one probe through after ``breaker_probe_initial_s`` and doubles that wait after each failed probe up
+to ``breaker_cooldown_s`` (`probe_delay_s`), so a short outage costs about its own length, not a whole
+cooldown; deliveries waiting on an open breaker spend no attempts, so an outage delays them without
+dead-lettering them. After ``max_attempts`` (or at once on
 a permanent error) the entry is dead-lettered with its reason, a metric and an ERROR log line.
 
 A delivery is recorded in the store only after the receiver confirmed it (Alertmanager's order): a
@@ -37,30 +39,66 @@ from ecallgw.gateway.sinks import Documents, Sink
 from ecallgw.gateway.store import Store
 from ecallgw.model import IncidentSnapshot
 
-__all__ = ["CircuitBreaker", "Forwarder"]
+__all__ = ["CircuitBreaker", "Forwarder", "probe_delay_s"]
 
 log = logging.getLogger("ecallgw.forwarder")
 
 
+def probe_delay_s(failed_probes: int, *, initial_s: float, cap_s: float) -> float:
+    """How long an open breaker waits before its next probe.
+
+    ``initial_s`` after the breaker opened, doubling with each failed probe since, never above
+    ``cap_s``: a receiver back after a short outage is found within about ``initial_s``, while one
+    that stays down is asked only once per ``cap_s``.
+
+    Args:
+        failed_probes: probes that failed since the breaker last closed (0 when it just opened).
+        initial_s: the first wait.
+        cap_s: the longest wait.
+
+    Returns:
+        The wait in seconds.
+    """
+    # Exponent bounded: past ~64 doublings any positive initial is far beyond every sane cap,
+    # and 2.0 ** n for large n would overflow.
+    return min(cap_s, initial_s * 2.0 ** min(max(0, failed_probes), 64))
+
+
 class CircuitBreaker:
-    """closed → (threshold consecutive failures) → open → (cooldown) → half-open: one probe.
+    """closed → (threshold consecutive failures) → open → (wait) → half-open: one probe.
+
+    The wait is `probe_delay_s`: ``probe_initial_s`` after opening, doubled after each failed
+    probe up to ``cooldown_s``, back to ``probe_initial_s`` once an attempt succeeds.
 
     Args:
         threshold: consecutive failures that open it.
-        cooldown_s: how long it stays open before a probe.
+        cooldown_s: the longest wait before a probe (the cap of the doubling).
         clock: monotonic time source.
+        probe_initial_s: the first wait after opening; None means ``cooldown_s`` (a fixed wait).
     """
 
     def __init__(
-        self, threshold: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        threshold: int,
+        cooldown_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        probe_initial_s: float | None = None,
     ) -> None:
         self.threshold = threshold
         self.cooldown_s = cooldown_s
+        self.probe_initial_s = cooldown_s if probe_initial_s is None else min(probe_initial_s, cooldown_s)
         self._clock = clock
         self.failures = 0
+        self.failed_probes = 0
         self.open_until: float | None = None
         self._probing = False
         self._changed = asyncio.Event()
+
+    @property
+    def wait_s(self) -> float:
+        """The wait before the next probe, given the probes failed so far."""
+        return probe_delay_s(self.failed_probes, initial_s=self.probe_initial_s, cap_s=self.cooldown_s)
 
     @property
     def state(self) -> str:
@@ -86,8 +124,9 @@ class CircuitBreaker:
                 pass
 
     def success(self) -> None:
-        """An attempt succeeded: close."""
+        """An attempt succeeded: close, and start the next outage's waits from the initial one."""
         self.failures = 0
+        self.failed_probes = 0
         if self.open_until is not None:
             self.open_until = None
             self._probing = False
@@ -112,8 +151,12 @@ class CircuitBreaker:
     def failure(self) -> None:
         """An attempt failed: count it; open (again) at the threshold or when the probe failed."""
         self.failures += 1
+        if self._probing:
+            # Only a failed probe lengthens the wait: the failures of requests already in flight
+            # when the breaker opened say nothing new about how long the receiver stays down.
+            self.failed_probes += 1
         if self._probing or self.failures >= self.threshold:
-            self.open_until = self._clock() + self.cooldown_s
+            self.open_until = self._clock() + self.wait_s
             self._probing = False
             self._changed.set()
 
@@ -128,7 +171,11 @@ class _Lane:
         self.documents = documents
         # incident -> (revision, sent time) of the first revision this receiver confirmed (CAP refs)
         self.first: dict[str, tuple[int, float]] = {}
-        self.breaker = CircuitBreaker(config.breaker_threshold, config.breaker_cooldown_s)
+        self.breaker = CircuitBreaker(
+            config.breaker_threshold,
+            config.breaker_cooldown_s,
+            probe_initial_s=config.breaker_probe_initial_s,
+        )
         self.ready: asyncio.Queue[OutboxItem] = asyncio.Queue()
         self.waiting: dict[str, collections.deque[OutboxItem]] = {}  # incident -> revisions queued behind
         self.pending: dict[int, float] = {}  # outbox id -> signal_at, insertion ordered (oldest first)

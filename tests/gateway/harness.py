@@ -62,6 +62,7 @@ def gateway_config(
                 "backoff_base_s": 0.02,
                 "backoff_cap_s": 0.2,
                 "breaker_cooldown_s": 0.2,
+                "breaker_probe_initial_s": 0.1,
             },
         },
         "pipeline": {"tick_interval_s": 0.05},

@@ -141,3 +141,22 @@ def test_retention_must_outlast_the_triage_state() -> None:
     assert info.value.key == "store.retention_days"
     assert "triage.state_lifetime_s" in str(info.value) and "pipeline.prune_interval_s" in str(info.value)
     assert load_config(base={**base, "store": {"retention_days": 0.1}}).store.retention_days == 0.1
+
+
+def test_breaker_probe_initial_is_validated_against_the_cap() -> None:
+    config = load_config(base={})
+    assert all(
+        (r.breaker_probe_initial_s, r.breaker_cooldown_s) == (1.0, 10.0) for r in config.receivers.values()
+    )
+    table = {"kind": "http", "url": "http://127.0.0.1:9/x"}
+    with pytest.raises(ConfigError) as info:
+        load_config(base={"receivers": {"p": {**table, "breaker_probe_initial_s": 12.0}}})
+    assert info.value.key == "receivers.p.breaker_probe_initial_s" and info.value.value == 12.0
+    assert "breaker_cooldown_s" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        load_config(base={"receivers": {"p": {**table, "breaker_probe_initial_s": 0}}})
+    assert info.value.key == "receivers.p.breaker_probe_initial_s"
+    ok = load_config(
+        base={"receivers": {"p": {**table, "breaker_probe_initial_s": 0.5, "breaker_cooldown_s": 0.5}}}
+    )
+    assert ok.receivers["p"].breaker_probe_initial_s == 0.5

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ecallgw.config import ReceiverConfig, Secret, StoreConfig
-from ecallgw.gateway.forwarder import CircuitBreaker, Forwarder
+from ecallgw.gateway.forwarder import CircuitBreaker, Forwarder, probe_delay_s
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.records import DecisionRecord, OutboxItem, Unit
 from ecallgw.gateway.sinks import Documents
@@ -221,6 +224,102 @@ async def test_breaker_states() -> None:
     assert await b.admit() is True
     b.success()
     assert b.state == "closed" and b.failures == 0
+
+
+@given(
+    initial=st.floats(min_value=0.001, max_value=100.0),
+    cap=st.floats(min_value=0.001, max_value=1000.0),
+    failed=st.integers(min_value=0, max_value=10_000),
+)
+def test_probe_schedule_starts_small_doubles_and_is_capped(initial: float, cap: float, failed: int) -> None:
+    delay = probe_delay_s(failed, initial_s=initial, cap_s=cap)
+    assert 0 < delay <= cap
+    assert probe_delay_s(0, initial_s=initial, cap_s=cap) == min(initial, cap)
+    following = probe_delay_s(failed + 1, initial_s=initial, cap_s=cap)
+    assert following == min(cap, 2 * delay)  # doubles until the cap, then stays there
+    if initial <= cap:
+        assert delay == min(cap, initial * 2.0 ** min(failed, 64))
+
+
+async def test_breaker_waits_grow_only_while_probes_fail_and_reset_on_success() -> None:
+    now = [0.0]
+    b = CircuitBreaker(threshold=2, cooldown_s=10.0, clock=lambda: now[0], probe_initial_s=1.0)
+    waits = []
+    for _round in range(2):
+        b.failure()
+        b.failure()  # opens: the first probe comes after probe_initial_s, not the whole cooldown
+        for _ in range(6):
+            assert b.state == "open"
+            assert b.open_until is not None
+            waits.append(b.open_until - now[0])
+            now[0] = b.open_until
+            assert await b.admit() is True
+            b.failure()  # the receiver is still down
+        assert b.open_until is not None
+        now[0] = b.open_until
+        assert await b.admit() is True
+        b.success()
+        assert b.state == "closed" and b.failed_probes == 0
+    assert waits == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0] * 2  # the second outage starts small again
+    # Failures of requests already in flight when it opened re-arm the wait but do not lengthen it.
+    b.failure()
+    b.failure()
+    b.failure()
+    assert b.open_until == now[0] + 1.0 and b.failed_probes == 0
+
+
+async def test_short_outage_costs_about_its_length_not_a_cooldown(tmp_path: Path) -> None:
+    # The default breaker (5 failures, first probe after 1 s, cap 10 s) and default backoff,
+    # against a receiver that goes down for 2 s while documents keep coming. With the old fixed
+    # 10 s cooldown the documents waited up to ~10 s; now each arrives soon after it is back.
+    recv = Receiver()
+    await recv.start()
+    metrics = Metrics()
+    cfg = receiver_config(recv, breaker_threshold=5, backoff_base_s=0.5, backoff_cap_s=60.0, concurrency=16)
+    assert (cfg.breaker_probe_initial_s, cfg.breaker_cooldown_s) == (1.0, 10.0)
+    expected: set[str] = set()
+    opened = False
+    loop = asyncio.get_running_loop()
+    try:
+        async with forwarding(tmp_path, cfg, metrics) as (fwd, store):
+            breaker = fwd.lanes["psap"].breaker
+
+            async def send(n: int) -> None:
+                for rev in (1, 2):
+                    fwd.add(await commit(store, make_snapshot(f"i{n}", rev)))
+                    expected.add(f"i{n}:{rev}")
+
+            for n in range(5):
+                await send(n)
+                await asyncio.sleep(0.05)
+            async with asyncio.timeout(5):
+                await fwd.wait_idle()
+            await recv.stop()  # down: connection refused
+            down_until = loop.time() + 2.0
+            n = 5
+            while loop.time() < down_until:
+                await send(n)
+                n += 1
+                opened = opened or breaker.state != "closed"
+                await asyncio.sleep(0.1)
+            await recv.start()
+            back_at = time.time()  # the clock of Received.at
+            async with asyncio.timeout(8):
+                await fwd.wait_idle()
+            assert fwd.dead_lettered == 0
+            assert (await store.counts())["outbox_pending"] == 0
+            assert breaker.state == "closed" and breaker.failed_probes == 0
+    finally:
+        await recv.stop()
+    assert opened, "the outage did not open the breaker: the test would not exercise it"
+    assert recv.keys == expected  # nothing lost; any resend carried the same key
+    assert all(r.key in expected for r in recv.requests)
+    late = max(r.at for r in recv.accepted) - back_at
+    assert late <= 4.0, f"last document arrived {late:.2f} s after the receiver was back"
+    keys = [r.key for r in recv.accepted]
+    for inc in {k.split(":")[0] for k in expected}:  # revision order survived the outage
+        assert keys.index(f"{inc}:1") < keys.index(f"{inc}:2")
+    assert 'ecallgw_receiver_breaker_open{receiver="psap"} 0.0' in metrics.render().decode()
 
 
 async def test_retry_after_is_capped_at_the_backoff_cap(tmp_path: Path) -> None:
