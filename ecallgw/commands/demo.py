@@ -76,8 +76,15 @@ class _Broker:
     async def __aenter__(self) -> _Broker:
         import socket
 
+        # Its own session: a terminal's Ctrl-C goes to the whole foreground process group, and a
+        # broker killed by it at once would drop the gateway's and the fleet's connections under
+        # them mid-write (aiomqtt then adds a writer for a closed socket: an asyncio error). The
+        # demo stops the clients first and terminates the broker last (__aexit__).
         self._proc = await asyncio.create_subprocess_exec(
-            *self._argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+            *self._argv,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
         )
         async with asyncio.timeout(5):
             while True:
@@ -124,7 +131,9 @@ async def _demo(args: argparse.Namespace) -> None:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: the broker is in its own session (see _Broker), so a closed terminal reaches only
+    # the demo, which must then stop the broker itself.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     workdir = Path(tempfile.mkdtemp(prefix="ecallgw-demo-"))
     binary = None if args.http else _mosquitto()

@@ -109,6 +109,7 @@ async def open_loop(
 
     ``send`` records the outcome in ``log`` (acked or error); the loop records when it started and
     returns once every send has finished, so a driver stops by itself at the end of its schedule.
+    If cancelled, it cancels the sends in flight and waits for them before it returns.
     """
     gate = asyncio.Semaphore(max_outstanding)
     tasks: set[asyncio.Task[None]] = set()
@@ -119,17 +120,26 @@ async def open_loop(
         finally:
             gate.release()
 
-    for i, item in enumerate(outgoing):
-        await _pace(item.at)
-        await gate.acquire()
-        log.started[i] = time.time()
-        task = asyncio.create_task(one(i, item))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        if on_progress is not None and i % 1000 == 999:
-            on_progress(i + 1)
-    if tasks:
-        await asyncio.gather(*tasks)
+    try:
+        for i, item in enumerate(outgoing):
+            await _pace(item.at)
+            await gate.acquire()
+            log.started[i] = time.time()
+            task = asyncio.create_task(one(i, item))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            if on_progress is not None and i % 1000 == 999:
+                on_progress(i + 1)
+        if tasks:
+            await asyncio.gather(*tasks)
+    finally:
+        # Cancelled (or failed): no send may start or run on after we return, because the caller
+        # then closes the transport (a publish on a disconnecting MQTT client queues a write for a
+        # socket about to close).
+        for task in list(tasks):
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def drive_mqtt(
