@@ -219,6 +219,14 @@ class _Fields:
             raise self.error(field, f"{field} {value!r} is not a count")
         return int(value)
 
+    def require_valid_status(self, i: int) -> None:
+        """Check an RMC/GLL status field: A is a valid fix, V (void) gives no position."""
+        status = self.text(i)
+        if status not in ("A", "V"):
+            raise self.error("status", f"status {status!r} is not A or V")
+        if status == "V":
+            raise _NoFixError(f"{self.ident}: status V (void, no valid fix)")
+
     def mode(self, i: int, field: str = "mode") -> str | None:
         """The quality named by a one-letter mode indicator; None when absent (before NMEA 2.3)."""
         value = self.text(i)
@@ -239,11 +247,7 @@ class _Fields:
 def _read_rmc(f: _Fields) -> _Fix:
     # RMC: time, status, lat, N/S, lon, E/W, speed (knots), course, date, magvar, E/W, mode, nav status
     seconds = f.time(0)
-    status = f.text(1)
-    if status not in ("A", "V"):
-        raise f.error("status", f"status {status!r} is not A or V")
-    if status == "V":
-        raise _NoFixError(f"{f.ident}: status V (void, no valid fix)")
+    f.require_valid_status(1)
     quality = f.mode(11)
     lat, lon = f.latlon(2)
     speed = f.number(6, "speed")
@@ -316,11 +320,7 @@ def _read_gns(f: _Fields) -> _Fix:
 def _read_gll(f: _Fields) -> _Fix:
     # GLL: lat, N/S, lon, E/W, time, status, mode
     seconds = f.time(4)
-    status = f.text(5)
-    if status not in ("A", "V"):
-        raise f.error("status", f"status {status!r} is not A or V")
-    if status == "V":
-        raise _NoFixError(f"{f.ident}: status V (void, no valid fix)")
+    f.require_valid_status(5)
     quality = f.mode(6)
     lat, lon = f.latlon(0)
     return _Fix(kind="GLL", lat=lat, lon=lon, seconds_of_day=seconds, date=None, quality=quality or "gps")
