@@ -49,6 +49,9 @@ log = logging.getLogger("ecallgw.store")
 
 T = TypeVar("T")
 
+_Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
+"""A function the writer thread runs inside a group commit, and the future it resolves."""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS journal (
@@ -229,16 +232,17 @@ class SqliteStore:
     def __init__(self, config: StoreConfig, metrics: Metrics | None = None) -> None:
         self._config = config
         self._metrics = metrics
-        self._jobs: queue.SimpleQueue[
-            tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None
-        ] = queue.SimpleQueue()
+        # Each queue item is the list of jobs of one event-loop turn: one hand-off to the writer
+        # thread per turn instead of one per job (a lock, a wake-up and a GIL switch each).
+        self._jobs: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
+        self._turn: list[_Job] = []  # jobs of the current loop turn, not yet handed over
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failed: BaseException | None = None
         self._delivered: list[tuple[int, float, int, int | None, float | None]] = []
-        self._delivered_fut: asyncio.Future[None] | None = None
+        self._delivered_fut: asyncio.Future[None] | None = None  # set while _delivered collects
         self._running = False  # the writer thread is up (a flag: Thread.is_alive per job costs ~5 us)
-        self._batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._batch: list[_Job] = []
         self.commits = 0
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -252,8 +256,7 @@ class SqliteStore:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._delivered_fut is not None and self.writable:
-            self._flush_delivered()  # confirmations of the last loop turn go in before the stop
+        self._hand_over()  # the last loop turn's jobs go in before the stop
         self._jobs.put(None)
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
@@ -295,11 +298,11 @@ class SqliteStore:
             waiting = [fut for _, fut in self._batch]
             while True:
                 try:
-                    job = self._jobs.get_nowait()
+                    jobs = self._jobs.get_nowait()
                 except queue.Empty:
                     break
-                if job is not None:
-                    waiting.append(job[1])
+                if jobs is not None:
+                    waiting.extend(fut for _, fut in jobs)
             err = StoreError(f"the store writer stopped: {exc!r}")
             failed: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [
                 (fut, None, err) for fut in waiting
@@ -317,17 +320,17 @@ class SqliteStore:
             first = self._jobs.get()
             if first is None:
                 return
-            batch = self._batch = [first]
+            batch = self._batch = first
             stop = False
             while len(batch) < batch_max:
                 try:
-                    job = self._jobs.get_nowait()
+                    jobs = self._jobs.get_nowait()
                 except queue.Empty:
                     break
-                if job is None:
+                if jobs is None:
                     stop = True
                     break
-                batch.append(job)
+                batch.extend(jobs)
             t0 = time.perf_counter()
             outcomes = self._commit_batch(conn, batch)
             self.commits += 1
@@ -342,7 +345,7 @@ class SqliteStore:
     @staticmethod
     def _commit_batch(
         conn: sqlite3.Connection,
-        batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]],
+        batch: list[_Job],
     ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
         """Run a batch's jobs in one transaction: all commit, or all fail with `StoreError`."""
         try:
@@ -356,15 +359,31 @@ class SqliteStore:
             err = StoreError(f"store operation failed, batch of {len(batch)} rolled back: {exc!r}")
             return [(fut, None, err) for _, fut in batch]
 
-    def _submit(self, fn: Callable[[sqlite3.Connection], T], *, flush: bool = True) -> asyncio.Future[T]:
-        if flush and self._delivered_fut is not None:
-            self._flush_delivered()  # confirmations recorded before this job are written before it
+    def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``fn`` behind every job queued before it; handed to the writer at the end of the turn."""
         if self._failed is not None or not self._running:
             raise StoreError("the store is not running") from self._failed
-        assert self._loop is not None
-        fut: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put((fn, fut))
+        loop = self._loop
+        assert loop is not None
+        fut: asyncio.Future[T] = loop.create_future()
+        turn = self._turn
+        if not turn:
+            loop.call_soon(self._hand_over)
+        turn.append((fn, fut))
         return fut
+
+    def _hand_over(self) -> None:
+        """Give the writer thread the jobs of this loop turn, in order, as one queue item."""
+        self._delivered_fut = None  # later confirmations start a new job (this one is closed)
+        jobs, self._turn = self._turn, []
+        if not jobs:
+            return
+        if self._failed is not None or not self._running:
+            err = StoreError("the store is not running")
+            for _, fut in jobs:
+                _set_exception(fut, err)
+            return
+        self._jobs.put(jobs)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` in the writer thread inside the next group commit.
@@ -415,32 +434,21 @@ class SqliteStore:
         turn, or before any other job, so the store's order (a read sees every write queued before
         it) holds.
         """
-        if self._failed is not None or not self._running:
-            raise StoreError("the store is not running") from self._failed
+        fut = self._delivered_fut
+        if fut is None:
+            # The first confirmation of this turn opens a job at this place in the order; the
+            # ones after it join its rows until the turn is handed over. They all refer to outbox
+            # rows committed earlier, so writing them together here keeps every read after them.
+            rows: list[tuple[int, float, int, int | None, float | None]] = []
+
+            def fn(conn: sqlite3.Connection) -> None:
+                conn.executemany("UPDATE outbox SET state='delivered' WHERE id=?", [(r[0],) for r in rows])
+                conn.executemany("INSERT OR REPLACE INTO deliveries VALUES (?,?,?,?,?)", rows)
+
+            fut = self._delivered_fut = self._submit(fn)
+            self._delivered = rows
         self._delivered.append((item.id, at, attempts, status, sent_at))
-        fut = self._delivered_fut
-        if fut is None:
-            assert self._loop is not None
-            fut = self._delivered_fut = self._loop.create_future()
-            self._loop.call_soon(self._flush_delivered)
         return fut
-
-    def _flush_delivered(self) -> None:
-        fut = self._delivered_fut
-        if fut is None:
-            return
-        rows, self._delivered, self._delivered_fut = self._delivered, [], None
-
-        def fn(conn: sqlite3.Connection) -> None:
-            conn.executemany("UPDATE outbox SET state='delivered' WHERE id=?", [(r[0],) for r in rows])
-            conn.executemany("INSERT OR REPLACE INTO deliveries VALUES (?,?,?,?,?)", rows)
-
-        try:
-            job = self._submit(fn, flush=False)
-        except StoreError as exc:
-            fut.set_exception(exc)
-            return
-        job.add_done_callback(lambda j: _chain(j, fut))
 
     async def first_delivery(self, incident_id: str, receiver: str) -> tuple[int, float] | None:
         """(revision, sent time) of the first revision of an incident a receiver confirmed, or None."""
@@ -951,18 +959,6 @@ def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
 def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)
-
-
-def _chain(job: asyncio.Future[None], fut: asyncio.Future[None]) -> None:
-    if fut.done():
-        return
-    exc = None if job.cancelled() else job.exception()
-    if job.cancelled():
-        fut.cancel()
-    elif exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(None)
 
 
 def _resolve_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
