@@ -29,6 +29,7 @@ from ecallgw.config import MqttConfig
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.records import RawSignal
 from ecallgw.gateway.retry import backoff_s
+from ecallgw.gateway.slots import Slots
 
 __all__ = ["MqttSource", "Submit"]
 
@@ -45,7 +46,7 @@ class _Connection:
     def __init__(self, client: aiomqtt.Client, limit: int, metrics: Metrics | None) -> None:
         self.client = client
         self.pending: collections.deque[tuple[int, int, asyncio.Future[Any]]] = collections.deque()
-        self.slots = asyncio.Semaphore(limit)
+        self.slots = Slots(limit)
         self.open = True
         self.metrics = metrics
         self.acked = 0

@@ -43,6 +43,7 @@ from ecallgw.gateway.records import (
     RawSignal,
     Unit,
 )
+from ecallgw.gateway.slots import Slots
 from ecallgw.gateway.store import Store
 from ecallgw.model import MsdSignal, Signal
 from ecallgw.triage import Decision, TriageEngine
@@ -140,7 +141,7 @@ class Pipeline:
         self._queue: asyncio.Queue[tuple[RawSignal, asyncio.Future[Ingested]]] = asyncio.Queue(
             config.queue_size
         )
-        self._uncommitted = asyncio.Semaphore(config.queue_size)
+        self._uncommitted = Slots(config.queue_size)
         # digest -> the original's result (a future until it is committed)
         self._seen: collections.OrderedDict[bytes, asyncio.Future[Ingested] | Ingested] = (
             collections.OrderedDict()
@@ -164,6 +165,24 @@ class Pipeline:
             if it could not be.
         """
         fut: asyncio.Future[Ingested] = asyncio.get_running_loop().create_future()
+        if self._fatal is not None:
+            raise StoreError(f"stopping: a commit failed ({self._fatal})") from self._fatal
+        task = self._task
+        if task is not None and not task.done() and self._queue.empty() and self._uncommitted.try_acquire():
+            # Nothing queued ahead of it and the consumer holds nothing (it waits for a slot only
+            # with the queue's item in hand, and then try_acquire refuses): processing it here
+            # keeps the arrival order and saves the queue's hand-off between two tasks.
+            self._outstanding += 1
+            self._idle.clear()
+            fut.add_done_callback(self._settled)
+            try:
+                self._process(raw, fut)
+            except BaseException as exc:
+                self._uncommitted.release()
+                fut.cancel()  # not stored: never acknowledged
+                self._fail(exc)  # what `run` would do: fail-stop
+                raise StoreError(f"stopping: {exc!r}") from exc
+            return fut
         await self._queue.put((raw, fut))
         self._outstanding += 1
         self._idle.clear()
