@@ -102,7 +102,12 @@ class Gateway:
             )
         )
         self.pipeline = Pipeline(
-            cfg.pipeline, self.store, TriageEngine(policy, key), self.metrics, self._committed
+            cfg.pipeline,
+            self.store,
+            TriageEngine(policy, key),
+            self.metrics,
+            self._committed,
+            confirm_on_commit=frozenset(n for n, r in cfg.receivers.items() if r.kind == "operator"),
         )
         fingerprint = policy_fingerprint(cfg)
         previous = await self.store.swap_meta("policy_fingerprint", fingerprint.encode())
@@ -181,6 +186,8 @@ class Gateway:
     def _committed(self, result: CommitResult) -> None:
         if result.outbox:
             self.forwarder.add(result.outbox)
+        if result.confirmed:
+            self.forwarder.confirmed_on_commit(result.confirmed)
         for seq, snapshot in result.revision_seqs:
             self.stream.publish(seq, snapshot)
 

@@ -332,13 +332,17 @@ class _Lane:
         self._confirmed(item, tries=tries, status=status, sent_at=sent_at)
         return None
 
-    def _confirmed(self, item: OutboxItem, *, tries: int, status: int | None, sent_at: float | None) -> None:
-        confirmed_at = time.time()
+    def count_confirmed(self, item: OutboxItem, confirmed_at: float) -> None:
+        """Metrics of one confirmed delivery."""
         self.m_ok.inc()
-        self.breaker.success()
         self.m_latency.observe(max(0.0, confirmed_at - item.signal_at))
         self.m_delivered.inc()
         self.fwd.delivered += 1
+
+    def _confirmed(self, item: OutboxItem, *, tries: int, status: int | None, sent_at: float | None) -> None:
+        confirmed_at = time.time()
+        self.breaker.success()
+        self.count_confirmed(item, confirmed_at)
         if sent_at is not None and item.incident_id not in self.first:
             self.first[item.incident_id] = (item.revision, sent_at)
         # Not awaited: the receiver has it, and the next revision need not wait for our
@@ -442,6 +446,13 @@ class Forwarder:
                 log.error("outbox entry for an unconfigured receiver", extra={"receiver": item.receiver})
                 continue
             lane.add(item)
+
+    def confirmed_on_commit(self, items: Iterable[OutboxItem]) -> None:
+        """Count entries the store wrote delivered with their commit (`Unit.confirm_on_commit`)."""
+        for item in items:
+            lane = self.lanes.get(item.receiver)
+            if lane is not None:
+                lane.count_confirmed(item, time.time())
 
     def outbox_gauges(self, now: float) -> list[tuple[str, int, float]]:
         """(receiver, depth, oldest pending age) for the metrics."""

@@ -120,6 +120,7 @@ class Pipeline:
         metrics: the gateway's metrics.
         on_commit: called with every commit's result (the forwarder and the operator stream listen).
         clock: wall clock (epoch seconds).
+        confirm_on_commit: receivers that have a revision once it is committed (operator stream).
     """
 
     def __init__(
@@ -131,8 +132,10 @@ class Pipeline:
         on_commit: OnCommit,
         *,
         clock: Callable[[], float] = time.time,
+        confirm_on_commit: frozenset[str] = frozenset(),
     ) -> None:
         self._config = config
+        self._at_commit = confirm_on_commit
         self._store = store
         self.engine = engine
         self._metrics = metrics
@@ -261,6 +264,7 @@ class Pipeline:
             action=record,
             decisions=(self._record(decision, now),),
             audit_outcome=str(decision.outcome),
+            confirm_on_commit=self._at_commit,
         )
         result = await self._commit_or_stop(unit)
         self._count(decision)
@@ -299,7 +303,12 @@ class Pipeline:
         decisions = self.engine.due(now)
         if not decisions:
             return 0  # a tick that changed nothing need not be replayed
-        unit = Unit(journal_type="tick", at=now, decisions=tuple(self._record(d, now) for d in decisions))
+        unit = Unit(
+            journal_type="tick",
+            at=now,
+            decisions=tuple(self._record(d, now) for d in decisions),
+            confirm_on_commit=self._at_commit,
+        )
         result = await self._commit_or_stop(unit)
         for d in decisions:
             self._count(d)
@@ -434,6 +443,7 @@ class Pipeline:
             at=raw.received_at,
             signal=raw,
             decisions=(self._record(decision, raw.received_at),),
+            confirm_on_commit=self._at_commit,
         )
         snap = decision.incident
         result = Ingested(

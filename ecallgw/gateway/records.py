@@ -115,6 +115,8 @@ class Unit:
         quarantine: set when the signal could not be decoded.
         decisions: triage decisions to record.
         audit_outcome: for actions, what triage made of it (written to the audit log).
+        confirm_on_commit: receivers that have a revision once it is committed (the operator
+            stream): their outbox entries are written delivered, in the same transaction.
     """
 
     journal_type: Literal["signal", "action", "tick", "prune"] | None
@@ -124,6 +126,7 @@ class Unit:
     quarantine: QuarantineRecord | None = None
     decisions: tuple[DecisionRecord, ...] = ()
     audit_outcome: str = ""
+    confirm_on_commit: frozenset[str] = frozenset()
 
 
 @dataclass(**_frozen)
@@ -146,10 +149,12 @@ class CommitResult:
         journal_seq: the journal row, when one was written.
         outbox: newly inserted outbox rows (existing keys are ignored: idempotent on replay).
         revision_seqs: (seq, snapshot) of newly inserted revisions, for the operator stream.
+        confirmed: entries written delivered by the commit itself (``Unit.confirm_on_commit``).
     """
 
     journal_seq: int | None
     outbox: tuple[OutboxItem, ...] = ()
+    confirmed: tuple[OutboxItem, ...] = ()
     revision_seqs: tuple[tuple[int, IncidentSnapshot], ...] = ()
 
 

@@ -847,6 +847,8 @@ def _write_unit(conn: sqlite3.Connection, unit: Unit) -> CommitResult:
             ),
         )
     outbox: list[OutboxItem] = []
+    confirmed: list[OutboxItem] = []
+    at_commit = unit.confirm_on_commit
     revision_seqs: list[tuple[int, IncidentSnapshot]] = []
     for d in unit.decisions:
         snap = d.snapshot
@@ -886,16 +888,29 @@ def _write_unit(conn: sqlite3.Connection, unit: Unit) -> CommitResult:
                 ),
             )
         for receiver, incident_id, revision in d.routes:
+            delivered = receiver in at_commit
             cur = conn.execute(
-                "INSERT INTO outbox (incident_id, revision, receiver, created_at, signal_at) "
-                "VALUES (?,?,?,?,?)",
-                (incident_id, revision, receiver, unit.at, d.signal_at),
+                "INSERT INTO outbox (incident_id, revision, receiver, created_at, signal_at, state) "
+                "VALUES (?,?,?,?,?,?)",
+                (
+                    incident_id,
+                    revision,
+                    receiver,
+                    unit.at,
+                    d.signal_at,
+                    "delivered" if delivered else "pending",
+                ),
             )
-            assert cur.lastrowid is not None
+            outbox_id = cur.lastrowid
+            assert outbox_id is not None
+            if delivered:
+                # Committed is delivered for this receiver: recorded now, not by a second write
+                # after a round through the forwarder.
+                conn.execute("INSERT INTO deliveries VALUES (?,?,1,NULL,NULL)", (outbox_id, time.time()))
             matches = snap is not None and snap.incident_id == incident_id and snap.revision == revision
-            outbox.append(
+            (confirmed if delivered else outbox).append(
                 OutboxItem(
-                    id=cur.lastrowid,
+                    id=outbox_id,
                     incident_id=incident_id,
                     revision=revision,
                     receiver=receiver,
@@ -903,7 +918,12 @@ def _write_unit(conn: sqlite3.Connection, unit: Unit) -> CommitResult:
                     snapshot=snap if matches else None,
                 )
             )
-    return CommitResult(journal_seq=journal_seq, outbox=tuple(outbox), revision_seqs=tuple(revision_seqs))
+    return CommitResult(
+        journal_seq=journal_seq,
+        outbox=tuple(outbox),
+        revision_seqs=tuple(revision_seqs),
+        confirmed=tuple(confirmed),
+    )
 
 
 def _journal_row(r: Sequence[Any]) -> JournalRow:

@@ -646,3 +646,36 @@ async def test_a_failing_commit_listener_does_not_stall_intake(tmp_path: Path) -
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_operator_desk_deliveries_are_recorded_with_the_commit_and_never_sent_again(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    now = time.time()
+    config = gateway_config(tmp_path, broker=None, psap_url=receiver.url)
+    headers = {"Authorization": f"Bearer {PROVIDER_TOKEN}", "Content-Type": "application/msgpack"}
+    async with running_gateway(config) as gw:
+        assert gw.http is not None
+        async with aiohttp.ClientSession() as http, http.post(
+            f"http://127.0.0.1:{gw.http.port}/v1/ecall/acme/car-9/msd",
+            data=msd_envelope(
+                make_msd(vin=vin_for(9), timestamp=int(now), automatic=False), call_id="c9", sent_at=now
+            ),
+            headers=headers,
+        ) as resp:
+            assert resp.status == 202
+            incident_id = (await resp.json())["incident_id"]
+        # Stored (202) means with the operators: the record exists without a forwarder round.
+        found = await gw.store.get_incident(incident_id)
+        assert found is not None
+        operator = [d for d in found[2] if d["receiver"] == "operator"]
+        assert [(d["revision"], d["state"], d["attempts"]) for d in operator] == [(1, "delivered", 1)]
+        assert operator[0]["delivered_at"] is not None
+        assert not [i for i in await gw.store.pending_outbox() if i.receiver == "operator"]
+        metrics = gw.metrics.render().decode()
+        assert 'ecallgw_deliveries_total{outcome="delivered",receiver="operator"} 1.0' in metrics
+    # A restart finds nothing pending for the desk, so nothing is counted or delivered twice.
+    async with running_gateway(config) as gw:
+        assert not [i for i in await gw.store.pending_outbox() if i.receiver == "operator"]
+        assert gw.forwarder.lanes["operator"].pending == {}
+        assert 'receiver="operator"} 1.0' not in gw.metrics.render().decode()
