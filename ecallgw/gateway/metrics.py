@@ -3,18 +3,49 @@
 Labels come from small fixed sets only (transport, kind, codec, reason codes, receiver names from the
 configuration, outcome): never a VIN, vehicle key, incident id or position. Labelled children are
 created once and kept, because ``.labels()`` on every call costs about a microsecond.
+
+The instruments touched for every message (signals, decode errors, triage outcomes, incidents,
+deliveries and attempts, end-to-end latency, group commits, breaker state, MQTT in-flight count) are
+our own small classes rather than prometheus-client objects: an update is one attribute add (a
+histogram: a ``bisect`` into its bounds, one list-slot add and a sum add), with no lock and no
+"is this observable" check. That is safe under one rule, stated at each instrument: **a single thread
+writes it** (the event loop; the store's writer thread for the two commit histograms). A scrape only
+reads, on the event loop, and builds cumulative buckets then. ``_Collector`` renders them as
+prometheus-client metric families, so ``/metrics`` keeps the names, HELP texts, label names, types and
+``_created`` series that the prometheus-client objects had. Rare instruments (MQTT connected, operator
+actions, HTTP rejections, retention) stay prometheus-client objects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+import prometheus_client.metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
-__all__ = ["LATENCY_BUCKETS_S", "Metrics", "OutboxGauges"]
+__all__ = [
+    "LATENCY_BUCKETS_S",
+    "CounterChild",
+    "CounterVec",
+    "GaugeChild",
+    "GaugeVec",
+    "HistogramChild",
+    "HistogramVec",
+    "Metrics",
+    "OutboxGauges",
+]
 
 LATENCY_BUCKETS_S = (
     0.001,
@@ -40,13 +71,226 @@ OutboxGauges = Callable[[float], Iterable[tuple[str, int, float]]]
 """Returns (receiver, depth, oldest pending age in seconds) per receiver at scrape time."""
 
 
+# --- single-writer instruments ------------------------------------------------------------------
+#
+# No lock anywhere below: each series has exactly one writer thread, and CPython runs an attribute or
+# list-slot add of one thread without interleaving another writer's. A scrape on another thread may
+# see a histogram's bucket a moment before its sum; prometheus-client, with one lock per value, gives
+# no more than that either.
+
+
+class CounterChild:
+    """One counter series.
+
+    Attributes:
+        value: the count so far.
+        created: when the series was created (Unix seconds), for the ``_created`` sample.
+    """
+
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1) -> None:
+        """Add ``amount``.
+
+        Callers count events, so ``amount`` is never negative; unlike prometheus-client this is not
+        checked, to keep the update a single add.
+        """
+        self.value += amount
+
+
+class GaugeChild:
+    """One gauge series.
+
+    Attributes:
+        value: the last value set.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: float = 0.0
+
+    def set(self, value: float) -> None:
+        """Set the gauge to ``value``."""
+        self.value = value
+
+
+class HistogramChild:
+    """One histogram series: per-bucket (not cumulative) counts and a sum.
+
+    Attributes:
+        counts: observations per bucket; the last slot is ``+Inf`` (above every bound).
+        sum: the sum of the observations.
+        created: when the series was created (Unix seconds), for the ``_created`` sample.
+    """
+
+    __slots__ = ("_bounds", "counts", "created", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, value: float) -> None:
+        """Count ``value`` in the first bucket whose upper bound is >= it (``le``), and add it to the sum.
+
+        A NaN lands in the first bucket here, where prometheus-client counts it in none; durations and
+        sizes are never NaN.
+        """
+        self.counts[bisect_left(self._bounds, value)] += 1
+        self.sum += value
+
+
+_Child = TypeVar("_Child", CounterChild, GaugeChild, HistogramChild)
+
+
+class _Vec(Generic[_Child]):
+    """A named instrument and its children, one per label set, created on first use and kept."""
+
+    __slots__ = ("_by_key", "_children", "documentation", "labelnames", "name")
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        # Label values as the caller passed them -> child (the hot lookup) ...
+        self._by_key: dict[tuple[Any, ...], _Child] = {}
+        # ... and label values as rendered (str) -> child: what a scrape iterates, in creation order.
+        self._children: dict[tuple[str, ...], _Child] = {}
+
+    def labels(self, *values: Any) -> _Child:
+        """The child for these label values (in ``labelnames`` order), created on first use.
+
+        Raises:
+            ValueError: the number of values differs from the number of label names.
+        """
+        child = self._by_key.get(values)
+        if child is None:
+            child = self._by_key[values] = self._add(values)
+        return child
+
+    def _add(self, values: tuple[Any, ...]) -> _Child:
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name}: {len(values)} label values for {self.labelnames}")
+        key = tuple(str(v) for v in values)  # as prometheus-client: 1 and "1" are one series
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._new()
+        return child
+
+    def _new(self) -> _Child:
+        raise NotImplementedError
+
+    def _series(self) -> list[tuple[tuple[str, ...], _Child]]:
+        # A snapshot (atomic under the GIL), in case a child is added while a scrape runs.
+        return list(self._children.items())
+
+    def family(self, with_created: bool) -> Metric:
+        """The metric family a scrape yields: every child's samples.
+
+        Args:
+            with_created: also yield ``_created`` samples (prometheus-client's own setting).
+        """
+        raise NotImplementedError
+
+
+class CounterVec(_Vec[CounterChild]):
+    """A counter and its children; ``name`` ends in ``_total``, as prometheus-client's ``Counter``."""
+
+    __slots__ = ()
+
+    def _new(self) -> CounterChild:
+        return CounterChild()
+
+    def family(self, with_created: bool) -> Metric:
+        fam = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in self._series():
+            fam.add_metric(values, child.value, created=child.created if with_created else None)
+        return fam
+
+
+class GaugeVec(_Vec[GaugeChild]):
+    """A gauge and its children."""
+
+    __slots__ = ()
+
+    def _new(self) -> GaugeChild:
+        return GaugeChild()
+
+    def family(self, with_created: bool) -> Metric:
+        fam = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, child in self._series():
+            fam.add_metric(values, child.value)
+        return fam
+
+
+class HistogramVec(_Vec[HistogramChild]):
+    """A histogram and its children, with prometheus-client's bucket rules (``+Inf`` added last).
+
+    Raises:
+        ValueError: the bounds are not sorted, or ``le`` is a label name.
+    """
+
+    __slots__ = ("_bounds", "_le")
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str] = (), *, buckets: Sequence[float]
+    ) -> None:
+        super().__init__(name, documentation, labelnames)
+        if "le" in self.labelnames:
+            raise ValueError(f"{name}: 'le' is reserved for buckets")
+        bounds = [float(b) for b in buckets]
+        if bounds != sorted(bounds):
+            raise ValueError(f"{name}: buckets not in sorted order")
+        if bounds and bounds[-1] == float("inf"):
+            bounds.pop()
+        self._bounds = tuple(bounds)
+        # The le values prometheus-client renders ("0.005", "1.0", "+Inf").
+        self._le = [floatToGoString(b) for b in bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
+
+    def _new(self) -> HistogramChild:
+        return HistogramChild(self._bounds)
+
+    def family(self, with_created: bool) -> Metric:
+        fam = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        le = self._le
+        for values, child in self._series():
+            counts = list(child.counts)
+            acc = 0.0
+            buckets = []
+            for bound, n in zip(le, counts, strict=True):
+                acc += n
+                buckets.append((bound, acc))
+            fam.add_metric(values, buckets, child.sum)
+            if with_created:
+                labels = dict(zip(self.labelnames, values, strict=True))
+                fam.samples.append(Sample(self.name + "_created", labels, child.created))
+        return fam
+
+
+class _Collector(Collector):
+    """Yields our instruments at scrape time, in the order given."""
+
+    def __init__(self, vecs: Sequence[CounterVec | GaugeVec | HistogramVec]) -> None:
+        self._vecs = tuple(vecs)
+
+    def collect(self) -> Iterable[Metric]:
+        # prometheus-client's switch (PROMETHEUS_DISABLE_CREATED_SERIES / disable_created_metrics()).
+        with_created = bool(getattr(prometheus_client.metrics, "_use_created", True))
+        for vec in self._vecs:
+            yield vec.family(with_created)
+
+
 class _OutboxCollector(Collector):
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
 
     def collect(self) -> Iterable[Any]:
-        import time
-
         depth = GaugeMetricFamily(
             "ecallgw_outbox_depth", "Outbox entries not yet delivered or dead-lettered.", labels=["receiver"]
         )
@@ -67,6 +311,10 @@ class _OutboxCollector(Collector):
 class Metrics:
     """Every metric the gateway exports.
 
+    Single writer per instrument (see the module docstring): the event-loop thread writes every
+    instrument below except ``store_commit`` and ``store_commit_units``, which only the store's writer
+    thread writes.
+
     Attributes:
         registry: the registry ``/metrics`` renders.
         outbox_source: set by the forwarder; read at scrape time for the outbox gauges.
@@ -75,81 +323,93 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.outbox_source: OutboxGauges | None = None
-        self.signals_received = Counter(
+        # Per-message instruments: our single-writer classes (writer: the event loop unless noted).
+        self.signals_received = CounterVec(
             "ecallgw_signals_received_total",
             "Signals received, by transport and kind.",
             ["transport", "kind"],
-            registry=r,
         )
-        self.signals_duplicate = Counter(
+        self.signals_duplicate = CounterVec(
             "ecallgw_signals_redelivered_total",
             "Byte-identical signals received again (MQTT redelivery, HTTP retry): acked, not re-triaged.",
             ["transport"],
-            registry=r,
         )
-        self.decode_errors = Counter(
+        self.decode_errors = CounterVec(
             "ecallgw_decode_errors_total",
             "Signals that could not be decoded (kept in quarantine), by codec and reason.",
             ["codec", "reason"],
-            registry=r,
         )
-        self.triage_outcomes = Counter(
+        self.triage_outcomes = CounterVec(
             "ecallgw_triage_outcomes_total",
             "Triage decisions by outcome and reason code.",
             ["outcome", "reason"],
-            registry=r,
         )
-        self.incidents = Counter(
+        self.incidents = CounterVec(
             "ecallgw_incidents_total",
             "New incidents by severity level.",
             ["level"],
-            registry=r,
         )
-        self.deliveries = Counter(
+        self.deliveries = CounterVec(
             "ecallgw_deliveries_total",
             "Revisions delivered or dead-lettered (failed counts once, after the retries), by receiver.",
             ["receiver", "outcome"],
-            registry=r,
         )
-        self.delivery_attempts = Counter(
+        self.delivery_attempts = CounterVec(
             "ecallgw_delivery_attempts_total",
             "Delivery attempts by receiver and result.",
             ["receiver", "result"],
-            registry=r,
         )
-        self.end_to_end = Histogram(
+        self.end_to_end = HistogramVec(
             "ecallgw_end_to_end_latency_seconds",
             "From receipt of the signal to the receiver's confirmation of the revision it caused.",
             ["receiver"],
             buckets=LATENCY_BUCKETS_S,
-            registry=r,
         )
-        self.store_commit = Histogram(
+        store_commit = HistogramVec(
             "ecallgw_store_commit_seconds",
             "Duration of one group commit.",
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
-            registry=r,
         )
-        self.store_commit_units = Histogram(
+        store_commit_units = HistogramVec(
             "ecallgw_store_commit_units",
             "Units of work per group commit.",
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
-            registry=r,
         )
-        self.mqtt_connected = Gauge(
-            "ecallgw_mqtt_connected",
-            "1 while the MQTT source is connected to the broker.",
-            registry=r,
-        )
-        self.mqtt_inflight = Gauge(
+        # Writer: the store's writer thread (and nothing else).
+        self.store_commit = store_commit.labels()
+        self.store_commit_units = store_commit_units.labels()
+        mqtt_inflight = GaugeVec(
             "ecallgw_mqtt_inflight_messages",
             "MQTT messages received and not yet acknowledged.",
-            registry=r,
         )
-        self.breaker_open = Gauge(
+        self.mqtt_inflight = mqtt_inflight.labels()
+        self.breaker_open = GaugeVec(
             "ecallgw_receiver_breaker_open",
             "1 while the receiver's circuit breaker is open.",
             ["receiver"],
+        )
+        r.register(
+            _Collector(
+                [
+                    self.signals_received,
+                    self.signals_duplicate,
+                    self.decode_errors,
+                    self.triage_outcomes,
+                    self.incidents,
+                    self.deliveries,
+                    self.delivery_attempts,
+                    self.end_to_end,
+                    store_commit,
+                    store_commit_units,
+                    mqtt_inflight,
+                    self.breaker_open,
+                ]
+            )
+        )
+        # Rare events: prometheus-client objects (thread-safe, a lock per update).
+        self.mqtt_connected = Gauge(
+            "ecallgw_mqtt_connected",
+            "1 while the MQTT source is connected to the broker.",
             registry=r,
         )
         self.operator_actions = Counter(
@@ -171,23 +431,14 @@ class Metrics:
             registry=r,
         )
         r.register(_OutboxCollector(self))
-        # Children created once (transport.md: .labels() per call costs ~1 µs).
-        self._received: dict[tuple[str, str], Any] = {}
-        self._outcomes: dict[tuple[str, str], Any] = {}
 
     def received(self, transport: str, kind: str) -> None:
         """Count one received signal."""
-        child = self._received.get((transport, kind))
-        if child is None:
-            child = self._received[(transport, kind)] = self.signals_received.labels(transport, kind)
-        child.inc()
+        self.signals_received.labels(transport, kind).inc()
 
     def outcome(self, outcome: str, reason: str) -> None:
         """Count one triage decision under its first reason code."""
-        child = self._outcomes.get((outcome, reason))
-        if child is None:
-            child = self._outcomes[(outcome, reason)] = self.triage_outcomes.labels(outcome, reason)
-        child.inc()
+        self.triage_outcomes.labels(outcome, reason).inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""
