@@ -105,8 +105,14 @@ def iso_time(t: float) -> str:
     >>> iso_time(1764158400.25)
     '2025-11-26T12:00:00.250Z'
     """
-    ms = round(_check_time(t, "time") * 1000)
-    return f"{_iso_second(ms // 1000)}.{ms % 1000:03d}Z"
+    # The gateway's times are floats in range: one comparison chain checks them (NaN fails it, and
+    # so does infinity); anything else takes the full check, which raises with the reason.
+    if type(t) is float and 0.0 <= t < _MAX_TIME:
+        ms = round(t * 1000)
+    else:
+        ms = round(_check_time(t, "time") * 1000)
+    second, milli = divmod(ms, 1000)
+    return f"{_iso_second(second)}.{milli:03d}Z"
 
 
 @functools.lru_cache(maxsize=4096)
