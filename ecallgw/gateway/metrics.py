@@ -2,18 +2,19 @@
 
 Labels come from small fixed sets only (transport, kind, codec, reason codes, receiver names from the
 configuration, outcome): never a VIN, vehicle key, incident id or position. Labelled children are
-created once and kept, because ``.labels()`` on every call costs about a microsecond.
+created once and kept: on our instruments ``.labels()`` is then a dict lookup (~0.1 µs), on a
+prometheus-client object about a microsecond, so hot call sites hold their child.
 
 The instruments touched for every message (signals, decode errors, triage outcomes, incidents,
 deliveries and attempts, end-to-end latency, group commits, breaker state, MQTT in-flight count) are
 our own small classes rather than prometheus-client objects: an update is one attribute add (a
 histogram: a ``bisect`` into its bounds, one list-slot add and a sum add), with no lock and no
-"is this observable" check. That is safe under one rule, stated at each instrument: **a single thread
-writes it** (the event loop; the store's writer thread for the two commit histograms). A scrape only
-reads, on the event loop, and builds cumulative buckets then. ``_Collector`` renders them as
-prometheus-client metric families, so ``/metrics`` keeps the names, HELP texts, label names, types and
-``_created`` series that the prometheus-client objects had. Rare instruments (MQTT connected, operator
-actions, HTTP rejections, retention) stay prometheus-client objects.
+"is this observable" check. That is safe under one rule, stated in ``Metrics``: **a single thread
+writes each instrument** (the event loop; the store's writer thread for the two commit
+histograms). A scrape only reads, and builds the cumulative buckets then. ``_Collector`` renders
+them as prometheus-client metric families, so ``/metrics`` keeps the names, HELP texts, label
+names, types and ``_created`` series that the prometheus-client objects had. Rare instruments (MQTT
+connected, operator actions, HTTP rejections, retention) stay prometheus-client objects.
 """
 
 from __future__ import annotations
