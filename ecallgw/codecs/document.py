@@ -176,6 +176,9 @@ def _position_json(p: Position) -> dict[str, Any]:
 def json_document(snapshot: IncidentSnapshot, *, forwarded_at: float) -> dict[str, Any]:
     """The incident document as a dict (what :func:`render_json` serialises).
 
+    Every float in it is finite: the times, coordinates and measurements are checked here, because
+    render_json's encoder (orjson) would write NaN and infinities as null rather than refuse them.
+
     Raises:
         EncodeError: for a time, number or MSD that cannot be rendered.
     """
