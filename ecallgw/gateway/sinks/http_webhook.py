@@ -348,8 +348,8 @@ class _Http11Pool:
         except BaseException:
             if waiter.done() and not waiter.cancelled():
                 self._release()  # the slot arrived with the timeout or cancellation: pass it on
-            elif waiter in self._waiters:
-                self._waiters.remove(waiter)
+            # A cancelled waiter stays queued: _release skips it. Waiters are queued only while
+            # every slot is taken, and each release drops the cancelled ones ahead of a live one.
             raise
 
     def _release(self) -> None:
