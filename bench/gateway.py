@@ -8,7 +8,13 @@
    draining ``n`` queued automatic eCalls of ``n`` vehicles: each is decoded, triaged, stored with its
    outbox entries, acknowledged, and delivered as a JSON document by HTTP POST to a local receiver
    (and to the in-process operator stream). Rate = documents confirmed per second at the receiver.
-3. Added latency at half the gateway's rate: an open-loop publisher (another process) sends for
+3. Floor: a minimal relay in a subprocess, the least any gateway with our duties does per message
+   in this stack: aiomqtt (uvloop) with manual acknowledgement, the envelope unpacked for its call
+   id, one row per message in SQLite (WAL, synchronous=full, one commit per event-loop turn, in a
+   writer thread), PUBACK after the commit, and one small JSON document POSTed to the same receiver
+   through the gateway's own keep-alive HTTP/1.1 client. No MSD decode, no triage, no revisions,
+   outbox or retries. Rate = documents confirmed per second at the receiver.
+4. Added latency at half the gateway's rate: an open-loop publisher (another process) sends for
    ``seconds`` at half the rate of step 2; latency runs from each message's scheduled send time to
    its arrival, for the bare subscriber and for the gateway's receiver; the gateway's added latency
    is the difference of the two distributions' percentiles.
@@ -126,10 +132,112 @@ async def publish(port: int, n: int, rate: float, start: float, prefix: str) -> 
         await asyncio.gather(*tasks)
 
 
+def spawn_relay(port: int, url: str, db: Path, n: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, __file__, "relay", str(port), url, str(db), str(n)], stdout=subprocess.PIPE
+    )
+
+
 def spawn_publisher(port: int, n: int, rate: float, start: float, prefix: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, __file__, "publish", str(port), str(n), str(rate), str(start), prefix]
     )
+
+
+# --- the floor relay (a child process) ------------------------------------------------------------
+
+
+async def relay(port: int, url: str, db: str, n: int) -> None:
+    """Receive → store (group commit) → PUBACK → POST, nothing else, until ``n`` are confirmed."""
+    import sqlite3
+    import threading
+
+    import orjson
+
+    from ecallgw.gateway.sinks.http_webhook import _Http11Pool
+
+    loop = asyncio.get_running_loop()
+    pool = _Http11Pool(url, 64, {"Content-Type": "application/json"}, 10.0)
+    done = asyncio.Event()
+    confirmed = 0
+    jobs: list[tuple[int, str, bytes]] = []
+    batches: list[list[tuple[int, str, bytes]] | None] = []
+    wake = threading.Condition()
+
+    def writer() -> None:
+        conn = sqlite3.connect(db, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("CREATE TABLE IF NOT EXISTS journal (seq INTEGER PRIMARY KEY, topic TEXT, payload BLOB)")
+        while True:
+            with wake:
+                while not batches:
+                    wake.wait()
+                batch = batches.pop(0)
+            if batch is None:
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT INTO journal (topic, payload) VALUES (?, ?)", [j[1:] for j in batch])
+            conn.execute("COMMIT")
+            loop.call_soon_threadsafe(committed, batch)
+
+    outgoing: asyncio.Queue[str] = asyncio.Queue()
+
+    async def poster() -> None:  # 64 of them, as the gateway's lane has `concurrency` workers
+        nonlocal confirmed
+        while True:
+            call_id = await outgoing.get()
+            body = orjson.dumps({"incident_id": call_id, "revision": 1, "call": {"call_id": call_id}})
+            answer = await pool.post(body, {"Idempotency-Key": f"{call_id}:1"})
+            assert 200 <= answer[0] < 300, answer[0]
+            confirmed += 1
+            if confirmed >= n:
+                done.set()
+
+    def committed(batch: list[tuple[int, str, bytes]]) -> None:
+        for mid, _, payload in batch:
+            client._client.ack(mid, 1)
+            outgoing.put_nowait(msgpack.unpackb(payload)["call_id"])
+
+    def hand_over() -> None:
+        batch = jobs[:]
+        jobs.clear()
+        with wake:
+            batches.append(batch)
+            wake.notify()
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    client = aiomqtt.Client("127.0.0.1", port, identifier="bench-relay", clean_session=False)
+    client._client.manual_ack_set(True)  # as the gateway's MQTT source does
+
+    async def consume() -> None:
+        # Queued messages straight from aiomqtt's queue, as the gateway's source takes them (its
+        # iterator makes a task per message).
+        messages = aiter(client.messages)
+        queued = client._queue
+        while True:
+            message = queued.get_nowait() if queued.qsize() else await anext(messages)
+            assert isinstance(message.payload, bytes)
+            if not jobs:
+                loop.call_soon(hand_over)
+            jobs.append((message.mid, message.topic.value, message.payload))
+
+    async with client:
+        await client.subscribe("ecall/v1/+/+/+", qos=1)
+        cpu0 = time.process_time()  # start-up (imports, connect) is not per-message work
+        workers = [asyncio.create_task(poster()) for _ in range(64)]
+        consumer = asyncio.create_task(consume())
+        async with asyncio.timeout(600):
+            await done.wait()
+        print(time.process_time() - cpu0, flush=True)
+        for task in [consumer, *workers]:
+            task.cancel()
+        await asyncio.gather(consumer, *workers, return_exceptions=True)
+    with wake:
+        batches.append(None)
+        wake.notify()
+    await pool.aclose()
 
 
 # --- the parts of the run --------------------------------------------------------------------------
@@ -253,6 +361,11 @@ class Receiver:
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
+    @property
+    def url(self) -> str:
+        """The webhook's address."""
+        return f"http://127.0.0.1:{self.port}/psap"
+
     def receiver_toml(self) -> str:
         if self.sink == "mqtt":
             return '[receivers.psap-fallback]\nkind = "mqtt"\nconcurrency = 64\n'
@@ -309,15 +422,19 @@ class Gateway:
     def cpu_s(self) -> float:
         """CPU seconds (user + system) the gateway process used so far (Linux /proc)."""
         assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        return proc_cpu_s(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=60)
             self.proc = None
+
+
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def note(text: str) -> None:
@@ -347,7 +464,26 @@ async def main(n: int, seconds: float, synchronous: str, sink: str, latency_rate
         bare_rate, _ = await bare_subscriber(broker.port, n, latency=False)
         note(f"bare: {bare_rate:.0f} msg/s; gateway: subscribing")
 
-        # 2. gateway end-to-end rate (queued while it was away, then drained)
+        # 2. the floor: a minimal relay draining its own queue to the same receiver
+        await subscribe_once(broker.port, "bench-relay")
+        pub = spawn_publisher(broker.port, n, 0.0, time.time(), "f")
+        await asyncio.to_thread(pub.wait)
+        receiver.expect, receiver.prefix = n, "f"
+        note("floor: draining")
+        floor = spawn_relay(broker.port, receiver.url, workdir / "relay.db", n)
+        async with asyncio.timeout(600):
+            await receiver.done.wait()
+        out, _ = await asyncio.to_thread(floor.communicate)
+        floor_cpu = float(out.split()[-1])
+        times = sorted(receiver.arrivals.values())
+        floor_rate = (len(times) - 1) / (times[-1] - times[0])
+        assert len(receiver.keys) == n, f"{len(receiver.keys)} distinct keys for {n} documents"
+        receiver.arrivals.clear()
+        receiver.keys.clear()
+        receiver.done.clear()
+        note(f"floor: {floor_rate:.0f} msg/s")
+
+        # 3. gateway end-to-end rate (queued while it was away, then drained)
         gateway.start()
         await gateway.ready()
         gateway.stop()
@@ -416,6 +552,9 @@ async def main(n: int, seconds: float, synchronous: str, sink: str, latency_rate
             f"{gw_rate:,.0f} msg/s",
         ),
         ("gateway / bare", f"{gw_rate / bare_rate:.1%}"),
+        ("floor: minimal relay (receive → 1 row, group commit → PUBACK → POST)", f"{floor_rate:,.0f} msg/s"),
+        ("floor / bare", f"{floor_rate / bare_rate:.1%}"),
+        ("floor CPU per message while draining (all threads)", f"{floor_cpu / n * 1e6:,.0f} µs"),
         ("gateway CPU per message while draining (all threads)", f"{gw_cpu / n * 1e6:,.0f} µs"),
         (f"bare latency p50 / p99 at {rate:.0f} msg/s", f"{b50:.1f} / {b99:.1f} ms"),
         (f"gateway latency p50 / p99 at {rate:.0f} msg/s (publish → PSAP)", f"{g50:.1f} / {g99:.1f} ms"),
@@ -430,6 +569,10 @@ async def main(n: int, seconds: float, synchronous: str, sink: str, latency_rate
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "relay":
+        _, _, port, url, db, count = sys.argv
+        uvloop.run(relay(int(port), url, db, int(count)))
+        sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "publish":
         _, _, port, count, rate, start, prefix = sys.argv
         uvloop.run(publish(int(port), int(count), float(rate), float(start), prefix))
