@@ -103,6 +103,8 @@ class StoreConfig:
         retention_days: incident data older than this is deleted (EU 2015/758 art. 6: keep eCall data
             no longer than needed).
         retention_interval_s: how often the retention job runs.
+        checkpoint_interval_s: how often a thread of its own copies the WAL into the database file
+            (0: SQLite's automatic checkpoint, run by the commit that crosses 1,000 pages).
     """
 
     path: str = "var/ecallgw.sqlite3"
@@ -110,6 +112,7 @@ class StoreConfig:
     batch_max: int = 512
     retention_days: float = 30.0
     retention_interval_s: float = 3600.0
+    checkpoint_interval_s: float = 1.0
 
 
 @dataclass(**_frozen)
@@ -449,6 +452,10 @@ def _check(c: Config) -> None:
         ("drain_deadline_s", c.drain_deadline_s),
     ):
         _positive(key, value)
+    if not c.store.checkpoint_interval_s >= 0:  # also refuses NaN
+        raise ConfigError(
+            "store.checkpoint_interval_s", c.store.checkpoint_interval_s, "must be 0 (automatic) or more"
+        )
     # The journal must hold what a replay at start reads: the triage state's lifetime and one prune
     # interval (the triage table itself is validated where the policy is built).
     lifetime = c.triage.get("state_lifetime_s", 3600.0)

@@ -76,8 +76,9 @@ def test_env_addresses_receivers_and_booleans() -> None:
         ({"receivers.psap.url": "ftp://x"}, "receivers.psap.url", "ftp://x"),  # webhook needs http(s)
         ({"mqtt.enabled": "maybe"}, "mqtt.enabled", "maybe"),  # not a boolean
         ({"receivers.bad name.url": "http://x"}, "receivers.bad name", "bad name"),  # name not a label
+        ({"store.checkpoint_interval_s": "-1"}, "store.checkpoint_interval_s", -1.0),  # 0 or more
     ],
-    ids=["int", "port-range", "literal", "positive", "unknown", "url", "bool", "receiver-name"],
+    ids=["int", "port-range", "literal", "positive", "unknown", "url", "bool", "receiver-name", "checkpoint"],
 )
 def test_errors_name_key_and_value(overrides: dict[str, str], key: str, value: object) -> None:
     with pytest.raises(ConfigError) as info:

@@ -294,3 +294,31 @@ async def test_retention_overwrites_deleted_personal_data(tmp_path: Path) -> Non
     if wal.exists():
         data += wal.read_bytes()
     assert marker not in data
+
+
+@pytest.mark.parametrize("interval", [0.05, 0.0], ids=["checkpointer", "automatic"])
+async def test_the_checkpointer_copies_the_wal_into_the_database_off_the_commit_path(
+    tmp_path: Path, interval: float
+) -> None:
+    config = cfg(tmp_path, checkpoint_interval_s=interval)
+    db = Path(config.path)
+
+    def size() -> int:
+        return db.stat().st_size
+
+    async with SqliteStore(config) as store:
+        empty = size()
+        units = [signal_unit(n, snapshot(incident_id=f"inc-{n}")) for n in range(200)]
+        await asyncio.gather(*(store.commit(u) for u in units))
+        if interval:
+            async with asyncio.timeout(5):
+                while store.checkpoints < 2:  # noqa: ASYNC110 (a thread of its own, no event to wait on)
+                    await asyncio.sleep(0.02)
+            # The commits never checkpoint themselves (wal_autocheckpoint=0); the thread did.
+            assert size() > empty
+        else:
+            await asyncio.sleep(0.2)
+            assert store.checkpoints == 0
+            assert size() == empty  # under 1,000 pages: still all in the WAL
+        rows = await store.run(lambda c: c.execute("SELECT count(*) FROM journal").fetchone()[0])
+    assert rows == 200
