@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hashlib
 import json
 import logging
@@ -22,6 +21,7 @@ from collections.abc import Callable
 
 from ecallgw.config import Config, ReceiverConfig
 from ecallgw.errors import ConfigError
+from ecallgw.gateway import heap
 from ecallgw.gateway.forwarder import Forwarder
 from ecallgw.gateway.health import Health
 from ecallgw.gateway.http_source import HttpServer
@@ -40,8 +40,6 @@ from ecallgw.triage import TriageEngine, TriagePolicy
 __all__ = ["Gateway", "run_gateway"]
 
 log = logging.getLogger("ecallgw.app")
-
-_GC_YOUNG = 50_000  # allocations between collections of the youngest generation (default 700)
 
 
 class Gateway:
@@ -143,14 +141,9 @@ class Gateway:
             )
         pending = [item for item in pending if item.receiver in cfg.receivers]
         self.forwarder.add(pending)
-        # The replayed triage state and the imports live as long as the process: move them out of
-        # the cyclic collector's view, so its full collections during the run do not walk them.
-        gc.collect()
-        gc.freeze()
-        # The hot path makes no reference cycles (collections find nothing), but with the default
-        # threshold of 700 the collector ran ~200 times a second and took ~10 % of the CPU while
-        # draining a backlog (bench/gateway.py); collect young objects every 50,000 instead.
-        gc.set_threshold(_GC_YOUNG, *gc.get_threshold()[1:])
+        # The replayed triage state and the imports live as long as the process: out of the
+        # cyclic collector's view (heap.py says why and how the rest is kept out of it).
+        heap.settle()
         log.info(
             "state rebuilt from the journal",
             extra={
@@ -204,6 +197,7 @@ class Gateway:
                 tg.create_task(self.pipeline.run_timers(), name="timers"),
                 tg.create_task(self.forwarder.run(), name="forwarder"),
                 tg.create_task(self._retention(), name="retention"),
+                tg.create_task(heap.keep_frozen(), name="heap"),
             ]
             source = tg.create_task(self.mqtt.run(), name="mqtt") if self.mqtt is not None else None
             self.health.started = True
