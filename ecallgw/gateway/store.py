@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, cast
 
+import orjson
+
 from ecallgw.config import StoreConfig
 from ecallgw.errors import StoreError
 from ecallgw.gateway.metrics import Metrics
@@ -314,7 +316,7 @@ class SqliteStore:
         path = Path(self._config.path)
         if str(path) != ":memory:":
             path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=True)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=True, cached_statements=512)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._config.synchronous.upper()}")
         if str(path) != ":memory:" and self._config.checkpoint_interval_s > 0:
@@ -396,7 +398,19 @@ class SqliteStore:
         """Run a batch's jobs in one transaction: all commit, or all fail with `StoreError`."""
         try:
             conn.execute("BEGIN IMMEDIATE")
-            values = [fn(conn) for fn, _ in batch]
+            values: list[Any] = []
+            i, n = 0, len(batch)
+            while i < n:
+                fn = batch[i][0]
+                if type(fn) is _UnitJob:
+                    j = i + 1
+                    while j < n and type(batch[j][0]) is _UnitJob:
+                        j += 1
+                    values += _write_units(conn, [cast(_UnitJob, job).unit for job, _ in batch[i:j]])
+                    i = j
+                else:
+                    values.append(fn(conn))
+                    i += 1
             conn.execute("COMMIT")
             return [(fut, value, None) for (_, fut), value in zip(batch, values, strict=True)]
         except Exception as exc:
@@ -449,7 +463,7 @@ class SqliteStore:
 
     def commit_nowait(self, unit: Unit) -> asyncio.Future[CommitResult]:
         """Queue one unit for the next group commit; the future resolves once it is durable."""
-        return self._submit(lambda conn: _write_unit(conn, unit))
+        return self._submit(_UnitJob(unit))
 
     async def commit(self, unit: Unit) -> CommitResult:
         """Write one unit of work (journal, revisions, outbox, quarantine, audit) in one transaction."""
@@ -488,8 +502,12 @@ class SqliteStore:
             rows: list[tuple[int, float, int, int | None, float | None]] = []
 
             def fn(conn: sqlite3.Connection) -> None:
-                conn.executemany("UPDATE outbox SET state='delivered' WHERE id=?", [(r[0],) for r in rows])
-                conn.executemany("INSERT OR REPLACE INTO deliveries VALUES (?,?,?,?,?)", rows)
+                for start in range(0, len(rows), _CHUNK):  # a statement per chunk: see _insert_rows
+                    ids = [r[0] for r in rows[start : start + _CHUNK]]
+                    conn.execute(
+                        f"UPDATE outbox SET state='delivered' WHERE id IN ({','.join('?' * len(ids))})", ids
+                    )
+                _insert_rows(conn, "INSERT OR REPLACE INTO deliveries", 5, rows)
 
             fut = self._delivered_fut = self._submit(fn)
             self._delivered = rows
@@ -840,136 +858,212 @@ class SqliteStore:
 # --- helpers run in the writer thread -------------------------------------------------------------
 
 
-def _write_unit(conn: sqlite3.Connection, unit: Unit) -> CommitResult:
-    journal_seq: int | None = None
-    s = unit.signal
-    if unit.journal_type is not None:
+class _UnitJob:
+    """A unit's write as a job; consecutive ones in a batch are written together (`_write_units`)."""
+
+    __slots__ = ("unit",)
+
+    def __init__(self, unit: Unit) -> None:
+        self.unit = unit
+
+    def __call__(self, conn: sqlite3.Connection) -> CommitResult:
+        return _write_units(conn, [self.unit])[0]
+
+
+_CHUNK = 64  # rows per multi-row INSERT: 5 tables x 64 sizes of statement stay in the cache
+
+_JOURNAL_COLUMNS = (
+    "seq, type, at, transport, kind, tps, vehicle, call_id, payload, source, incident_id, action, actor, "
+    "role, note"
+)
+_INCIDENT_UPSERT = (
+    " ON CONFLICT (incident_id) DO UPDATE SET revision=excluded.revision, status=excluded.status, "
+    "level=excluded.level, score=excluded.score, updated_at=excluded.updated_at "
+    "WHERE excluded.revision >= incidents.revision"
+)
+
+
+def _insert_rows(
+    conn: sqlite3.Connection, head: str, width: int, rows: list[tuple[Any, ...]], tail: str = ""
+) -> None:
+    """``head VALUES (?,..),(?,..) tail`` in chunks: one statement, so one step, per chunk.
+
+    Every `sqlite3` step releases the GIL and must take it back from the event loop's thread,
+    which under load holds it for up to the switch interval (5 ms): a statement per row made a
+    20-unit commit take 17 ms (p50) beside a busy loop instead of 0.4 ms.
+    """
+    one = "(" + ",".join("?" * width) + ")"
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start : start + _CHUNK]
+        conn.execute(f"{head} VALUES {','.join([one] * len(chunk))}{tail}", [v for r in chunk for v in r])
+
+
+def _write_units(conn: sqlite3.Connection, units: list[Unit]) -> list[CommitResult]:
+    """Write units in order inside the open transaction, a few multi-row statements in all.
+
+    Row ids are assigned here, in unit order, from the tables' current maxima (one query): an
+    INSERT with an explicit INTEGER PRIMARY KEY either gets exactly that id or fails the batch,
+    so an outbox entry can never be confused with another. Only this writer inserts into these
+    tables, inside this transaction.
+    """
+    journal_seq, revision_seq, outbox_id = conn.execute(
+        "SELECT (SELECT ifnull(max(seq), 0) FROM journal), (SELECT ifnull(max(seq), 0) FROM revisions), "
+        "(SELECT ifnull(max(id), 0) FROM outbox)"
+    ).fetchone()
+    now = time.time()
+    journal: list[tuple[Any, ...]] = []
+    revisions: list[tuple[Any, ...]] = []
+    incidents: list[tuple[Any, ...]] = []
+    outbox_rows: list[tuple[Any, ...]] = []
+    delivered_rows: list[tuple[Any, ...]] = []
+    results: list[CommitResult] = []
+    for unit in units:
+        seq: int | None = None
+        s = unit.signal
         a = unit.action
-        cur = conn.execute(
-            "INSERT INTO journal (type, at, transport, kind, tps, vehicle, call_id, payload, source, "
-            "incident_id, action, actor, role, note) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                unit.journal_type,
-                unit.at,
-                s.transport if s else None,
-                s.kind if s else None,
-                s.tps if s else None,
-                s.vehicle if s else None,
-                s.call_id if s else None,
-                s.payload if s else None,
-                s.source if s else None,
-                a.incident_id if a else None,
-                a.action if a else None,
-                a.actor if a else None,
-                a.role if a else None,
-                a.note if a else None,
-            ),
-        )
-        journal_seq = cur.lastrowid
-    if unit.action is not None:
-        a = unit.action
-        conn.execute(
-            "INSERT INTO audit (at, actor, role, action, incident_id, note, outcome) VALUES (?,?,?,?,?,?,?)",
-            (a.at, a.actor, a.role, a.action, a.incident_id, a.note, unit.audit_outcome),
-        )
-    q = unit.quarantine
-    if q is not None:
-        r = q.signal
-        conn.execute(
-            "INSERT INTO quarantine (at, transport, source, kind, tps, vehicle, payload, codec, reason, "
-            "path) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (
-                r.received_at,
-                r.transport,
-                r.source,
-                r.kind,
-                r.tps,
-                r.vehicle,
-                r.payload,
-                q.codec,
-                q.reason,
-                q.path,
-            ),
-        )
-    outbox: list[OutboxItem] = []
-    confirmed: list[OutboxItem] = []
-    at_commit = unit.confirm_on_commit
-    revision_seqs: list[tuple[int, IncidentSnapshot]] = []
-    for d in unit.decisions:
-        snap = d.snapshot
-        if snap is not None:
-            cur = conn.execute(
-                # A plain INSERT: a revision already stored means triage and store disagree (a
-                # replay gone wrong, a policy change); failing the unit loudly beats silently
-                # keeping the old revision while the engine goes on from a different one.
-                "INSERT INTO revisions (incident_id, revision, at, outcome, reasons, snapshot) "
-                "VALUES (?,?,?,?,?,?)",
+        if unit.journal_type is not None:
+            journal_seq += 1
+            seq = journal_seq
+            journal.append(
                 (
-                    snap.incident_id,
-                    snap.revision,
-                    snap.updated_at,
-                    d.outcome,
-                    json.dumps([[r.code, r.text] for r in d.reasons]),
-                    dump_snapshot(snap),
-                ),
-            )
-            assert cur.lastrowid is not None
-            revision_seqs.append((cur.lastrowid, snap))
-            conn.execute(
-                "INSERT INTO incidents VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (incident_id) DO UPDATE SET "
-                "revision=excluded.revision, status=excluded.status, level=excluded.level, "
-                "score=excluded.score, "
-                "updated_at=excluded.updated_at WHERE excluded.revision >= incidents.revision",
-                (
-                    snap.incident_id,
-                    snap.revision,
-                    snap.status,
-                    snap.severity.level,
-                    snap.severity.score,
-                    snap.tps,
-                    snap.vehicle,
-                    snap.received_at,
-                    snap.updated_at,
-                ),
-            )
-        for receiver, incident_id, revision in d.routes:
-            delivered = receiver in at_commit
-            cur = conn.execute(
-                "INSERT INTO outbox (incident_id, revision, receiver, created_at, signal_at, state) "
-                "VALUES (?,?,?,?,?,?)",
-                (
-                    incident_id,
-                    revision,
-                    receiver,
+                    seq,
+                    unit.journal_type,
                     unit.at,
-                    d.signal_at,
-                    "delivered" if delivered else "pending",
-                ),
-            )
-            outbox_id = cur.lastrowid
-            assert outbox_id is not None
-            if delivered:
-                # Committed is delivered for this receiver: recorded now, not by a second write
-                # after a round through the forwarder.
-                conn.execute("INSERT INTO deliveries VALUES (?,?,1,NULL,NULL)", (outbox_id, time.time()))
-            matches = snap is not None and snap.incident_id == incident_id and snap.revision == revision
-            (confirmed if delivered else outbox).append(
-                OutboxItem(
-                    id=outbox_id,
-                    incident_id=incident_id,
-                    revision=revision,
-                    receiver=receiver,
-                    signal_at=d.signal_at,
-                    snapshot=snap if matches else None,
+                    s.transport if s else None,
+                    s.kind if s else None,
+                    s.tps if s else None,
+                    s.vehicle if s else None,
+                    s.call_id if s else None,
+                    s.payload if s else None,
+                    s.source if s else None,
+                    a.incident_id if a else None,
+                    a.action if a else None,
+                    a.actor if a else None,
+                    a.role if a else None,
+                    a.note if a else None,
                 )
             )
-    return CommitResult(
-        journal_seq=journal_seq,
-        outbox=tuple(outbox),
-        revision_seqs=tuple(revision_seqs),
-        confirmed=tuple(confirmed),
-    )
+        if a is not None:  # rare (operator actions and views): a statement each
+            conn.execute(
+                "INSERT INTO audit (at, actor, role, action, incident_id, note, outcome) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (a.at, a.actor, a.role, a.action, a.incident_id, a.note, unit.audit_outcome),
+            )
+        q = unit.quarantine
+        if q is not None:  # rare
+            r = q.signal
+            conn.execute(
+                "INSERT INTO quarantine (at, transport, source, kind, tps, vehicle, payload, codec, reason, "
+                "path) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    r.received_at,
+                    r.transport,
+                    r.source,
+                    r.kind,
+                    r.tps,
+                    r.vehicle,
+                    r.payload,
+                    q.codec,
+                    q.reason,
+                    q.path,
+                ),
+            )
+        outbox: list[OutboxItem] = []
+        confirmed: list[OutboxItem] = []
+        at_commit = unit.confirm_on_commit
+        revision_seqs: list[tuple[int, IncidentSnapshot]] = []
+        for d in unit.decisions:
+            snap = d.snapshot
+            if snap is not None:
+                revision_seq += 1
+                # A plain INSERT: a revision already stored means triage and store disagree (a
+                # replay gone wrong, a policy change); failing the batch loudly beats silently
+                # keeping the old revision while the engine goes on from a different one.
+                revisions.append(
+                    (
+                        revision_seq,
+                        snap.incident_id,
+                        snap.revision,
+                        snap.updated_at,
+                        d.outcome,
+                        orjson.dumps([[r.code, r.text] for r in d.reasons]).decode(),
+                        dump_snapshot(snap),
+                    )
+                )
+                revision_seqs.append((revision_seq, snap))
+                incidents.append(
+                    (
+                        snap.incident_id,
+                        snap.revision,
+                        snap.status,
+                        snap.severity.level,
+                        snap.severity.score,
+                        snap.tps,
+                        snap.vehicle,
+                        snap.received_at,
+                        snap.updated_at,
+                    )
+                )
+            for receiver, incident_id, revision in d.routes:
+                outbox_id += 1
+                delivered = receiver in at_commit
+                outbox_rows.append(
+                    (
+                        outbox_id,
+                        incident_id,
+                        revision,
+                        receiver,
+                        unit.at,
+                        d.signal_at,
+                        "delivered" if delivered else "pending",
+                    )
+                )
+                if delivered:
+                    # Committed is delivered for this receiver (the operator stream): recorded
+                    # now, not by a second write after a round through the forwarder.
+                    delivered_rows.append((outbox_id, now, 1))
+                matches = snap is not None and snap.incident_id == incident_id and snap.revision == revision
+                (confirmed if delivered else outbox).append(
+                    OutboxItem(
+                        id=outbox_id,
+                        incident_id=incident_id,
+                        revision=revision,
+                        receiver=receiver,
+                        signal_at=d.signal_at,
+                        snapshot=snap if matches else None,
+                    )
+                )
+        results.append(
+            CommitResult(
+                journal_seq=seq,
+                outbox=tuple(outbox),
+                revision_seqs=tuple(revision_seqs),
+                confirmed=tuple(confirmed),
+            )
+        )
+    if journal:
+        _insert_rows(conn, f"INSERT INTO journal ({_JOURNAL_COLUMNS})", 15, journal)
+    if revisions:
+        _insert_rows(
+            conn,
+            "INSERT INTO revisions (seq, incident_id, revision, at, outcome, reasons, snapshot)",
+            7,
+            revisions,
+        )
+    if incidents:
+        # In unit order: a later revision of the same incident in this batch wins, as it would
+        # have row by row.
+        _insert_rows(conn, "INSERT INTO incidents", 9, incidents, _INCIDENT_UPSERT)
+    if outbox_rows:
+        _insert_rows(
+            conn,
+            "INSERT INTO outbox (id, incident_id, revision, receiver, created_at, signal_at, state)",
+            7,
+            outbox_rows,
+        )
+    if delivered_rows:
+        _insert_rows(conn, "INSERT INTO deliveries (outbox_id, delivered_at, attempts)", 3, delivered_rows)
+    return results
 
 
 def _journal_row(r: Sequence[Any]) -> JournalRow:

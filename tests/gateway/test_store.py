@@ -7,8 +7,11 @@ import dataclasses
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ecallgw.config import StoreConfig
 from ecallgw.errors import StoreError
@@ -322,3 +325,87 @@ async def test_the_checkpointer_copies_the_wal_into_the_database_off_the_commit_
             assert size() == empty  # under 1,000 pages: still all in the WAL
         rows = await store.run(lambda c: c.execute("SELECT count(*) FROM journal").fetchone()[0])
     assert rows == 200
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    plan=st.lists(
+        st.tuples(
+            st.integers(0, 5),  # incident (several units may revise the same one in one batch)
+            st.sampled_from(["signal", "quarantine", "routes_only"]),
+            st.lists(st.sampled_from(["psap", "desk", "operator"]), max_size=3, unique=True),
+        ),
+        min_size=1,
+        max_size=150,
+    )
+)
+async def test_rows_of_one_batch_get_ids_in_unit_order_and_each_id_is_its_own_row(
+    tmp_path_factory: pytest.TempPathFactory, plan: list[tuple[int, str, list[str]]]
+) -> None:
+    revision: dict[int, int] = {}
+    units: list[Unit] = []
+    for n, (incident, kind, receivers) in enumerate(plan):
+        iid = f"inc-{incident}"
+        if kind == "quarantine":
+            r = raw(n)
+            units.append(
+                Unit(
+                    journal_type=None, at=1.0, quarantine=QuarantineRecord(signal=r, codec="msd", reason="x")
+                )
+            )
+            continue
+        snap = None
+        if kind == "signal":
+            revision[incident] = revision.get(incident, 0) + 1
+            snap = snapshot(incident_id=iid, revision=revision[incident])
+        elif incident not in revision:
+            continue  # routes_only needs a revision to point at
+        rev = revision[incident]
+        units.append(
+            Unit(
+                journal_type="signal",
+                at=1000.0 + n,
+                signal=raw(n),
+                decisions=(
+                    DecisionRecord(
+                        outcome="x",
+                        reasons=(),
+                        snapshot=snap,
+                        routes=tuple((rcv, iid, rev) for rcv in receivers if snap is not None),
+                        signal_at=1.0,
+                    ),
+                ),
+                confirm_on_commit=frozenset({"operator"}),
+            )
+        )
+    path = tmp_path_factory.mktemp("batch")
+    async with SqliteStore(cfg(path)) as store:
+        results = await asyncio.gather(*(store.commit(u) for u in units))  # one loop turn: one batch
+
+        def rows(conn: sqlite3.Connection) -> tuple[Any, ...]:
+            return (
+                dict(conn.execute("SELECT seq, vehicle FROM journal").fetchall()),
+                {r[0]: r[1:] for r in conn.execute("SELECT seq, incident_id, revision FROM revisions")},
+                {
+                    r[0]: r[1:]
+                    for r in conn.execute("SELECT id, incident_id, revision, receiver, state FROM outbox")
+                },
+                dict(conn.execute("SELECT incident_id, revision FROM incidents").fetchall()),
+                {r[0] for r in conn.execute("SELECT outbox_id FROM deliveries")},
+            )
+
+        journal, revisions, outbox, incidents, deliveries = await store.run(rows)
+    seqs = [r.journal_seq for r in results if r.journal_seq is not None]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)  # unit order, no gaps reused
+    for unit, result in zip(units, results, strict=True):
+        if unit.signal is not None:
+            assert journal[result.journal_seq] == unit.signal.vehicle
+        for seq, snap in result.revision_seqs:
+            assert revisions[seq] == (snap.incident_id, snap.revision)
+        for item in result.outbox:
+            assert outbox[item.id] == (item.incident_id, item.revision, item.receiver, "pending")
+        for item in result.confirmed:
+            assert outbox[item.id] == (item.incident_id, item.revision, "operator", "delivered")
+            assert item.id in deliveries
+    assert incidents == {f"inc-{i}": rev for i, rev in revision.items()}  # the latest revision wins
+    assert len(outbox) == sum(len(r.outbox) + len(r.confirmed) for r in results)
