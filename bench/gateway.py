@@ -495,9 +495,12 @@ async def main(n: int, seconds: float, synchronous: str, sink: str, latency_rate
         gateway.start()
         await gateway.ready()  # start-up (imports, replay) is not part of the per-message CPU
         cpu0 = gateway.cpu_s()
+        # The other processes on the machine during the drain: this one (the receiver) and the broker.
+        recv0, broker0 = time.process_time(), proc_cpu_s(broker.proc.pid)
         async with asyncio.timeout(600):
             await receiver.done.wait()
         gw_cpu = gateway.cpu_s() - cpu0
+        recv_cpu, broker_cpu = time.process_time() - recv0, proc_cpu_s(broker.proc.pid) - broker0
         times = sorted(receiver.arrivals.values())
         gw_rate = (len(times) - 1) / (times[-1] - times[0])
         assert len(receiver.keys) == n, f"{len(receiver.keys)} distinct keys for {n} incidents"
@@ -556,6 +559,12 @@ async def main(n: int, seconds: float, synchronous: str, sink: str, latency_rate
         ("floor / bare", f"{floor_rate / bare_rate:.1%}"),
         ("floor CPU per message while draining (all threads)", f"{floor_cpu / n * 1e6:,.0f} µs"),
         ("gateway CPU per message while draining (all threads)", f"{gw_cpu / n * 1e6:,.0f} µs"),
+        ("receiver (aiohttp, this process) CPU per document, same drain", f"{recv_cpu / n * 1e6:,.0f} µs"),
+        ("mosquitto CPU per message, same drain", f"{broker_cpu / n * 1e6:,.0f} µs"),
+        (
+            "cores in use during the drain (gateway + receiver + broker)",
+            f"{(gw_cpu + recv_cpu + broker_cpu) * gw_rate / n:.2f} of {os.cpu_count()}",
+        ),
         (f"bare latency p50 / p99 at {rate:.0f} msg/s", f"{b50:.1f} / {b99:.1f} ms"),
         (f"gateway latency p50 / p99 at {rate:.0f} msg/s (publish → PSAP)", f"{g50:.1f} / {g99:.1f} ms"),
         ("added by the gateway p50 / p99", f"{g50 - b50:.1f} / {g99 - b99:.1f} ms"),
