@@ -52,6 +52,7 @@ log = logging.getLogger("ecallgw.store")
 T = TypeVar("T")
 
 _WAL_WARN_PAGES = 250_000  # ~1 GB of WAL (4 KiB pages) not checkpointed: say so
+_WAL_BACKSTOP_PAGES = 10_000  # the writer checkpoints itself past this many WAL pages (~40 MB)
 
 _Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
 """A function the writer thread runs inside a group commit, and the future it resolves."""
@@ -320,7 +321,12 @@ class SqliteStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._config.synchronous.upper()}")
         if str(path) != ":memory:" and self._config.checkpoint_interval_s > 0:
-            conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it (_checkpoints)
+            # The checkpointer thread copies the WAL (_checkpoints); the writer keeps a backstop,
+            # because SQLite rewinds the WAL only when a checkpoint finishes while no transaction
+            # is open, which a writer that is never idle (a backlog) does not allow: without it
+            # the WAL grew past 1 GB in 8 s. By 10,000 pages most are copied, so it is short.
+            conn.execute(f"PRAGMA wal_autocheckpoint={_WAL_BACKSTOP_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_BACKSTOP_PAGES * 4096}")
         conn.execute("PRAGMA foreign_keys=OFF")
         # Retention deletes personal data: overwrite it on disk instead of leaving it in free pages.
         conn.execute("PRAGMA secure_delete=ON")
@@ -439,11 +445,19 @@ class SqliteStore:
         if not jobs:
             return
         if self._failed is not None or not self._running:
-            err = StoreError("the store is not running")
-            for _, fut in jobs:
-                _set_exception(fut, err)
+            _fail_jobs(jobs)
             return
         self._jobs.put(jobs)
+        if self._failed is not None:
+            # The writer died between the check and the put, after draining the queue in its
+            # last words: nobody else will answer these.
+            while True:
+                try:
+                    left = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if left is not None:
+                    _fail_jobs(left)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` in the writer thread inside the next group commit.
@@ -1114,6 +1128,12 @@ def _revision_row(r: Sequence[Any]) -> RevisionRow:
 def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
     if not fut.done():
         fut.set_result(value)
+
+
+def _fail_jobs(jobs: list[_Job]) -> None:
+    err = StoreError("the store is not running")
+    for _, fut in jobs:
+        _set_exception(fut, err)
 
 
 def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:

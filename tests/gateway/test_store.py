@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from ecallgw.config import StoreConfig
 from ecallgw.errors import StoreError
+from ecallgw.gateway import store as store_module
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.records import ActionRecord, DecisionRecord, QuarantineRecord, RawSignal, Unit
 from ecallgw.gateway.store import SqliteStore
@@ -409,3 +410,26 @@ async def test_rows_of_one_batch_get_ids_in_unit_order_and_each_id_is_its_own_ro
             assert item.id in deliveries
     assert incidents == {f"inc-{i}": rev for i, rev in revision.items()}  # the latest revision wins
     assert len(outbox) == sum(len(r.outbox) + len(r.confirmed) for r in results)
+
+
+async def test_the_wal_stays_bounded_while_the_writer_is_never_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite rewinds the WAL only when a checkpoint ends while no transaction is open; a writer
+    # kept busy by a backlog never lets the checkpointer thread's checkpoints do that. The
+    # writer's own backstop checkpoint (here after 200 pages) must.
+    monkeypatch.setattr(store_module, "_WAL_BACKSTOP_PAGES", 200)
+    config = cfg(tmp_path, checkpoint_interval_s=0.05, synchronous="normal")
+    blob = b"x" * 2000
+    async with SqliteStore(config) as store:
+        await store.run(lambda c: c.execute("CREATE TABLE x (id INTEGER PRIMARY KEY, v BLOB)"))
+        end = time.monotonic() + 0.8
+        written = 0
+        while time.monotonic() < end:
+            await asyncio.gather(
+                *(store.run(lambda c: c.execute("INSERT INTO x (v) VALUES (?)", (blob,))) for _ in range(4))
+            )
+            written += 4
+        wal = await asyncio.to_thread(lambda: Path(config.path + "-wal").stat().st_size)
+    assert written * len(blob) > 8 * 200 * 4096  # far more than the bound went through the WAL
+    assert wal <= 4 * 200 * 4096
