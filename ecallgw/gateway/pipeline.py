@@ -157,6 +157,7 @@ class Pipeline:
         self._idle = asyncio.Event()
         self._idle.set()
         self._tick_children: dict[str, Any] = {}
+        self._holding = False  # `run` took a signal from the queue and has not processed it yet
 
     # --- entry points ---------------------------------------------------------------------------
 
@@ -171,10 +172,16 @@ class Pipeline:
         if self._fatal is not None:
             raise StoreError(f"stopping: a commit failed ({self._fatal})") from self._fatal
         task = self._task
-        if task is not None and not task.done() and self._queue.empty() and self._uncommitted.try_acquire():
-            # Nothing queued ahead of it and the consumer holds nothing (it waits for a slot only
-            # with the queue's item in hand, and then try_acquire refuses): processing it here
-            # keeps the arrival order and saves the queue's hand-off between two tasks.
+        if (
+            task is not None
+            and not task.done()
+            and not self._holding
+            and self._queue.empty()
+            and self._uncommitted.try_acquire()
+        ):
+            # Nothing queued ahead of it and `run` holds nothing (it may have been handed a slot
+            # for its signal and not yet resumed: `_holding`): processing it here keeps the
+            # arrival order and saves the queue's hand-off between two tasks.
             self._outstanding += 1
             self._idle.clear()
             fut.add_done_callback(self._settled)
@@ -218,12 +225,16 @@ class Pipeline:
         try:
             while True:
                 raw, fut = await self._queue.get()
-                await self._uncommitted.acquire()
+                self._holding = True
                 try:
-                    self._process(raw, fut)
-                except BaseException:
-                    self._uncommitted.release()
-                    raise
+                    await self._uncommitted.acquire()
+                    try:
+                        self._process(raw, fut)
+                    except BaseException:
+                        self._uncommitted.release()
+                        raise
+                finally:
+                    self._holding = False
         except asyncio.CancelledError:
             if self._fatal is not None:
                 raise StoreError(f"stopping: a commit failed ({self._fatal})") from self._fatal
