@@ -621,3 +621,37 @@ async def test_a_slot_handed_to_a_request_cancelled_at_that_moment_passes_on() -
         finally:
             await pool.aclose()
     assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_kept_alive_connection_the_receiver_closed_is_not_a_failed_delivery(loop: str) -> None:
+    # The receiver answers (HTTP/1.1, no "Connection: close") and then closes: its FIN may cross
+    # our next request on that connection, which then dies unread. That is no answer from the
+    # receiver: the request goes once more on a new connection (same Idempotency-Key).
+    async def scenario() -> tuple[int, int]:
+        seen = 0
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal seen
+            await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(1)
+            seen += 1
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = _Http11Pool(f"http://127.0.0.1:{port}/", 4, {}, 2.0)
+        ok = 0
+        async with asyncio.timeout(20):
+            for _ in range(100):
+                status, _, _ = await pool.post(b"x", {})
+                ok += status == 200
+        await pool.aclose()
+        server.close()
+        return ok, seen
+
+    run = uvloop.run if loop == "uvloop" else asyncio.run
+    ok, seen = run(scenario())
+    assert ok == 100
+    assert seen == 100  # each reached the receiver once

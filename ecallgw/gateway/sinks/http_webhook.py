@@ -45,6 +45,9 @@ _TO_EOF = 5  # neither length nor chunks: the body runs to the end of the connec
 _Answer = tuple[int, dict[str, str], bytes]
 
 
+_CLOSE_WAIT_S = 2.0  # how long `aclose` lets idle connections close gracefully
+
+
 class _ProtocolError(Exception):
     """The receiver's answer is not HTTP/1.1 we can read (treated like a connection failure)."""
 
@@ -64,6 +67,7 @@ class _Connection(asyncio.Protocol):
         self._gone = False  # connection_lost has run
         self._lost: asyncio.Future[None] | None = None
         self.waiter: asyncio.Future[_Answer] | None = None
+        self.heard = False  # bytes of the outstanding request's answer have arrived
         self.deadline = 0.0  # loop time by which the outstanding request must be answered
         self._buf = bytearray()
         self._scan = 0  # where the search for the next line end resumes (bytes arrive in pieces)
@@ -87,6 +91,7 @@ class _Connection(asyncio.Protocol):
             # Bytes after a complete answer or on an idle connection: the stream is out of step.
             self.close()
             return
+        self.heard = True
         self._buf += data
         try:
             self._advance()
@@ -94,6 +99,9 @@ class _Connection(asyncio.Protocol):
             self.fail(exc)
 
     def eof_received(self) -> bool | None:
+        # The receiver closed its side: never reuse this connection, even in the turn before
+        # connection_lost runs (a request sent then would fail without reaching the receiver).
+        self.closed = True
         if self.waiter is not None and self._state == _TO_EOF:
             self._finish(bytes(self._buf))
         return None  # the transport closes; connection_lost fails an unfinished answer
@@ -119,9 +127,10 @@ class _Connection(asyncio.Protocol):
 
     def send(self, request: bytes, waiter: asyncio.Future[_Answer], deadline: float) -> None:
         """Write one request; its answer resolves ``waiter``."""
-        if self._transport is None:
+        if self._transport is None or self.closed:
             raise ConnectionResetError("not connected")
         self.waiter = waiter
+        self.heard = False
         self.deadline = deadline
         self._state = _HEAD
         self._scan = 0
@@ -141,6 +150,12 @@ class _Connection(asyncio.Protocol):
             self.closed = True
             if self._transport is not None:
                 self._transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection at once, unsent bytes included."""
+        self.closed = True
+        if self._transport is not None:
+            self._transport.abort()
 
     def when_lost(self) -> asyncio.Future[None]:
         """A future resolved once the connection is gone."""
@@ -321,21 +336,34 @@ class _Http11Pool:
             conn = idle.pop() if idle else None
             while conn is not None and conn.closed:  # closed while idle (stray bytes), not yet lost
                 conn = idle.pop() if idle else None
-            if conn is None:
-                async with asyncio.timeout_at(deadline):
-                    _, conn = await loop.create_connection(lambda: _Connection(self), self._host, self._port)
-            waiter: asyncio.Future[_Answer] = loop.create_future()
-            conn.send(request, waiter, deadline)
-            if deadline < self._timer_at:
-                self._arm(loop, deadline)
-            try:
-                answer = await waiter
-            except BaseException:
-                conn.close()  # cancelled mid-answer (an error has closed it already)
-                raise
-            if not conn.closed:
-                idle.append(conn)
-            return answer
+            while True:
+                reused = conn is not None
+                if conn is None:
+                    async with asyncio.timeout_at(deadline):
+                        _, conn = await loop.create_connection(
+                            lambda: _Connection(self), self._host, self._port
+                        )
+                waiter: asyncio.Future[_Answer] = loop.create_future()
+                try:
+                    conn.send(request, waiter, deadline)
+                    if deadline < self._timer_at:
+                        self._arm(loop, deadline)
+                    answer = await waiter
+                except OSError as exc:
+                    conn.close()
+                    if reused and not conn.heard and not isinstance(exc, TimeoutError):
+                        # A kept-alive connection the receiver had closed (its FIN crossed our
+                        # request): not an answer from the receiver. Once more on a new one, with
+                        # the same Idempotency-Key.
+                        conn = None
+                        continue
+                    raise
+                except BaseException:
+                    conn.close()  # cancelled mid-answer (an error has closed it already)
+                    raise
+                if not conn.closed:
+                    idle.append(conn)
+                return answer
         finally:
             self._release()
 
@@ -388,7 +416,14 @@ class _Http11Pool:
         for conn in idle:
             conn.close()
         if idle:
-            await asyncio.gather(*(conn.when_lost() for conn in idle))
+            try:
+                async with asyncio.timeout(_CLOSE_WAIT_S):
+                    await asyncio.gather(*(conn.when_lost() for conn in idle))
+            except TimeoutError:
+                # A close waits for unsent bytes a receiver no longer reads: drop them instead of
+                # holding up the shutdown.
+                for conn in idle:
+                    conn.abort()
         if self._timer is not None and not any(conn.waiter is not None for conn in self.conns):
             self._timer.cancel()
             self._timer, self._timer_at = None, math.inf
