@@ -39,6 +39,8 @@ resolves once the signal is durably stored (or fails if it could not be)."""
 
 log = logging.getLogger("ecallgw.mqtt")
 
+_PER_TURN = 32  # messages taken from the queue between two yields to the event loop
+
 
 class _Connection:
     """Acknowledgement state of one broker connection (mids are per connection)."""
@@ -201,9 +203,15 @@ class MqttSource:
         messages = aiter(client.messages)
         queued = client._queue  # private, pinned aiomqtt: see below
         disconnected = client._disconnected
+        taken = 0
         while True:
             # Stop reading at the in-flight bound: backpressure onto the broker's window.
             await conn.slots.acquire()
+            taken += 1
+            if taken % _PER_TURN == 0:
+                # With a backlog queued, nothing here would yield: give the loop back now and then,
+                # so this turn's units reach the store and deliveries go out while we decode on.
+                await asyncio.sleep(0)
             if queued.qsize() and not disconnected.done():
                 # aiomqtt's iterator creates a task and an asyncio.wait per message (~25 us) to
                 # watch for a disconnect; with messages already queued there is nothing to wait for.
