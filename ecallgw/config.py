@@ -99,7 +99,8 @@ class StoreConfig:
         path: database file; its directory is created when missing.
         synchronous: SQLite ``synchronous`` in WAL mode: "full" fsyncs every group commit (survives
             power loss), "normal" survives a process crash but not a power cut.
-        batch_max: most units of work per group commit.
+        batch_max: units of work after which a group commit takes no more (the jobs of one
+            event-loop turn are never split, so a commit can hold a turn's worth beyond it).
         retention_days: incident data older than this is deleted (EU 2015/758 art. 6: keep eCall data
             no longer than needed).
         retention_interval_s: how often the retention job runs.

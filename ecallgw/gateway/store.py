@@ -130,7 +130,9 @@ class Store(Protocol):
     """What the gateway needs from a store; `SqliteStore` implements it, a server database could.
 
     Ordering contract: units are committed in the order `commit_nowait` was called (the journal order
-    is the triage order), and a read sees every write queued before it.
+    is the triage order), and a read sees every write queued before it. Delivery confirmations of
+    one loop turn are written together at the place of the turn's first one; they only ever refer
+    to outbox entries committed before, so no read can tell.
     """
 
     @property
@@ -249,6 +251,7 @@ class SqliteStore:
         self._running = False  # the writer thread is up (a flag: Thread.is_alive per job costs ~5 us)
         self._batch: list[_Job] = []
         self._checkpointer: threading.Thread | None = None
+        self._closing = False
         self._stop_checkpoints = threading.Event()
         self.checkpoints = 0
         self.commits = 0
@@ -270,6 +273,7 @@ class SqliteStore:
 
     async def __aexit__(self, *exc: object) -> None:
         self._hand_over()  # the last loop turn's jobs go in before the stop
+        self._closing = True  # a job queued behind the stop marker would never be answered
         self._jobs.put(None)
         self._stop_checkpoints.set()
         if self._thread is not None:
@@ -427,7 +431,7 @@ class SqliteStore:
 
     def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Queue ``fn`` behind every job queued before it; handed to the writer at the end of the turn."""
-        if self._failed is not None or not self._running:
+        if self._failed is not None or not self._running or self._closing:
             raise StoreError("the store is not running") from self._failed
         loop = self._loop
         assert loop is not None

@@ -433,3 +433,16 @@ async def test_the_wal_stays_bounded_while_the_writer_is_never_idle(
         wal = await asyncio.to_thread(lambda: Path(config.path + "-wal").stat().st_size)
     assert written * len(blob) > 8 * 200 * 4096  # far more than the bound went through the WAL
     assert wal <= 4 * 200 * 4096
+
+
+async def test_a_job_after_the_stop_is_refused_not_left_unanswered(tmp_path: Path) -> None:
+    store = await SqliteStore(cfg(tmp_path)).__aenter__()
+    busy = asyncio.ensure_future(store.run(lambda c: time.sleep(0.2)))  # writer busy at the stop
+    await asyncio.sleep(0.01)
+    closing = asyncio.create_task(store.__aexit__(None, None, None))
+    await asyncio.sleep(0)  # the stop marker is queued; the writer has not exited yet
+    with pytest.raises(StoreError, match="not running"):
+        async with asyncio.timeout(2):  # behind the marker it would never be answered
+            await store.run(lambda c: None)
+    async with asyncio.timeout(5):
+        await asyncio.gather(busy, closing)
