@@ -19,6 +19,7 @@ connected, operator actions, HTTP rejections, retention) stay prometheus-client 
 
 from __future__ import annotations
 
+import abc
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
@@ -150,7 +151,7 @@ class HistogramChild:
 _Child = TypeVar("_Child", CounterChild, GaugeChild, HistogramChild)
 
 
-class _Vec(Generic[_Child]):
+class _Vec(abc.ABC, Generic[_Child]):
     """A named instrument and its children, one per label set, created on first use and kept."""
 
     __slots__ = ("_by_key", "_children", "documentation", "labelnames", "name")
@@ -184,20 +185,21 @@ class _Vec(Generic[_Child]):
             child = self._children[key] = self._new()
         return child
 
+    @abc.abstractmethod
     def _new(self) -> _Child:
-        raise NotImplementedError
+        """A fresh child (the subclass's kind)."""
 
     def _series(self) -> list[tuple[tuple[str, ...], _Child]]:
         # A snapshot (atomic under the GIL), in case a child is added while a scrape runs.
         return list(self._children.items())
 
+    @abc.abstractmethod
     def family(self, with_created: bool) -> Metric:
         """The metric family a scrape yields: every child's samples.
 
         Args:
             with_created: also yield ``_created`` samples (prometheus-client's own setting).
         """
-        raise NotImplementedError
 
 
 class CounterVec(_Vec[CounterChild]):

@@ -353,14 +353,7 @@ class SqliteStore:
         except BaseException as exc:  # the writer must never die silently: fail every waiter
             self._failed = exc
             self._running = False
-            waiting = [fut for _, fut in self._batch]
-            while True:
-                try:
-                    jobs = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if jobs is not None:
-                    waiting.extend(fut for _, fut in jobs)
+            waiting = [fut for _, fut in self._batch] + [fut for _, fut in self._take_queued()]
             err = StoreError(f"the store writer stopped: {exc!r}")
             failed: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = [
                 (fut, None, err) for fut in waiting
@@ -455,13 +448,18 @@ class SqliteStore:
         if self._failed is not None:
             # The writer died between the check and the put, after draining the queue in its
             # last words: nobody else will answer these.
-            while True:
-                try:
-                    left = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if left is not None:
-                    _fail_jobs(left)
+            _fail_jobs(self._take_queued())
+
+    def _take_queued(self) -> list[_Job]:
+        """Empty the writer's queue (it is gone): the jobs nobody will run."""
+        jobs: list[_Job] = []
+        while True:
+            try:
+                item = self._jobs.get_nowait()
+            except queue.Empty:
+                return jobs
+            if item is not None:
+                jobs += item
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(connection)`` in the writer thread inside the next group commit.
