@@ -12,7 +12,6 @@ classify answers the same way.
 from __future__ import annotations
 
 import asyncio
-import collections
 import math
 import time
 import urllib.parse
@@ -24,6 +23,7 @@ from ecallgw.config import ReceiverConfig
 from ecallgw.errors import PermanentDeliveryError, TransientDeliveryError
 from ecallgw.gateway.records import OutboxItem
 from ecallgw.gateway.retry import parse_retry_after
+from ecallgw.gateway.slots import Slots
 
 __all__ = ["HttpWebhookSink"]
 
@@ -308,8 +308,7 @@ class _Http11Pool:
         self._head = "\r\n".join(lines) + "\r\n"
         self._limit = limit
         self._timeout_s = timeout_s
-        self._busy = 0  # requests holding one of the ``limit`` slots
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._slots = Slots(limit)  # requests in flight, each on a connection of its own
         self.idle: list[_Connection] = []
         self.conns: set[_Connection] = set()  # every open connection, for the sweep
         self._timer: asyncio.TimerHandle | None = None
@@ -327,10 +326,9 @@ class _Http11Pool:
         deadline = loop.time() + self._timeout_s
         extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         request = f"{self._head}{extra}Content-Length: {len(body)}\r\n\r\n".encode("latin-1") + body
-        if self._busy < self._limit and not self._waiters:
-            self._busy += 1
-        else:
-            await self._wait_for_slot(loop, deadline)
+        if not self._slots.try_acquire():
+            async with asyncio.timeout_at(deadline):  # waiting for a slot counts towards the timeout
+                await self._slots.acquire()
         try:
             idle = self.idle
             conn = idle.pop() if idle else None
@@ -365,29 +363,7 @@ class _Http11Pool:
                     idle.append(conn)
                 return answer
         finally:
-            self._release()
-
-    async def _wait_for_slot(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(waiter)
-        try:
-            async with asyncio.timeout_at(deadline):
-                await waiter
-        except BaseException:
-            if waiter.done() and not waiter.cancelled():
-                self._release()  # the slot arrived with the timeout or cancellation: pass it on
-            # A cancelled waiter stays queued: _release skips it. Waiters are queued only while
-            # every slot is taken, and each release drops the cancelled ones ahead of a live one.
-            raise
-
-    def _release(self) -> None:
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the slot passes straight to the next request
-                return
-        self._busy -= 1
+            self._slots.release()
 
     def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
         if self._timer is not None:
