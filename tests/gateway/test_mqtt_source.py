@@ -153,3 +153,71 @@ async def test_shared_subscription_splits_the_load_without_duplicates(mosquitto:
         await asyncio.sleep(0.2)
     assert sorted(a.payloads + b.payloads) == sorted(b"%d" % i for i in range(40))  # each exactly once
     assert a.items and b.items  # both gateways took a share
+
+
+class RecordingRelay:
+    """A TCP relay on 127.0.0.1 between the source and the broker that logs every MQTT packet type
+    in the order the relay forwarded it, both directions on one timeline."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.broker = broker
+        self.packets: list[tuple[str, int]] = []  # ("c2b" | "b2c", packet type 1..14)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> RecordingRelay:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _client(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        br, bw = await asyncio.open_connection(self.broker.host, self.broker.port)
+        await asyncio.gather(self._pump("c2b", cr, bw), self._pump("b2c", br, cw))
+
+    async def _pump(self, way: str, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            while header := await r.read(1):
+                length, shift, body = 0, 0, bytearray()
+                while True:  # remaining length: MQTT variable byte integer
+                    b = (await r.readexactly(1))[0]
+                    body.append(b)
+                    length |= (b & 0x7F) << shift
+                    shift += 7
+                    if not b & 0x80:
+                        break
+                packet = header + bytes(body) + await r.readexactly(length)
+                self.packets.append((way, header[0] >> 4))
+                w.write(packet)
+                await w.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            w.close()
+
+
+PUBACK, PINGREQ, PINGRESP, DISCONNECT = 4, 12, 13, 14
+
+
+async def test_a_graceful_stop_disconnects_only_after_the_broker_has_read_the_last_ack(
+    mosquitto: Mosquitto,
+) -> None:
+    # mosquitto may drop PUBACKs that arrive just before a DISCONNECT; the source first waits for
+    # the answer to a PINGREQ sent after them, which the broker reads in order.
+    msgs = [(f"ecall/v1/acme/veh{i}/msd", b"m%d" % i) for i in range(5)]
+    p = Pipeline(auto=True)
+    async with RecordingRelay(mosquitto) as relay:
+        cfg = MqttConfig(host="127.0.0.1", port=relay.port, client_id="gw-barrier", reconnect_min_s=0.05)
+        async with running(MqttSource(cfg, p.submit)) as source:
+            await publish(mosquitto, msgs)
+            await until(lambda: len(p.items) == 5 and source.inflight == 0)
+        await until(lambda: ("c2b", DISCONNECT) in relay.packets)
+    seen = relay.packets
+    last_ack = max(i for i, pk in enumerate(seen) if pk == ("c2b", PUBACK))
+    ping = seen.index(("c2b", PINGREQ), last_ack)
+    pong = seen.index(("b2c", PINGRESP), ping)
+    assert seen.index(("c2b", DISCONNECT)) > pong
+    assert sum(pk == ("c2b", PUBACK) for pk in seen) == 5
