@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from ecallgw.gateway.store import SCHEMA
+from ecallgw.gateway.store.sqlite import SCHEMA
 
 ROW = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 

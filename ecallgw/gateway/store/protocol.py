@@ -1,0 +1,145 @@
+"""What the gateway needs from a store, whichever database holds it.
+
+`SqliteStore` (``store/sqlite.py``) is the embedded default: one process, one file.
+`PostgresStore` (``store/postgres.py``) holds the same tables on a PostgreSQL server, so that
+several replicas share one truth (docs/scaling.md). Both pass the same contract tests
+(``tests/gateway/store/``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ecallgw.gateway.records import CommitResult, JournalRow, OutboxItem, Unit
+from ecallgw.model import IncidentSnapshot
+
+__all__ = ["IncidentRow", "RevisionRow", "Store"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IncidentRow:
+    """The latest state of one incident, for the operator list."""
+
+    incident_id: str
+    revision: int
+    status: str
+    level: str
+    score: int
+    tps: str
+    vehicle: str
+    received_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RevisionRow:
+    """One stored revision with its global sequence number (the operator stream's event id)."""
+
+    seq: int
+    outcome: str
+    reasons: tuple[tuple[str, str], ...]
+    snapshot: IncidentSnapshot
+
+
+class Store(Protocol):
+    """What the gateway needs from a store; `SqliteStore` implements it, a server database could.
+
+    Ordering contract: units are committed in the order `commit_nowait` was called (the journal order
+    is the triage order), and a read sees every write queued before it. Delivery confirmations of
+    one loop turn are written together at the place of the turn's first one; they only ever refer
+    to outbox entries committed before, so no read can tell.
+    """
+
+    @property
+    def writable(self) -> bool:
+        """False once the store can no longer write (``/readyz``)."""
+        ...
+
+    def commit_nowait(self, unit: Unit) -> asyncio.Future[CommitResult]:
+        """Queue one unit of work; the future resolves once it is durable."""
+        ...
+
+    async def commit(self, unit: Unit) -> CommitResult:
+        """Write one unit of work durably; returns once committed."""
+        ...
+
+    async def journal(self, after_seq: int, limit: int) -> list[JournalRow]:
+        """Journal rows after ``after_seq`` in order, for replay."""
+        ...
+
+    async def pending_outbox(self) -> list[OutboxItem]:
+        """Every undelivered outbox entry, in insertion order (without snapshots)."""
+        ...
+
+    async def load_revisions(
+        self, keys: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], IncidentSnapshot]:
+        """Stored revisions by (incident_id, revision)."""
+        ...
+
+    def record_delivered_nowait(
+        self, item: OutboxItem, *, at: float, attempts: int, status: int | None, sent_at: float | None = None
+    ) -> asyncio.Future[None]:
+        """Mark an outbox entry delivered (after the receiver confirmed)."""
+        ...
+
+    async def first_delivery(self, incident_id: str, receiver: str) -> tuple[int, float] | None:
+        """(revision, sent time) of the first revision of an incident a receiver confirmed."""
+        ...
+
+    async def record_dead_letter(
+        self, item: OutboxItem, *, at: float, attempts: int, reason: str, detail: str
+    ) -> None:
+        """Move an outbox entry to the dead letters."""
+        ...
+
+    async def key(self, name: str) -> bytes:
+        """A random key kept under ``name``, created on first use."""
+        ...
+
+    async def delete_before(self, cutoff: float, *, journal_margin_s: float = 0.0) -> dict[str, int]:
+        """Retention: delete incident data older than ``cutoff``; rows deleted per table."""
+        ...
+
+    async def replay_after(self, since: float, margin_s: float) -> int:
+        """The journal sequence number after which a replay must start to rebuild state since ``since``."""
+        ...
+
+    async def recent_revisions(self, since: float) -> dict[str, int]:
+        """Stored latest revision of every incident updated at or after ``since``."""
+        ...
+
+    async def swap_meta(self, name: str, value: bytes) -> bytes | None:
+        """Store ``value`` under ``name``; return what was stored before (None at first)."""
+        ...
+
+    async def list_incidents(
+        self, *, status: str | None = None, level: str | None = None, limit: int = 100
+    ) -> list[IncidentRow]:
+        """Latest revisions of incidents, newest first."""
+        ...
+
+    async def get_incident(
+        self, incident_id: str
+    ) -> tuple[IncidentRow, list[RevisionRow], list[dict[str, Any]]] | None:
+        """One incident with its history and deliveries."""
+        ...
+
+    async def revisions_after(self, seq: int, limit: int = 500) -> list[RevisionRow]:
+        """Revisions after a global sequence number (the operator stream)."""
+        ...
+
+    async def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest quarantined payloads."""
+        ...
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        """Every dead letter."""
+        ...
+
+    async def audit_log(self, incident_id: str | None = None) -> list[dict[str, Any]]:
+        """Audit entries, oldest first."""
+        ...
