@@ -93,10 +93,25 @@ class Secret:
 
 @dataclass(**_frozen)
 class StoreConfig:
-    """The SQLite store.
+    """The store: embedded SQLite (one replica) or a PostgreSQL server shared by replicas.
 
     Attributes:
-        path: database file; its directory is created when missing.
+        backend: "sqlite" (embedded, one process) or "postgresql" (any number of replicas on
+            one server: docs/scaling.md).
+        path: SQLite database file; its directory is created when missing.
+        dsn: PostgreSQL connection string (``postgresql://user:pass@host:port/db``; a secret: it
+            may hold a password). Also ``ECALLGW_STORE__DSN``.
+        pool_size: PostgreSQL connections per replica (reads, the writer, the sequencer).
+        statement_timeout_s: a PostgreSQL statement running longer is cancelled (and its
+            transaction rolled back): a stuck server fails a commit instead of hanging it.
+        replica_id: this replica's name (MQTT client id, outbox claims, leadership); "" takes
+            ``{host}-{n}`` with the lowest n no live replica holds in the store.
+        lease_s: the sequencer's lease (PostgreSQL): a leader that has not renewed it for this
+            long is replaced and fenced, even if its connection is still open.
+        outbox_lease_s: how long a replica's claim on an outbox entry holds without renewal
+            (PostgreSQL); a dead replica's entries are taken over after it.
+        decision_wait_s: how long an HTTP answer waits for the sequencer's decision
+            (PostgreSQL) before answering with what is known (stored, no incident id yet).
         synchronous: SQLite ``synchronous`` in WAL mode: "full" fsyncs every group commit (survives
             power loss), "normal" survives a process crash but not a power cut.
         batch_max: units of work after which a group commit takes no more (the jobs of one
@@ -108,7 +123,15 @@ class StoreConfig:
             (0: SQLite's automatic checkpoint, run by the commit that crosses 1,000 pages).
     """
 
+    backend: Literal["sqlite", "postgresql"] = "sqlite"
     path: str = "var/ecallgw.sqlite3"
+    dsn: Secret = field(default_factory=lambda: Secret(""))
+    pool_size: int = 8
+    statement_timeout_s: float = 30.0
+    replica_id: str = ""
+    lease_s: float = 5.0
+    outbox_lease_s: float = 30.0
+    decision_wait_s: float = 2.0
     synchronous: Literal["full", "normal"] = "full"
     batch_max: int = 512
     retention_days: float = 30.0
@@ -438,6 +461,11 @@ def _check(c: Config) -> None:
         ("store.batch_max", c.store.batch_max),
         ("store.retention_days", c.store.retention_days),
         ("store.retention_interval_s", c.store.retention_interval_s),
+        ("store.pool_size", c.store.pool_size),
+        ("store.statement_timeout_s", c.store.statement_timeout_s),
+        ("store.lease_s", c.store.lease_s),
+        ("store.outbox_lease_s", c.store.outbox_lease_s),
+        ("store.decision_wait_s", c.store.decision_wait_s),
         ("mqtt.keepalive_s", c.mqtt.keepalive_s),
         ("mqtt.max_inflight", c.mqtt.max_inflight),
         ("mqtt.reconnect_min_s", c.mqtt.reconnect_min_s),
@@ -453,6 +481,12 @@ def _check(c: Config) -> None:
         ("drain_deadline_s", c.drain_deadline_s),
     ):
         _positive(key, value)
+    if c.store.backend == "postgresql" and not c.store.dsn:
+        raise ConfigError("store.dsn", "", "the postgresql backend needs a DSN (or ECALLGW_STORE__DSN)")
+    if c.store.pool_size < 3:
+        raise ConfigError("store.pool_size", c.store.pool_size, "needs at least 3 (writer, sequencer, reads)")
+    if c.store.replica_id and not _NAME.match(c.store.replica_id):
+        raise ConfigError("store.replica_id", c.store.replica_id, "replica ids are [A-Za-z0-9_-]{1,64}")
     if not c.store.checkpoint_interval_s >= 0:  # also refuses NaN
         raise ConfigError(
             "store.checkpoint_interval_s", c.store.checkpoint_interval_s, "must be 0 (automatic) or more"

@@ -117,6 +117,10 @@ class Unit:
         audit_outcome: for actions, what triage made of it (written to the audit log).
         confirm_on_commit: receivers that have a revision once it is committed (the operator
             stream): their outbox entries are written delivered, in the same transaction.
+        journal_id: a journal row already stored by an intake (PostgreSQL replicas): the unit
+            sequences it (assigns its place in the triage order) instead of writing a new row.
+        outcome: what the sequencer made of that row, kept with it for the waiting intake
+            ("redelivered" rows are skipped by replay).
     """
 
     journal_type: Literal["signal", "action", "tick", "prune"] | None
@@ -127,6 +131,8 @@ class Unit:
     decisions: tuple[DecisionRecord, ...] = ()
     audit_outcome: str = ""
     confirm_on_commit: frozenset[str] = frozenset()
+    journal_id: int | None = None
+    outcome: str = ""
 
 
 @dataclass(**_frozen)

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from ecallgw.config import StoreConfig
 from ecallgw.errors import StoreError
-from ecallgw.gateway import store as store_module
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.records import ActionRecord, DecisionRecord, QuarantineRecord, RawSignal, Unit
 from ecallgw.gateway.store import SqliteStore
+from ecallgw.gateway.store import sqlite as store_module
 from ecallgw.model import IncidentSnapshot
 from tests.gateway.helpers import make_snapshot
 

@@ -41,6 +41,7 @@ from ecallgw.gateway.records import (
     Unit,
 )
 from ecallgw.gateway.snapshots import dump_snapshot, load_snapshot
+from ecallgw.gateway.store.migrations import SQLITE, migrate_sqlite
 from ecallgw.gateway.store.protocol import IncidentRow, RevisionRow
 from ecallgw.model import IncidentSnapshot
 
@@ -56,48 +57,7 @@ _WAL_BACKSTOP_PAGES = 10_000  # the writer checkpoints itself past this many WAL
 _Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
 """A function the writer thread runs inside a group commit, and the future it resolves."""
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS journal (
-    seq INTEGER PRIMARY KEY, type TEXT NOT NULL, at REAL NOT NULL,
-    transport TEXT, kind TEXT, tps TEXT, vehicle TEXT, call_id TEXT, payload BLOB, source TEXT,
-    incident_id TEXT, action TEXT, actor TEXT, role TEXT, note TEXT
-);
-CREATE INDEX IF NOT EXISTS journal_at ON journal (at);
-CREATE TABLE IF NOT EXISTS incidents (
-    incident_id TEXT PRIMARY KEY, revision INTEGER NOT NULL, status TEXT NOT NULL, level TEXT NOT NULL,
-    score INTEGER NOT NULL, tps TEXT NOT NULL, vehicle TEXT NOT NULL, received_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS incidents_updated ON incidents (updated_at);
-CREATE INDEX IF NOT EXISTS incidents_vehicle ON incidents (tps, vehicle, updated_at);
-CREATE TABLE IF NOT EXISTS revisions (
-    seq INTEGER PRIMARY KEY, incident_id TEXT NOT NULL, revision INTEGER NOT NULL, at REAL NOT NULL,
-    outcome TEXT NOT NULL, reasons TEXT NOT NULL, snapshot BLOB NOT NULL, UNIQUE (incident_id, revision)
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY, incident_id TEXT NOT NULL, revision INTEGER NOT NULL, receiver TEXT NOT NULL,
-    created_at REAL NOT NULL, signal_at REAL NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
-    UNIQUE (incident_id, revision, receiver)
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, receiver, id);
-CREATE TABLE IF NOT EXISTS deliveries (
-    outbox_id INTEGER PRIMARY KEY, delivered_at REAL NOT NULL, attempts INTEGER NOT NULL, status INTEGER,
-    sent_at REAL
-);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    outbox_id INTEGER PRIMARY KEY, at REAL NOT NULL, attempts INTEGER NOT NULL, reason TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS quarantine (
-    id INTEGER PRIMARY KEY, at REAL NOT NULL, transport TEXT NOT NULL, source TEXT NOT NULL, kind TEXT,
-    tps TEXT, vehicle TEXT, payload BLOB NOT NULL, codec TEXT NOT NULL, reason TEXT NOT NULL, path TEXT
-);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL, role TEXT NOT NULL, action TEXT NOT NULL,
-    incident_id TEXT, note TEXT, outcome TEXT
-);
-"""
+SCHEMA = SQLITE[-1]  # the newest migration (bench/store_commit.py builds its tables from it)
 
 
 class SqliteStore:
@@ -207,7 +167,7 @@ class SqliteStore:
         conn.execute("PRAGMA foreign_keys=OFF")
         # Retention deletes personal data: overwrite it on disk instead of leaving it in free pages.
         conn.execute("PRAGMA secure_delete=ON")
-        conn.executescript(SCHEMA)
+        migrate_sqlite(conn, str(path))
         return conn
 
     def _run(self, ready: asyncio.Future[None]) -> None:
@@ -215,6 +175,9 @@ class SqliteStore:
         assert loop is not None
         try:
             conn = self._open()
+        except StoreError as exc:
+            loop.call_soon_threadsafe(_set_exception, ready, exc)
+            return
         except (sqlite3.Error, OSError) as exc:
             err = StoreError(f"cannot open store {self._config.path}: {exc}")
             loop.call_soon_threadsafe(_set_exception, ready, err)

@@ -1,0 +1,172 @@
+"""Versioned schemas of both backends, applied at start (or by ``ecallgw store migrate``).
+
+Each backend has a list of migrations; version N is the first N applied. A store records its
+version (SQLite: ``PRAGMA user_version``; PostgreSQL: the ``schema_version`` table) and a start
+refuses a store whose version is newer than this code knows: an older ecallgw must not write into
+a schema it does not understand. Migrations only ever append to the lists.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from ecallgw.errors import StoreError
+
+__all__ = ["POSTGRES", "SQLITE", "SchemaTooNewError", "migrate_postgres", "migrate_sqlite"]
+
+
+class SchemaTooNewError(StoreError):
+    """The store was written by a newer ecallgw (its schema version is beyond ours)."""
+
+
+SQLITE: tuple[str, ...] = (
+    # 1: the schema as first released (CREATE IF NOT EXISTS: stores from before versioning adopt it).
+    """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY, type TEXT NOT NULL, at REAL NOT NULL,
+    transport TEXT, kind TEXT, tps TEXT, vehicle TEXT, call_id TEXT, payload BLOB, source TEXT,
+    incident_id TEXT, action TEXT, actor TEXT, role TEXT, note TEXT
+);
+CREATE INDEX IF NOT EXISTS journal_at ON journal (at);
+CREATE TABLE IF NOT EXISTS incidents (
+    incident_id TEXT PRIMARY KEY, revision INTEGER NOT NULL, status TEXT NOT NULL, level TEXT NOT NULL,
+    score INTEGER NOT NULL, tps TEXT NOT NULL, vehicle TEXT NOT NULL, received_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_updated ON incidents (updated_at);
+CREATE INDEX IF NOT EXISTS incidents_vehicle ON incidents (tps, vehicle, updated_at);
+CREATE TABLE IF NOT EXISTS revisions (
+    seq INTEGER PRIMARY KEY, incident_id TEXT NOT NULL, revision INTEGER NOT NULL, at REAL NOT NULL,
+    outcome TEXT NOT NULL, reasons TEXT NOT NULL, snapshot BLOB NOT NULL, UNIQUE (incident_id, revision)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY, incident_id TEXT NOT NULL, revision INTEGER NOT NULL, receiver TEXT NOT NULL,
+    created_at REAL NOT NULL, signal_at REAL NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+    UNIQUE (incident_id, revision, receiver)
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (state, receiver, id);
+CREATE TABLE IF NOT EXISTS deliveries (
+    outbox_id INTEGER PRIMARY KEY, delivered_at REAL NOT NULL, attempts INTEGER NOT NULL, status INTEGER,
+    sent_at REAL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    outbox_id INTEGER PRIMARY KEY, at REAL NOT NULL, attempts INTEGER NOT NULL, reason TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, transport TEXT NOT NULL, source TEXT NOT NULL, kind TEXT,
+    tps TEXT, vehicle TEXT, payload BLOB NOT NULL, codec TEXT NOT NULL, reason TEXT NOT NULL, path TEXT
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL, role TEXT NOT NULL, action TEXT NOT NULL,
+    incident_id TEXT, note TEXT, outcome TEXT
+);
+""",
+)
+
+POSTGRES: tuple[str, ...] = (
+    # 1: SQLite's tables, plus what replicas share: unsequenced journal rows (seq NULL) with the
+    # receiving replica and the sequencer's decision, outbox claims with leases, the leader lease.
+    """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BYTEA NOT NULL);
+CREATE TABLE journal (
+    id BIGSERIAL PRIMARY KEY, seq BIGINT UNIQUE, type TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,
+    now_at DOUBLE PRECISION,
+    transport TEXT, kind TEXT, tps TEXT, vehicle TEXT, call_id TEXT, payload BYTEA, source TEXT, digest BYTEA,
+    incident_id TEXT, action TEXT, actor TEXT, role TEXT, note TEXT, result JSONB
+);
+CREATE INDEX journal_unsequenced ON journal (id) WHERE seq IS NULL;
+CREATE INDEX journal_now_at ON journal (now_at);
+CREATE INDEX journal_at ON journal (at);
+CREATE TABLE incidents (
+    incident_id TEXT PRIMARY KEY, revision INTEGER NOT NULL, status TEXT NOT NULL, level TEXT NOT NULL,
+    score INTEGER NOT NULL, tps TEXT NOT NULL, vehicle TEXT NOT NULL, received_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX incidents_updated ON incidents (updated_at);
+CREATE INDEX incidents_vehicle ON incidents (tps, vehicle, updated_at);
+CREATE TABLE revisions (
+    seq BIGINT PRIMARY KEY, incident_id TEXT NOT NULL, revision INTEGER NOT NULL,
+    at DOUBLE PRECISION NOT NULL, outcome TEXT NOT NULL, reasons TEXT NOT NULL, snapshot BYTEA NOT NULL,
+    UNIQUE (incident_id, revision)
+);
+CREATE TABLE outbox (
+    id BIGINT PRIMARY KEY, incident_id TEXT NOT NULL, revision INTEGER NOT NULL, receiver TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL, signal_at DOUBLE PRECISION NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending', claimed_by TEXT, lease_until DOUBLE PRECISION,
+    UNIQUE (incident_id, revision, receiver)
+);
+CREATE INDEX outbox_pending ON outbox (id) WHERE state = 'pending';
+CREATE INDEX outbox_pair ON outbox (receiver, incident_id, revision) WHERE state = 'pending';
+CREATE TABLE deliveries (
+    outbox_id BIGINT PRIMARY KEY, delivered_at DOUBLE PRECISION NOT NULL, attempts INTEGER NOT NULL,
+    status INTEGER, sent_at DOUBLE PRECISION
+);
+CREATE TABLE dead_letters (
+    outbox_id BIGINT PRIMARY KEY, at DOUBLE PRECISION NOT NULL, attempts INTEGER NOT NULL,
+    reason TEXT NOT NULL, detail TEXT NOT NULL
+);
+CREATE TABLE quarantine (
+    id BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION NOT NULL, transport TEXT NOT NULL, source TEXT NOT NULL,
+    kind TEXT, tps TEXT, vehicle TEXT, payload BYTEA NOT NULL, codec TEXT NOT NULL, reason TEXT NOT NULL,
+    path TEXT
+);
+CREATE TABLE audit (
+    id BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION NOT NULL, actor TEXT NOT NULL, role TEXT NOT NULL,
+    action TEXT NOT NULL, incident_id TEXT, note TEXT, outcome TEXT
+);
+CREATE INDEX audit_incident ON audit (incident_id, id);
+CREATE TABLE sequencer_lease (
+    id INTEGER PRIMARY KEY CHECK (id = 1), epoch BIGINT NOT NULL, leader TEXT NOT NULL,
+    renewed_at DOUBLE PRECISION NOT NULL
+);
+INSERT INTO sequencer_lease VALUES (1, 0, '', 0);
+CREATE TABLE replicas (
+    replica_id TEXT PRIMARY KEY, host TEXT NOT NULL, seen_at DOUBLE PRECISION NOT NULL
+);
+""",
+)
+
+_PG_MIGRATE_LOCK = 0x6563_616C_6C00  # advisory lock key: one replica migrates at a time
+
+
+def _too_new(found: int, known: int, where: str) -> SchemaTooNewError:
+    return SchemaTooNewError(
+        f"{where} has schema version {found}, newer than this ecallgw knows ({known}): "
+        "run the ecallgw release that wrote it, or a newer one"
+    )
+
+
+def migrate_sqlite(conn: sqlite3.Connection, where: str = "the store") -> int:
+    """Bring a SQLite store to the newest schema (outside any transaction); returns its version."""
+    (found,) = conn.execute("PRAGMA user_version").fetchone()
+    if found > len(SQLITE):
+        raise _too_new(found, len(SQLITE), where)
+    for version in range(found + 1, len(SQLITE) + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in SQLITE[version - 1].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(SQLITE)
+
+
+async def migrate_postgres(conn: Any, where: str = "the store") -> int:
+    """Bring a PostgreSQL store to the newest schema; replicas starting together take turns."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _PG_MIGRATE_LOCK)
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        found = await conn.fetchval("SELECT max(version) FROM schema_version") or 0
+        if found > len(POSTGRES):
+            raise _too_new(found, len(POSTGRES), where)
+        for version in range(found + 1, len(POSTGRES) + 1):
+            await conn.execute(POSTGRES[version - 1])
+            await conn.execute("INSERT INTO schema_version VALUES ($1)", version)
+    return len(POSTGRES)

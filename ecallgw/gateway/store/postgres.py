@@ -1,0 +1,1157 @@
+"""The store on a PostgreSQL server, shared by any number of replicas (docs/scaling.md).
+
+The tables are SQLite's, plus what replicas need: a journal row is written by whichever replica
+received the signal (``seq`` NULL: not yet sequenced) and later given its place in the triage order
+(``seq``, the ``now`` triage was called with, and the decision's ``result``) by the one sequencer;
+outbox entries carry a claim (``claimed_by``, ``lease_until``) so that every replica delivers and a
+dead one's entries are taken over; ``sequencer_lease`` holds the leader's epoch, the fencing token
+every sequencer transaction checks.
+
+Writes of this replica (journal appends, quarantine, audit, delivery outcomes) go through one
+writer task that commits whatever queued while the previous commit ran (group commit, as in
+``sqlite.py``), on asyncpg, which never leaves the event loop: no thread has to win the GIL back
+for each statement. The sequencer writes its decisions on a connection of its own, in transactions
+fenced by its epoch, so a fenced sequencer never fails this replica's intake. Reads use the pool;
+each first waits for the writes queued before it, so a read sees every write queued before it.
+Timestamps of leases come from the server's clock, so replicas' clocks need not agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal, TypeAlias, TypeVar, cast
+
+import asyncpg
+import orjson
+
+from ecallgw.config import StoreConfig
+from ecallgw.errors import StoreError
+from ecallgw.gateway.metrics import Metrics
+from ecallgw.gateway.records import (
+    ActionRecord,
+    CommitResult,
+    JournalRow,
+    OutboxItem,
+    RawSignal,
+    Unit,
+)
+from ecallgw.gateway.snapshots import dump_snapshot, load_snapshot
+from ecallgw.gateway.store.migrations import POSTGRES, migrate_postgres
+from ecallgw.gateway.store.protocol import IncidentRow, RevisionRow
+from ecallgw.model import IncidentSnapshot
+
+__all__ = ["FencedError", "PostgresStore", "SequencedRow"]
+
+log = logging.getLogger("ecallgw.store")
+
+T = TypeVar("T")
+Conn: TypeAlias = Any  # an asyncpg.Connection (asyncpg ships no type hints)
+
+_SERVER_NOW = "extract(epoch from clock_timestamp())"
+
+CHANNEL_JOURNAL = "ecallgw_journal"  # new unsequenced journal rows (wakes the sequencer)
+CHANNEL_SEQUENCED = "ecallgw_sequenced"  # rows sequenced (wakes intakes waiting for a decision)
+CHANNEL_OUTBOX = "ecallgw_outbox"  # new outbox entries (wakes every replica's claimer)
+CHANNEL_REVISIONS = "ecallgw_revisions"  # new revisions (every replica's operator stream)
+
+
+class FencedError(StoreError):
+    """A sequencer transaction carried an epoch that is no longer the leader's: nothing was written."""
+
+
+class SequencedRow:
+    """A journal row waiting for the sequencer (``seq`` NULL), in the order it will be offered."""
+
+    __slots__ = ("action", "at", "digest", "id", "raw", "type")
+
+    def __init__(
+        self,
+        id: int,
+        type: str,
+        at: float,
+        raw: RawSignal | None,
+        action: ActionRecord | None,
+        digest: bytes | None,
+    ) -> None:
+        self.id = id
+        self.type = type
+        self.at = at
+        self.raw = raw
+        self.action = action
+        self.digest = digest
+
+
+_Job = tuple[Callable[[Conn], Awaitable[Any]], "asyncio.Future[Any]"]
+
+
+class _Append:
+    """A journal append as a writer job; consecutive ones are written with one statement."""
+
+    __slots__ = ("action", "raw")
+
+    def __init__(self, raw: RawSignal | None, action: ActionRecord | None) -> None:
+        self.raw = raw
+        self.action = action
+
+    async def __call__(self, conn: Conn) -> int:
+        return (await _append_rows(conn, [self]))[0]
+
+
+class PostgresStore:
+    """The server store; use as ``async with PostgresStore(cfg.store, metrics) as store``.
+
+    Args:
+        config: the ``[store]`` table (``dsn``, ``pool_size``, ``statement_timeout_s``, ``batch_max``).
+        metrics: commit latency and batch sizes are observed when given.
+        replica_id: this replica's name (the ``application_name`` of its connections).
+    """
+
+    def __init__(self, config: StoreConfig, metrics: Metrics | None = None, *, replica_id: str = "") -> None:
+        self._config = config
+        self._metrics = metrics
+        self.replica_id = replica_id
+        self._pool: asyncpg.Pool | None = None
+        self._jobs: list[_Job] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._healthy = True
+        self._last: asyncio.Future[Any] | None = None  # the latest queued job (read barrier)
+        self._delivered: list[tuple[int, float, int, int | None, float | None]] = []
+        self._delivered_fut: asyncio.Future[None] | None = None
+        self.commits = 0
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def _server_settings(self, role: str) -> dict[str, str]:
+        return {
+            "application_name": f"ecallgw:{self.replica_id or 'replica'}:{role}"[:63],
+            "statement_timeout": str(int(self._config.statement_timeout_s * 1000)),
+            # A sequencer frozen inside a transaction must not hold the lease row for ever.
+            "idle_in_transaction_session_timeout": str(int(max(self._config.lease_s, 1.0) * 1000)),
+        }
+
+    async def connect(self, role: str) -> Conn:
+        """A connection of its own (leadership, LISTEN), outside the pool."""
+        try:
+            conn: Conn = await asyncpg.connect(
+                self._config.dsn.reveal(), server_settings=self._server_settings(role), timeout=10
+            )
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise StoreError(f"cannot connect to store.dsn: {exc}") from exc
+        return conn
+
+    async def __aenter__(self) -> PostgresStore:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._config.dsn.reveal(),
+                min_size=2,
+                max_size=self._config.pool_size,
+                server_settings=self._server_settings("pool"),
+                timeout=10,
+            )
+        except (OSError, asyncpg.PostgresError, TimeoutError, ValueError) as exc:
+            raise StoreError(f"cannot connect to store.dsn: {exc}") from exc
+        try:
+            async with self._pool.acquire() as conn:
+                await migrate_postgres(conn)
+        except BaseException:
+            await self._pool.close()
+            raise
+        self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._writer is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await self._pool.close()
+            self._pool.terminate()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The connection pool (the sequencer and the claimer borrow from it)."""
+        assert self._pool is not None, "the store is not open"
+        return self._pool
+
+    @property
+    def writable(self) -> bool:
+        """False while the last group commit failed (the server is down or refusing writes)."""
+        return self._healthy and self._writer is not None and not self._writer.done()
+
+    # --- the writer -----------------------------------------------------------------------------
+
+    def _submit(self, fn: Callable[[Conn], Awaitable[T]]) -> asyncio.Future[T]:
+        if self._closing or self._writer is None or self._writer.done():
+            raise StoreError("the store is not running")
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._jobs.append((fn, fut))
+        self._last = fut
+        self._wake.set()
+        return fut
+
+    async def _write_loop(self) -> None:
+        backoff = 0.05
+        while True:
+            if not self._jobs:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch, self._jobs = self._jobs[: self._config.batch_max], self._jobs[self._config.batch_max :]
+            if self._delivered_fut is not None and any(f is self._delivered_fut for _, f in batch):
+                self._delivered_fut = None  # its rows are taken: later confirmations open a new job
+            t0 = time.perf_counter()
+            outcomes = await self._commit_batch(batch)
+            if self._metrics is not None:
+                self._metrics.store_commit.observe(time.perf_counter() - t0)
+                self._metrics.store_commit_units.observe(len(batch))
+            failed = False
+            for fut, value, exc in outcomes:
+                if fut.done():
+                    continue
+                if exc is not None:
+                    failed = True
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(value)
+            self._healthy = not failed
+            if failed:
+                # The server is down or refusing writes: what failed is not acknowledged (its
+                # callers retry or the broker redelivers); wait a little before the next batch.
+                await asyncio.sleep(backoff)
+                backoff = min(1.0, backoff * 2)
+            else:
+                backoff = 0.05
+                self.commits += 1
+
+    async def _commit_batch(
+        self, batch: list[_Job]
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                values: list[Any] = []
+                i, n = 0, len(batch)
+                appended = False
+                while i < n:
+                    fn = batch[i][0]
+                    if type(fn) is _Append:
+                        j = i + 1
+                        while j < n and type(batch[j][0]) is _Append:
+                            j += 1
+                        values += await _append_rows(conn, [cast(_Append, f) for f, _ in batch[i:j]])
+                        appended = True
+                        i = j
+                    else:
+                        values.append(await fn(conn))
+                        i += 1
+                if appended:
+                    await conn.execute("SELECT pg_notify($1, '')", CHANNEL_JOURNAL)
+            return [(fut, value, None) for (_, fut), value in zip(batch, values, strict=True)]
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError) as exc:
+            err = StoreError(f"store operation failed, batch of {len(batch)} rolled back: {exc!r}")
+            return [(fut, None, err) for _, fut in batch]
+        except StoreError as exc:
+            return [(fut, None, exc) for _, fut in batch]
+
+    async def _barrier(self) -> None:
+        """Wait until every write queued before now is committed (or failed)."""
+        last = self._last
+        if last is not None and not last.done():
+            await asyncio.wait([last])
+
+    async def run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run ``fn(connection)`` inside the next group commit; returns its value once committed."""
+        return await self._submit(fn)
+
+    async def read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run ``fn(connection)`` on a pooled connection after the writes queued before it."""
+        await self._barrier()
+        try:
+            async with self.pool.acquire() as conn:
+                return await fn(conn)
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise StoreError(f"store read failed: {exc!r}") from exc
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    def append_nowait(
+        self, raw: RawSignal | None = None, action: ActionRecord | None = None
+    ) -> asyncio.Future[int]:
+        """Queue a signal (or an operator action) for the journal, unsequenced; resolves to its row id."""
+        return self._submit(_Append(raw, action))
+
+    def commit_nowait(self, unit: Unit) -> asyncio.Future[CommitResult]:
+        """Queue one unit for the next group commit (unfenced: single-writer use and quarantine/audit)."""
+
+        async def fn(conn: Conn) -> CommitResult:
+            return (await write_units(conn, [unit], epoch=None))[0]
+
+        return self._submit(fn)
+
+    async def commit(self, unit: Unit) -> CommitResult:
+        """Write one unit of work durably; returns once committed."""
+        return await self.commit_nowait(unit)
+
+    async def commit_sequenced(self, conn: Conn, units: list[Unit], epoch: int) -> list[CommitResult]:
+        """The sequencer's transaction: decisions of ``units`` in order, fenced by ``epoch``.
+
+        Raises:
+            FencedError: another replica leads now; nothing was written.
+            StoreError: the server failed; nothing was written.
+        """
+        try:
+            async with conn.transaction():
+                return await write_units(conn, units, epoch=epoch)
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise StoreError(f"sequencer commit failed: {exc!r}") from exc
+
+    def record_delivered_nowait(
+        self, item: OutboxItem, *, at: float, attempts: int, status: int | None, sent_at: float | None = None
+    ) -> asyncio.Future[None]:
+        """Mark an outbox entry delivered; confirmations queued together are written together."""
+        fut = self._delivered_fut
+        if fut is None:
+            rows: list[tuple[int, float, int, int | None, float | None]] = []
+
+            async def fn(conn: Conn) -> None:
+                await conn.execute(
+                    "UPDATE outbox SET state='delivered' WHERE id = ANY($1::bigint[]) AND state='pending'",
+                    [r[0] for r in rows],
+                )
+                await conn.executemany(
+                    "INSERT INTO deliveries (outbox_id, delivered_at, attempts, status, sent_at) "
+                    "VALUES ($1,$2,$3,$4,$5) ON CONFLICT (outbox_id) DO NOTHING",
+                    rows,
+                )
+
+            fut = self._submit(fn)
+            self._delivered_fut = fut
+            self._delivered = rows
+        self._delivered.append((item.id, at, attempts, status, sent_at))
+        return fut
+
+    async def record_delivered(
+        self, item: OutboxItem, *, at: float, attempts: int, status: int | None, sent_at: float | None = None
+    ) -> None:
+        """Mark an outbox entry delivered (after the receiver confirmed)."""
+        await self.record_delivered_nowait(item, at=at, attempts=attempts, status=status, sent_at=sent_at)
+
+    async def record_dead_letter(
+        self, item: OutboxItem, *, at: float, attempts: int, reason: str, detail: str
+    ) -> None:
+        """Move an outbox entry to the dead letters with its reason."""
+
+        async def fn(conn: Conn) -> None:
+            await conn.execute("UPDATE outbox SET state='dead' WHERE id=$1 AND state='pending'", item.id)
+            await conn.execute(
+                "INSERT INTO dead_letters VALUES ($1,$2,$3,$4,$5) ON CONFLICT (outbox_id) DO NOTHING",
+                item.id,
+                at,
+                attempts,
+                reason,
+                detail,
+            )
+
+        await self.run(fn)
+
+    async def key(self, name: str) -> bytes:
+        """A random 32-byte key kept under ``name``; every replica reads the same one."""
+        value = secrets.token_bytes(32)
+
+        async def fn(conn: Conn) -> bytes:
+            await conn.execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING", name, value
+            )
+            return bytes(await conn.fetchval("SELECT value FROM meta WHERE key=$1", name))
+
+        return await self.run(fn)
+
+    async def swap_meta(self, name: str, value: bytes) -> bytes | None:
+        """Store ``value`` under ``name``; return what was stored before (None at first)."""
+
+        async def fn(conn: Conn) -> bytes | None:
+            old = await conn.fetchval("SELECT value FROM meta WHERE key=$1 FOR UPDATE", name)
+            await conn.execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                name,
+                value,
+            )
+            return bytes(old) if old is not None else None
+
+        return await self.run(fn)
+
+    async def delete_before(self, cutoff: float, *, journal_margin_s: float = 0.0) -> dict[str, int]:
+        """Retention, as ``SqliteStore.delete_before``; unsequenced journal rows are never deleted."""
+
+        async def fn(conn: Conn) -> dict[str, int]:
+            counts: dict[str, int] = {}
+            expired = [
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT incident_id FROM incidents i WHERE updated_at < $1 AND NOT EXISTS "
+                    "(SELECT 1 FROM outbox o WHERE o.incident_id = i.incident_id AND o.state = 'pending')",
+                    cutoff,
+                )
+            ]
+            for table, sql in (
+                (
+                    "deliveries",
+                    "DELETE FROM deliveries WHERE outbox_id IN "
+                    "(SELECT id FROM outbox WHERE incident_id = ANY($1::text[]))",
+                ),
+                (
+                    "dead_letters",
+                    "DELETE FROM dead_letters WHERE outbox_id IN "
+                    "(SELECT id FROM outbox WHERE incident_id = ANY($1::text[]))",
+                ),
+                ("outbox", "DELETE FROM outbox WHERE incident_id = ANY($1::text[])"),
+                ("revisions", "DELETE FROM revisions WHERE incident_id = ANY($1::text[])"),
+                ("incidents", "DELETE FROM incidents WHERE incident_id = ANY($1::text[])"),
+            ):
+                counts[table] = _rowcount(await conn.execute(sql, expired))
+            oldest_kept = await conn.fetchval("SELECT min(received_at) FROM incidents")
+            journal_cutoff = cutoff if oldest_kept is None else min(cutoff, oldest_kept - journal_margin_s)
+            counts["journal"] = _rowcount(
+                await conn.execute("DELETE FROM journal WHERE at < $1 AND seq IS NOT NULL", journal_cutoff)
+            )
+            for table in ("quarantine", "audit"):
+                counts[table] = _rowcount(await conn.execute(f"DELETE FROM {table} WHERE at < $1", cutoff))
+            return counts
+
+        return await self.run(fn)
+
+    # --- the sequencer's reads ------------------------------------------------------------------
+
+    async def unsequenced(self, conn: Conn, limit: int) -> list[SequencedRow]:
+        """Journal rows no sequencer has taken yet, in insertion order.
+
+        "Not yet sequenced", never "id above the last seen": ids are drawn before commit, so a
+        row with a lower id can commit after a higher one.
+        """
+        rows = await conn.fetch(
+            f"SELECT {_JOURNAL_SELECT}, digest FROM journal WHERE seq IS NULL ORDER BY id LIMIT $1", limit
+        )
+        out = []
+        for r in rows:
+            j = _journal_row(r, at_column=2)
+            out.append(
+                SequencedRow(
+                    r[0], j.type, j.at, j.signal, j.action, bytes(r[17]) if r[17] is not None else None
+                )
+            )
+        return out
+
+    async def results(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """The sequencer's decisions of journal rows by id (those decided so far)."""
+
+        async def fn(conn: Conn) -> list[Any]:
+            return list(
+                await conn.fetch(
+                    "SELECT id, result FROM journal WHERE id = ANY($1::bigint[]) AND seq IS NOT NULL",
+                    list(ids),
+                )
+            )
+
+        return {r[0]: json.loads(r[1]) if r[1] is not None else {} for r in await self.read(fn)}
+
+    async def sequencer_lag(self) -> tuple[int, float]:
+        """(rows not yet sequenced, age in seconds of the oldest of them)."""
+
+        async def fn(conn: Conn) -> tuple[int, float]:
+            row = await conn.fetchrow(
+                f"SELECT count(*), coalesce({_SERVER_NOW} - min(at), 0) FROM journal WHERE seq IS NULL"
+            )
+            assert row is not None
+            return int(row[0]), max(0.0, float(row[1]))
+
+        return await self.read(fn)
+
+    # --- outbox claims (every replica delivers) -------------------------------------------------
+
+    async def claim_outbox(self, limit: int = 500) -> list[OutboxItem]:
+        """Claim due outbox entries for this replica, with a lease; oldest first.
+
+        An entry is taken only when it is unclaimed or its lease ran out, and when every lower
+        pending revision of its (receiver, incident) is already held by this replica: each pair's
+        revisions stay in order, delivered by one replica at a time. A replica that died (or froze)
+        loses its claims when their leases run out; another takes them with the same idempotency key.
+        """
+        me, lease = self.replica_id, self._config.outbox_lease_s
+
+        async def fn(conn: Conn) -> list[Any]:
+            return list(
+                await conn.fetch(
+                    f"""
+                    WITH now AS (SELECT {_SERVER_NOW} AS t),
+                    cand AS (
+                        SELECT o.id FROM outbox o, now
+                        WHERE o.state = 'pending' AND (o.lease_until IS NULL OR o.lease_until < now.t)
+                          AND NOT EXISTS (
+                            SELECT 1 FROM outbox p
+                            WHERE p.receiver = o.receiver AND p.incident_id = o.incident_id
+                              AND p.state = 'pending' AND p.revision < o.revision
+                              AND NOT (p.claimed_by = $1 AND p.lease_until >= now.t))
+                        ORDER BY o.id LIMIT $2 FOR UPDATE OF o SKIP LOCKED)
+                    UPDATE outbox o SET claimed_by = $1, lease_until = (SELECT t FROM now) + $3
+                    FROM cand WHERE o.id = cand.id
+                    RETURNING o.id, o.incident_id, o.revision, o.receiver, o.signal_at
+                    """,
+                    me,
+                    limit,
+                    lease,
+                )
+            )
+
+        rows = await self.read(fn)
+        rows.sort(key=lambda r: r[0])
+        return [
+            OutboxItem(id=r[0], incident_id=r[1], revision=r[2], receiver=r[3], signal_at=r[4]) for r in rows
+        ]
+
+    async def renew_claims(self, ids: Sequence[int]) -> int:
+        """Extend this replica's leases on entries it still holds; returns how many it kept."""
+        me, lease = self.replica_id, self._config.outbox_lease_s
+
+        async def fn(conn: Conn) -> int:
+            return _rowcount(
+                await conn.execute(
+                    f"UPDATE outbox SET lease_until = {_SERVER_NOW} + $2 "
+                    "WHERE id = ANY($3::bigint[]) AND claimed_by = $1 AND state = 'pending'",
+                    me,
+                    lease,
+                    list(ids),
+                )
+            )
+
+        return await self.read(fn)
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    async def replay_after(self, since: float, margin_s: float) -> int:
+        """Where a replay starts (as ``SqliteStore.replay_after``), in sequencing order."""
+
+        async def fn(conn: Conn) -> int:
+            first = await conn.fetchval(
+                "SELECT min(received_at) FROM incidents WHERE updated_at >= $1", since
+            )
+            latest = await conn.fetchval(
+                "SELECT min((SELECT received_at FROM incidents i WHERE i.tps = s.tps AND "
+                "i.vehicle = s.vehicle ORDER BY i.updated_at DESC LIMIT 1)) "
+                "FROM (SELECT DISTINCT tps, vehicle FROM journal WHERE now_at >= $1 AND type = 'signal' "
+                "AND seq IS NOT NULL) s",
+                since,
+            )
+            firsts = [t for t in (first, latest) if t is not None]
+            start = min([since, *(t - margin_s for t in firsts)])
+            seq = await conn.fetchval("SELECT max(seq) FROM journal WHERE now_at < $1", start)
+            return int(seq or 0)
+
+        return await self.read(fn)
+
+    async def recent_revisions(self, since: float) -> dict[str, int]:
+        """incident_id -> stored latest revision, for incidents updated at or after ``since``."""
+
+        async def fn(conn: Conn) -> list[Any]:
+            return list(
+                await conn.fetch("SELECT incident_id, revision FROM incidents WHERE updated_at >= $1", since)
+            )
+
+        return {r[0]: int(r[1]) for r in await self.read(fn)}
+
+    async def journal(self, after_seq: int, limit: int) -> list[JournalRow]:
+        """Sequenced journal rows with ``seq > after_seq`` in triage order (transport copies left out)."""
+
+        async def fn(conn: Conn) -> list[Any]:
+            return list(
+                await conn.fetch(
+                    f"SELECT {_JOURNAL_SELECT} FROM journal WHERE seq > $1 "
+                    "AND (result IS NULL OR result->>'outcome' IS DISTINCT FROM 'redelivered') "
+                    "ORDER BY seq LIMIT $2",
+                    after_seq,
+                    limit,
+                )
+            )
+
+        rows = await self.read(fn)
+        return [_journal_row(r, at_column=15) for r in rows]
+
+    async def last_journal_seq(self) -> int:
+        """The highest sequenced journal row (0 when none)."""
+        return int(await self.read(lambda c: c.fetchval("SELECT coalesce(max(seq), 0) FROM journal")))
+
+    async def pending_outbox(self) -> list[OutboxItem]:
+        """Every pending outbox entry, oldest first (whoever holds it)."""
+
+        async def fn(conn: Conn) -> list[Any]:
+            return list(
+                await conn.fetch(
+                    "SELECT id, incident_id, revision, receiver, signal_at FROM outbox "
+                    "WHERE state='pending' ORDER BY id"
+                )
+            )
+
+        return [
+            OutboxItem(id=r[0], incident_id=r[1], revision=r[2], receiver=r[3], signal_at=r[4])
+            for r in await self.read(fn)
+        ]
+
+    async def load_revisions(
+        self, keys: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], IncidentSnapshot]:
+        """Stored snapshots by (incident_id, revision); missing keys are left out."""
+        if not keys:
+            return {}
+
+        async def fn(conn: Conn) -> list[Any]:
+            return list(
+                await conn.fetch(
+                    "SELECT r.incident_id, r.revision, r.snapshot FROM revisions r "
+                    "JOIN unnest($1::text[], $2::int[]) AS k(incident_id, revision) "
+                    "ON r.incident_id = k.incident_id AND r.revision = k.revision",
+                    [k[0] for k in keys],
+                    [k[1] for k in keys],
+                )
+            )
+
+        return {(r[0], r[1]): load_snapshot(bytes(r[2])) for r in await self.read(fn)}
+
+    async def first_delivery(self, incident_id: str, receiver: str) -> tuple[int, float] | None:
+        """(revision, sent time) of the first revision of an incident a receiver confirmed, or None."""
+
+        async def fn(conn: Conn) -> Any:
+            return await conn.fetchrow(
+                "SELECT o.revision, d.sent_at FROM outbox o JOIN deliveries d ON d.outbox_id = o.id "
+                "WHERE o.incident_id=$1 AND o.receiver=$2 AND d.sent_at IS NOT NULL "
+                "ORDER BY o.revision LIMIT 1",
+                incident_id,
+                receiver,
+            )
+
+        row = await self.read(fn)
+        return (int(row[0]), float(row[1])) if row is not None else None
+
+    async def list_incidents(
+        self, *, status: str | None = None, level: str | None = None, limit: int = 100
+    ) -> list[IncidentRow]:
+        """The latest revision of incidents, newest first, optionally filtered."""
+
+        async def fn(conn: Conn) -> list[Any]:
+            return list(
+                await conn.fetch(
+                    f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE ($1::text IS NULL OR status = $1) "
+                    "AND ($2::text IS NULL OR level = $2) ORDER BY updated_at DESC LIMIT $3",
+                    status or None,
+                    level or None,
+                    limit,
+                )
+            )
+
+        return [_incident_row(r) for r in await self.read(fn)]
+
+    async def get_incident(
+        self, incident_id: str
+    ) -> tuple[IncidentRow, list[RevisionRow], list[dict[str, Any]]] | None:
+        """One incident with every revision (its history) and its deliveries; None when unknown."""
+
+        async def fn(conn: Conn) -> tuple[Any, list[Any], list[Any]] | None:
+            row = await conn.fetchrow(
+                f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE incident_id=$1", incident_id
+            )
+            if row is None:
+                return None
+            revs = await conn.fetch(
+                "SELECT seq, outcome, reasons, snapshot FROM revisions WHERE incident_id=$1 "
+                "ORDER BY revision",
+                incident_id,
+            )
+            dels = await conn.fetch(
+                "SELECT o.receiver, o.revision, o.state, d.delivered_at, d.attempts, d.status, "
+                "l.reason, l.at "
+                "FROM outbox o LEFT JOIN deliveries d ON d.outbox_id = o.id "
+                "LEFT JOIN dead_letters l ON l.outbox_id = o.id WHERE o.incident_id=$1 ORDER BY o.id",
+                incident_id,
+            )
+            return row, list(revs), list(dels)
+
+        found = await self.read(fn)
+        if found is None:
+            return None
+        row, revs, dels = found
+        keys = (
+            "receiver",
+            "revision",
+            "state",
+            "delivered_at",
+            "attempts",
+            "status",
+            "dead_letter_reason",
+            "dead_lettered_at",
+        )
+        deliveries = [dict(zip(keys, tuple(d), strict=True)) for d in dels]
+        return _incident_row(row), [_revision_row(r) for r in revs], deliveries
+
+    async def revisions_after(self, seq: int, limit: int = 500) -> list[RevisionRow]:
+        """Revisions with a global sequence after ``seq`` (resuming the operator stream)."""
+
+        async def fn(conn: Conn) -> list[Any]:
+            return list(
+                await conn.fetch(
+                    "SELECT seq, outcome, reasons, snapshot FROM revisions WHERE seq > $1 "
+                    "ORDER BY seq LIMIT $2",
+                    seq,
+                    limit,
+                )
+            )
+
+        return [_revision_row(r) for r in await self.read(fn)]
+
+    async def last_revision_seq(self) -> int:
+        """The newest revision's global sequence number (0 when none)."""
+        return int(await self.read(lambda c: c.fetchval("SELECT coalesce(max(seq), 0) FROM revisions")))
+
+    async def counts(self) -> dict[str, int]:
+        """Row counts for summaries and tests."""
+
+        async def fn(conn: Conn) -> dict[str, int]:
+            out = {t: int(await conn.fetchval(f"SELECT count(*) FROM {t}")) for t in _TABLES}
+            out["outbox_pending"] = int(
+                await conn.fetchval("SELECT count(*) FROM outbox WHERE state='pending'")
+            )
+            return out
+
+        return await self.read(fn)
+
+    async def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest quarantined payloads with their reasons."""
+
+        async def fn(conn: Conn) -> list[Any]:
+            return list(
+                await conn.fetch(
+                    "SELECT id, at, transport, source, kind, tps, vehicle, payload, codec, reason, path "
+                    "FROM quarantine ORDER BY id DESC LIMIT $1",
+                    limit,
+                )
+            )
+
+        keys = (
+            "id",
+            "at",
+            "transport",
+            "source",
+            "kind",
+            "tps",
+            "vehicle",
+            "payload",
+            "codec",
+            "reason",
+            "path",
+        )
+        return [
+            {k: (bytes(v) if isinstance(v, memoryview) else v) for k, v in zip(keys, tuple(r), strict=True)}
+            for r in await self.read(fn)
+        ]
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        """Every dead letter with its outbox key."""
+
+        async def fn(conn: Conn) -> list[Any]:
+            return list(
+                await conn.fetch(
+                    "SELECT o.incident_id, o.revision, o.receiver, l.at, l.attempts, l.reason, l.detail "
+                    "FROM dead_letters l JOIN outbox o ON o.id = l.outbox_id ORDER BY l.outbox_id"
+                )
+            )
+
+        keys = ("incident_id", "revision", "receiver", "at", "attempts", "reason", "detail")
+        return [dict(zip(keys, tuple(r), strict=True)) for r in await self.read(fn)]
+
+    async def audit_log(self, incident_id: str | None = None) -> list[dict[str, Any]]:
+        """Audit entries, oldest first, optionally of one incident."""
+
+        async def fn(conn: Conn) -> list[Any]:
+            return list(
+                await conn.fetch(
+                    "SELECT at, actor, role, action, incident_id, note, outcome FROM audit "
+                    "WHERE $1::text IS NULL OR incident_id = $1 ORDER BY id",
+                    incident_id,
+                )
+            )
+
+        keys = ("at", "actor", "role", "action", "incident_id", "note", "outcome")
+        return [dict(zip(keys, tuple(r), strict=True)) for r in await self.read(fn)]
+
+
+# --- statements -----------------------------------------------------------------------------------
+
+_TABLES = ("journal", "incidents", "revisions", "outbox", "deliveries", "dead_letters", "quarantine", "audit")
+_JOURNAL_SELECT = (
+    "id, type, at, transport, kind, tps, vehicle, call_id, payload, source, incident_id, action, actor, "
+    "role, note, now_at, seq"
+)
+_INCIDENT_COLUMNS = "incident_id, revision, status, level, score, tps, vehicle, received_at, updated_at"
+
+
+def _rowcount(status: str) -> int:
+    """The row count of a command status such as ``DELETE 3`` or ``UPDATE 0``."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+async def _append_rows(conn: Conn, appends: list[_Append]) -> list[int]:
+    """Insert journal rows (unsequenced) with ids drawn first, so each caller learns its own."""
+    ids = [
+        r[0]
+        for r in await conn.fetch(
+            "SELECT nextval('journal_id_seq') FROM generate_series(1, $1)", len(appends)
+        )
+    ]
+    rows: list[tuple[Any, ...]] = []
+    for jid, ap in zip(ids, appends, strict=True):
+        s, a = ap.raw, ap.action
+        if s is not None:
+            rows.append(
+                (
+                    jid,
+                    "signal",
+                    s.received_at,
+                    s.transport,
+                    s.kind,
+                    s.tps,
+                    s.vehicle,
+                    s.call_id,
+                    s.payload,
+                    s.source,
+                    s.digest,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+            )
+        else:
+            assert a is not None
+            rows.append(
+                (
+                    jid,
+                    "action",
+                    a.at,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    a.incident_id,
+                    a.action,
+                    a.actor,
+                    a.role,
+                    a.note,
+                )
+            )
+    await conn.executemany(
+        "INSERT INTO journal (id, type, at, transport, kind, tps, vehicle, call_id, payload, source, digest, "
+        "incident_id, action, actor, role, note) "
+        "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
+        rows,
+    )
+    return ids
+
+
+async def write_units(conn: Conn, units: Sequence[Unit], *, epoch: int | None) -> list[CommitResult]:
+    """Write units in order inside the open transaction; fenced by ``epoch`` when given.
+
+    The lease row is locked first, whether fenced or not: sequence numbers (journal ``seq``,
+    revision ``seq``, outbox ids) are drawn from the tables' maxima under that lock, so they are
+    assigned in commit order by exactly one writer at a time, and a new leader's epoch bump
+    (which needs the same lock) waits for an old leader's transaction in flight to end.
+    """
+    decided = [u for u in units if u.journal_type is not None or u.decisions]
+    if decided:
+        current = await conn.fetchval("SELECT epoch FROM sequencer_lease WHERE id = 1 FOR UPDATE")
+        if epoch is not None and current != epoch:
+            raise FencedError(f"fenced: this sequencer's epoch {epoch} is not the leader's {current}")
+        journal_seq, revision_seq, outbox_id = await conn.fetchrow(
+            "SELECT (SELECT coalesce(max(seq), 0) FROM journal), "
+            "(SELECT coalesce(max(seq), 0) FROM revisions), (SELECT coalesce(max(id), 0) FROM outbox)"
+        )
+    else:
+        journal_seq = revision_seq = outbox_id = 0
+    now = time.time()
+    journal_new: list[tuple[Any, ...]] = []
+    journal_seqd: list[tuple[Any, ...]] = []
+    revisions: list[tuple[Any, ...]] = []
+    incidents: list[tuple[Any, ...]] = []
+    outbox_rows: list[tuple[Any, ...]] = []
+    delivered_rows: list[tuple[Any, ...]] = []
+    audits: list[tuple[Any, ...]] = []
+    quarantined: list[tuple[Any, ...]] = []
+    results: list[CommitResult] = []
+    for unit in units:
+        seq: int | None = None
+        s, a = unit.signal, unit.action
+        if unit.journal_type is not None:
+            journal_seq += 1
+            seq = journal_seq
+            result = _result_json(unit)
+            if unit.journal_id is not None:
+                journal_seqd.append((unit.journal_id, seq, unit.at, result))
+            else:
+                journal_new.append(
+                    (
+                        seq,
+                        unit.journal_type,
+                        s.received_at if s else unit.at,
+                        unit.at,
+                        s.transport if s else None,
+                        s.kind if s else None,
+                        s.tps if s else None,
+                        s.vehicle if s else None,
+                        s.call_id if s else None,
+                        s.payload if s else None,
+                        s.source if s else None,
+                        s.digest if s else None,
+                        a.incident_id if a else None,
+                        a.action if a else None,
+                        a.actor if a else None,
+                        a.role if a else None,
+                        a.note if a else None,
+                        result,
+                    )
+                )
+        if a is not None:
+            audits.append((a.at, a.actor, a.role, a.action, a.incident_id, a.note, unit.audit_outcome))
+        q = unit.quarantine
+        if q is not None:
+            r = q.signal
+            quarantined.append(
+                (
+                    r.received_at,
+                    r.transport,
+                    r.source,
+                    r.kind,
+                    r.tps,
+                    r.vehicle,
+                    r.payload,
+                    q.codec,
+                    q.reason,
+                    q.path,
+                )
+            )
+        outbox: list[OutboxItem] = []
+        confirmed: list[OutboxItem] = []
+        revision_seqs: list[tuple[int, IncidentSnapshot]] = []
+        for d in unit.decisions:
+            snap = d.snapshot
+            if snap is not None:
+                revision_seq += 1
+                revisions.append(
+                    (
+                        revision_seq,
+                        snap.incident_id,
+                        snap.revision,
+                        snap.updated_at,
+                        d.outcome,
+                        orjson.dumps([[r.code, r.text] for r in d.reasons]).decode(),
+                        dump_snapshot(snap),
+                    )
+                )
+                revision_seqs.append((revision_seq, snap))
+                incidents.append(
+                    (
+                        snap.incident_id,
+                        snap.revision,
+                        snap.status,
+                        snap.severity.level,
+                        snap.severity.score,
+                        snap.tps,
+                        snap.vehicle,
+                        snap.received_at,
+                        snap.updated_at,
+                    )
+                )
+            for receiver, incident_id, revision in d.routes:
+                outbox_id += 1
+                delivered = receiver in unit.confirm_on_commit
+                outbox_rows.append(
+                    (
+                        outbox_id,
+                        incident_id,
+                        revision,
+                        receiver,
+                        unit.at,
+                        d.signal_at,
+                        "delivered" if delivered else "pending",
+                    )
+                )
+                if delivered:
+                    delivered_rows.append((outbox_id, now, 1))
+                matches = snap is not None and snap.incident_id == incident_id and snap.revision == revision
+                (confirmed if delivered else outbox).append(
+                    OutboxItem(
+                        id=outbox_id,
+                        incident_id=incident_id,
+                        revision=revision,
+                        receiver=receiver,
+                        signal_at=d.signal_at,
+                        snapshot=snap if matches else None,
+                    )
+                )
+        results.append(
+            CommitResult(
+                journal_seq=seq,
+                outbox=tuple(outbox),
+                revision_seqs=tuple(revision_seqs),
+                confirmed=tuple(confirmed),
+            )
+        )
+    if journal_new:
+        await conn.executemany(
+            "INSERT INTO journal (seq, type, at, now_at, transport, kind, tps, vehicle, call_id, payload, "
+            "source, digest, incident_id, action, actor, role, note, result) "
+            "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18::jsonb)",
+            journal_new,
+        )
+    if journal_seqd:
+        status = await conn.execute(
+            "UPDATE journal j SET seq = v.seq, now_at = v.now_at, result = v.result::jsonb "
+            "FROM unnest($1::bigint[], $2::bigint[], $3::float8[], $4::text[]) AS v(id, seq, now_at, result) "
+            "WHERE j.id = v.id AND j.seq IS NULL",
+            [r[0] for r in journal_seqd],
+            [r[1] for r in journal_seqd],
+            [r[2] for r in journal_seqd],
+            [r[3] for r in journal_seqd],
+        )
+        if _rowcount(status) != len(journal_seqd):
+            # Another sequencer took some of these rows: the fence should have stopped us first.
+            raise FencedError("journal rows already sequenced by another sequencer")
+    if audits:
+        await conn.executemany(
+            "INSERT INTO audit (at, actor, role, action, incident_id, note, outcome) "
+            "VALUES ($1,$2,$3,$4,$5,$6,$7)",
+            audits,
+        )
+    if quarantined:
+        await conn.executemany(
+            "INSERT INTO quarantine (at, transport, source, kind, tps, vehicle, payload, codec, reason, "
+            "path) "
+            "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+            quarantined,
+        )
+    if revisions:
+        await conn.executemany(
+            "INSERT INTO revisions (seq, incident_id, revision, at, outcome, reasons, snapshot) "
+            "VALUES ($1,$2,$3,$4,$5,$6,$7)",
+            revisions,
+        )
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL_REVISIONS, str(revision_seq))
+    if incidents:
+        await conn.executemany(
+            "INSERT INTO incidents (incident_id, revision, status, level, score, tps, vehicle, received_at, "
+            "updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT (incident_id) DO UPDATE SET "
+            "revision=excluded.revision, status=excluded.status, level=excluded.level, score=excluded.score, "
+            "updated_at=excluded.updated_at WHERE excluded.revision >= incidents.revision",
+            incidents,
+        )
+    if outbox_rows:
+        await conn.executemany(
+            "INSERT INTO outbox (id, incident_id, revision, receiver, created_at, signal_at, state) "
+            "VALUES ($1,$2,$3,$4,$5,$6,$7)",
+            outbox_rows,
+        )
+        if any(r[6] == "pending" for r in outbox_rows):
+            await conn.execute("SELECT pg_notify($1, '')", CHANNEL_OUTBOX)
+    if delivered_rows:
+        await conn.executemany(
+            "INSERT INTO deliveries (outbox_id, delivered_at, attempts) VALUES ($1,$2,$3)", delivered_rows
+        )
+    if journal_seqd or journal_new:
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL_SEQUENCED, str(journal_seq))
+    return results
+
+
+def _result_json(unit: Unit) -> str:
+    """The decision kept with a journal row: what an intake waiting for it answers."""
+    d = unit.decisions[0] if unit.decisions else None
+    snap = d.snapshot if d is not None else None
+    incident = (
+        snap.incident_id if snap is not None else (d.routes[0][1] if d is not None and d.routes else None)
+    )
+    if incident is None and unit.action is not None:
+        incident = unit.action.incident_id
+    return orjson.dumps(
+        {
+            "outcome": unit.outcome or unit.audit_outcome or (d.outcome if d is not None else ""),
+            "incident_id": incident,
+            "revision": snap.revision if snap is not None else None,
+            "reasons": [[r.code, r.text] for r in d.reasons] if d is not None else [],
+        }
+    ).decode()
+
+
+def _journal_row(r: Sequence[Any], *, at_column: int) -> JournalRow:
+    """A journal row for replay: ``at`` is the ``now`` the sequencer used (column ``at_column``)."""
+    typ = cast(Literal["signal", "action", "tick", "prune"], r[1])
+    received = r[2]
+    at = r[at_column] if r[at_column] is not None else received
+    signal = None
+    action = None
+    if typ == "signal":
+        signal = RawSignal(
+            transport=r[3],
+            kind=r[4],
+            tps=r[5],
+            vehicle=r[6],
+            call_id=r[7],
+            payload=bytes(r[8]),
+            source=r[9] or "",
+            received_at=received,
+        )
+    elif typ == "action":
+        action = ActionRecord(
+            incident_id=r[10], action=r[11], actor=r[12], role=r[13], note=r[14] or "", at=received
+        )
+    seq = r[16] if r[16] is not None else r[0]  # the triage order once sequenced
+    return JournalRow(seq=seq, type=typ, at=at, signal=signal, action=action)
+
+
+def _incident_row(r: Sequence[Any]) -> IncidentRow:
+    return IncidentRow(
+        incident_id=r[0],
+        revision=r[1],
+        status=r[2],
+        level=r[3],
+        score=r[4],
+        tps=r[5],
+        vehicle=r[6],
+        received_at=r[7],
+        updated_at=r[8],
+    )
+
+
+def _revision_row(r: Sequence[Any]) -> RevisionRow:
+    return RevisionRow(
+        seq=r[0],
+        outcome=r[1],
+        reasons=tuple((c, t) for c, t in json.loads(r[2])),
+        snapshot=load_snapshot(bytes(r[3])),
+    )
+
+
+POSTGRES_SCHEMA_VERSION = len(POSTGRES)
