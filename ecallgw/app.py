@@ -16,6 +16,8 @@ import hashlib
 import json
 import logging
 import random
+import re
+import socket
 import time
 from collections.abc import Callable
 
@@ -25,16 +27,21 @@ from ecallgw.gateway import heap
 from ecallgw.gateway.forwarder import Forwarder
 from ecallgw.gateway.health import Health
 from ecallgw.gateway.http_source import HttpServer
+from ecallgw.gateway.intake import Decisions, Intake
+from ecallgw.gateway.leadership import Leadership
 from ecallgw.gateway.logging import configure_logging
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.mqtt_source import MqttSource
 from ecallgw.gateway.pipeline import Pipeline
 from ecallgw.gateway.records import CommitResult
+from ecallgw.gateway.replica import Replica, claim_replica_id
+from ecallgw.gateway.sequencer import Sequencer
 from ecallgw.gateway.sinks import Sink
 from ecallgw.gateway.sinks.http_webhook import HttpWebhookSink
 from ecallgw.gateway.sinks.mqtt_publish import MqttPublishSink
 from ecallgw.gateway.sinks.operator_stream import OperatorSink, OperatorStream
-from ecallgw.gateway.store import SqliteStore
+from ecallgw.gateway.store import SqliteStore, Store
+from ecallgw.gateway.store.postgres import PostgresStore
 from ecallgw.triage import TriageEngine, TriagePolicy
 
 __all__ = ["Gateway", "run_gateway"]
@@ -58,8 +65,13 @@ class Gateway:
         self._stack = contextlib.AsyncExitStack()
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
-        self.store: SqliteStore
-        self.pipeline: Pipeline
+        self.store: Store
+        self.pipeline: Pipeline  # SQLite: the one pipeline; PostgreSQL: intake's (see self.intake)
+        self.intake: Pipeline | Intake  # what sources and the operator API call
+        self.replica_id = ""
+        self.leadership: Leadership | None = None  # PostgreSQL only
+        self.sequencer: Sequencer | None = None
+        self.replica: Replica | None = None
         self.forwarder: Forwarder
         self.mqtt: MqttSource | None = None
         self.http: HttpServer | None = None
@@ -82,7 +94,14 @@ class Gateway:
         for name in policy.receivers():
             if name not in cfg.receivers:
                 raise ConfigError(f"receivers.{name}", None, "triage routes to this receiver: configure it")
-        self.store = await self._stack.enter_async_context(SqliteStore(cfg.store, self.metrics))
+        if cfg.store.backend == "postgresql":
+            pg = await self._stack.enter_async_context(PostgresStore(cfg.store, self.metrics))
+            self.replica_id = await claim_replica_id(pg, cfg.store.replica_id, cfg.store.lease_s)
+            pg.replica_id = self.replica_id
+            self.store = pg
+        else:
+            self.store = await self._stack.enter_async_context(SqliteStore(cfg.store, self.metrics))
+            self.replica_id = cfg.store.replica_id or _host_name()
         secret = cfg.pipeline.pseudonym_key.reveal()
         key = hashlib.sha256(secret.encode()).digest() if secret else await self.store.key("pseudonym")
         if self._configure_log:
@@ -99,14 +118,16 @@ class Gateway:
                 rng=random.Random(),
             )
         )
+        at_commit = frozenset(n for n, r in cfg.receivers.items() if r.kind == "operator")
         self.pipeline = Pipeline(
             cfg.pipeline,
             self.store,
             TriageEngine(policy, key),
             self.metrics,
             self._committed,
-            confirm_on_commit=frozenset(n for n, r in cfg.receivers.items() if r.kind == "operator"),
+            confirm_on_commit=at_commit,
         )
+        self.intake = self.pipeline
         fingerprint = policy_fingerprint(cfg)
         previous = await self.store.swap_meta("policy_fingerprint", fingerprint.encode())
         if previous is not None and previous.decode() != fingerprint:
@@ -120,6 +141,72 @@ class Gateway:
                     "fingerprint": fingerprint,
                 },
             )
+        if isinstance(self.store, PostgresStore):
+            self._replicate(self.store, policy, key, at_commit)
+        else:
+            await self._load()
+        if cfg.mqtt.enabled:
+            self.mqtt = await self._stack.enter_async_context(
+                MqttSource(cfg.mqtt, self.intake.submit, self.metrics)
+            )
+        self.health = Health(
+            store=self.store,
+            forwarder=self.forwarder,
+            mqtt=self.mqtt,
+            max_outbox_age_s=cfg.http.ready_max_outbox_age_s,
+            sequencer_lag_s=_lag_of(self.replica) if self.replica is not None else None,
+        )
+        if cfg.http.enabled:
+            self.http = await self._stack.enter_async_context(
+                HttpServer(
+                    cfg.http, cfg.auth, self.intake, self.store, self.stream, self.metrics, self.health
+                )
+            )
+
+    def _replicate(
+        self, store: PostgresStore, policy: TriagePolicy, key: bytes, at_commit: frozenset[str]
+    ) -> None:
+        """PostgreSQL: intake here, sequencing wherever the leader is, delivery by claims."""
+        cfg = self.config
+        decisions = Decisions(store)
+        self.intake = Intake(
+            cfg.pipeline, store, self.metrics, decisions, decision_wait_s=cfg.store.decision_wait_s
+        )
+        self.leadership = Leadership(store, self.replica_id, cfg.store.lease_s, self.metrics)
+
+        def make_pipeline() -> Pipeline:
+            return Pipeline(
+                cfg.pipeline,
+                store,
+                TriageEngine(policy, key),
+                self.metrics,
+                self._sequenced,
+                confirm_on_commit=at_commit,
+            )
+
+        self.sequencer = Sequencer(cfg.pipeline, store, self.leadership, make_pipeline)
+        self.replica = Replica(
+            store,
+            self.forwarder,
+            self.stream,
+            self.sequencer,
+            decisions,
+            self.metrics,
+            receivers=sorted(cfg.receivers),
+            lease_s=cfg.store.lease_s,
+            outbox_lease_s=cfg.store.outbox_lease_s,
+        )
+        log.info("replica of a PostgreSQL store", extra={"replica": self.replica_id})
+
+    def _sequenced(self, result: CommitResult) -> None:
+        # Outbox entries reach forwarders by claims and revisions reach SSE by NOTIFY, on every
+        # replica alike; here only the operator desk's confirmations are counted.
+        if result.confirmed:
+            self.forwarder.confirmed_on_commit(result.confirmed)
+
+    async def _load(self) -> None:
+        """SQLite: rebuild triage state from the journal and load every undelivered entry."""
+        cfg = self.config
         t0 = time.monotonic()
         replayed = await self.pipeline.replay()
         pending = await self.store.pending_outbox()
@@ -152,22 +239,6 @@ class Gateway:
                 "seconds": round(time.monotonic() - t0, 3),
             },
         )
-        if cfg.mqtt.enabled:
-            self.mqtt = await self._stack.enter_async_context(
-                MqttSource(cfg.mqtt, self.pipeline.submit, self.metrics)
-            )
-        self.health = Health(
-            store=self.store,
-            forwarder=self.forwarder,
-            mqtt=self.mqtt,
-            max_outbox_age_s=cfg.http.ready_max_outbox_age_s,
-        )
-        if cfg.http.enabled:
-            self.http = await self._stack.enter_async_context(
-                HttpServer(
-                    cfg.http, cfg.auth, self.pipeline, self.store, self.stream, self.metrics, self.health
-                )
-            )
 
     def _sink(self, r: ReceiverConfig) -> Sink:
         if r.kind == "http":
@@ -192,9 +263,18 @@ class Gateway:
         """Run until `stop`, then drain."""
         cfg = self.config
         async with asyncio.TaskGroup() as tg:
-            core = [
-                tg.create_task(self.pipeline.run(), name="pipeline"),
-                tg.create_task(self.pipeline.run_timers(), name="timers"),
+            if self.replica is not None and self.leadership is not None and self.sequencer is not None:
+                core = [
+                    tg.create_task(self.leadership.run(), name="leadership"),
+                    tg.create_task(self.sequencer.run(), name="sequencer"),
+                    tg.create_task(self.replica.run(), name="replica"),
+                ]
+            else:
+                core = [
+                    tg.create_task(self.pipeline.run(), name="pipeline"),
+                    tg.create_task(self.pipeline.run_timers(), name="timers"),
+                ]
+            core += [
                 tg.create_task(self.forwarder.run(), name="forwarder"),
                 tg.create_task(self._retention(), name="retention"),
                 tg.create_task(heap.keep_frozen(), name="heap"),
@@ -214,7 +294,7 @@ class Gateway:
                         await asyncio.shield(source)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(cfg.drain_deadline_s):
-                    await self.pipeline.drained()
+                    await self.intake.drained()
                     await self.forwarder.wait_idle()
             left = self.forwarder.pending
             log.info("stopped", extra={"undelivered_kept_in_outbox": left})
@@ -224,6 +304,9 @@ class Gateway:
     async def _retention(self) -> None:
         cfg = self.config.store
         while True:
+            if self.leadership is not None and not self.leadership.leading:
+                await asyncio.sleep(min(60.0, cfg.retention_interval_s))  # the leader's job
+                continue
             cutoff = time.time() - cfg.retention_days * 86400.0
             deleted = await self.store.delete_before(cutoff, journal_margin_s=self.pipeline.state_window_s)
             for table, n in deleted.items():
@@ -232,6 +315,14 @@ class Gateway:
             if any(deleted.values()):
                 log.info("retention deleted old data", extra={"rows": deleted})
             await asyncio.sleep(cfg.retention_interval_s)
+
+
+def _lag_of(replica: Replica) -> Callable[[], float]:
+    return lambda: replica.lag_s
+
+
+def _host_name() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname()).strip("-")[:64] or "replica"
 
 
 def policy_fingerprint(config: Config) -> str:

@@ -462,6 +462,10 @@ class Forwarder:
             out.append((name, len(lane.pending), max(0.0, now - oldest) if oldest is not None else 0.0))
         return out
 
+    def pending_ids(self) -> list[int]:
+        """Outbox ids this forwarder holds and has not finished (their claims are renewed)."""
+        return [i for lane in self.lanes.values() for i in lane.pending]
+
     @property
     def pending(self) -> int:
         """Entries not yet delivered or dead-lettered, over all receivers."""

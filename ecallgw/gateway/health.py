@@ -19,8 +19,10 @@ class Health:
         store: must be writable.
         forwarder: its oldest pending entry must be younger than ``max_outbox_age_s``.
         mqtt: when the MQTT source is enabled, it must be connected.
-        max_outbox_age_s: outbox age beyond which the gateway reports itself stuck.
+        max_outbox_age_s: outbox age (and, for replicas, age of the oldest unsequenced signal)
+            beyond which the gateway reports itself stuck.
         clock: wall clock.
+        sequencer_lag_s: replicas: the age of the oldest signal no sequencer has taken yet.
     """
 
     def __init__(
@@ -31,12 +33,14 @@ class Health:
         mqtt: MqttSource | None,
         max_outbox_age_s: float,
         clock: Callable[[], float] = time.time,
+        sequencer_lag_s: Callable[[], float] | None = None,
     ) -> None:
         self._store = store
         self._forwarder = forwarder
         self._mqtt = mqtt
         self._max_age = max_outbox_age_s
         self._clock = clock
+        self._lag = sequencer_lag_s
         self.started = False
         self.draining = False  # set on SIGTERM: a load balancer must stop sending us traffic
 
@@ -51,4 +55,7 @@ class Health:
         }
         if self._mqtt is not None:
             out["mqtt_connected"] = self._mqtt.connected.is_set()
+        if self._lag is not None:
+            # Replicas: what this one stores must reach a sequencer (any replica's) in time.
+            out["sequencer_keeping_up"] = self._lag() <= self._max_age
         return out

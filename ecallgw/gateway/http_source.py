@@ -39,6 +39,7 @@ from ecallgw.codecs import document
 from ecallgw.config import AuthConfig, HttpConfig
 from ecallgw.errors import EncodeError, StoreError
 from ecallgw.gateway.health import Health
+from ecallgw.gateway.intake import Intake
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.pipeline import Pipeline
 from ecallgw.gateway.records import RawSignal
@@ -96,7 +97,7 @@ class HttpServer:
         self,
         config: HttpConfig,
         auth: AuthConfig,
-        pipeline: Pipeline,
+        pipeline: Pipeline | Intake,
         store: Store,
         stream: OperatorStream,
         metrics: Metrics,
@@ -236,6 +237,7 @@ class HttpServer:
             async with asyncio.timeout(_STORE_TIMEOUT_S):
                 stored = await self._pipeline.submit(raw)
                 result = await asyncio.shield(stored)
+            result = await self._pipeline.answer(result)  # replicas: the sequencer's decision (bounded)
         except (TimeoutError, StoreError):
             # Not known to be stored: the provider must retry (a retry of a stored one is harmless).
             return self._refuse(503, "not stored; retry", {"Retry-After": "1"})
@@ -316,8 +318,13 @@ class HttpServer:
             return self._refuse(400, "action must be ack, cancel, escalate or resolve")
         if not isinstance(note, str) or len(note) > 2000:
             return self._refuse(400, "note must be a string of at most 2000 characters")
-        result = await self._pipeline.action(incident_id, action, actor=who.name, role=who.role, note=note)
-        status = {"unknown_incident": 404, "rejected": 409}.get(result.outcome, 200)
+        try:
+            result = await self._pipeline.action(
+                incident_id, action, actor=who.name, role=who.role, note=note
+            )
+        except StoreError:
+            return self._refuse(503, "not stored; retry", {"Retry-After": "1"})
+        status = {"unknown_incident": 404, "rejected": 409, "queued": 202}.get(result.outcome, 200)
         return web.json_response(
             {
                 "incident_id": incident_id,

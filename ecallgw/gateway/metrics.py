@@ -433,6 +433,40 @@ class Metrics:
             ["table"],
             registry=r,
         )
+        # Replicas on PostgreSQL (docs/scaling.md); all 0 on SQLite, where the one process sequences.
+        self.sequencer_leader = Gauge(
+            "ecallgw_sequencer_leader",
+            "1 while this replica is the sequencer (holds the lock and the lease).",
+            registry=r,
+        )
+        self.sequencer_lag_rows = Gauge(
+            "ecallgw_sequencer_lag_rows",
+            "Journal rows stored by any replica and not yet sequenced.",
+            registry=r,
+        )
+        self.sequencer_lag_seconds = Gauge(
+            "ecallgw_sequencer_lag_seconds",
+            "Age of the oldest journal row not yet sequenced.",
+            registry=r,
+        )
+        self.lease_renewals = Counter(
+            "ecallgw_sequencer_lease_renewals_total",
+            "Sequencer lease renewals by this replica, by result (ok, lost).",
+            ["result"],
+            registry=r,
+        )
+        self.takeovers = Counter(
+            "ecallgw_sequencer_takeovers_total",
+            "Times this replica became the sequencer, by how (lock: the old leader's session ended; "
+            "lease: its lease ran out and its sessions were terminated).",
+            ["how"],
+            registry=r,
+        )
+        self.outbox_claimed = Counter(
+            "ecallgw_outbox_claimed_total",
+            "Outbox entries this replica claimed for delivery.",
+            registry=r,
+        )
         r.register(_OutboxCollector(self))
 
     def received(self, transport: str, kind: str) -> None:

@@ -48,7 +48,7 @@ from ecallgw.gateway.store import Store
 from ecallgw.model import MsdSignal, Signal
 from ecallgw.triage import Decision, TriageEngine
 
-__all__ = ["ActionResult", "Ingested", "Pipeline"]
+__all__ = ["ActionResult", "Ingested", "Pipeline", "codec_label", "reason_label"]
 
 log = logging.getLogger("ecallgw.pipeline")
 
@@ -66,6 +66,7 @@ class Ingested:
     outcome: str
     incident_id: str | None = None
     error: DecodeError | None = None
+    journal_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,11 +87,11 @@ _SEGMENT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
 _INDEX = re.compile(r"\[\d+\]")
 
 
-def _codec_label(err: DecodeError) -> str:
+def codec_label(err: DecodeError) -> str:
     return err.codec if err.codec in _CODECS else "other"
 
 
-def _reason_label(err: DecodeError) -> str:
+def reason_label(err: DecodeError) -> str:
     """The ``reason`` label of a decode error: a bounded set the sender cannot extend.
 
     ``DecodeError.reason`` is prose with values in it. The field path is schema-bounded for the MSD
@@ -265,10 +266,31 @@ class Pipeline:
             The outcome once it is stored (also for rejected actions: the audit keeps those too).
         """
         now = self._clock()
-        decision = self.engine.on_operator_action(incident_id, action, now=now, actor=actor)
         record = ActionRecord(
             incident_id=incident_id, action=action, actor=actor, role=role, note=note, at=now
         )
+        unit, decision = self.action_unit(record, now)
+        result = await self._commit_or_stop(unit)
+        self.committed((decision,), result)
+        snap = decision.incident
+        return ActionResult(
+            outcome=str(decision.outcome),
+            reasons=tuple((r.code, r.text) for r in decision.reasons),
+            revision=snap.revision if snap is not None else None,
+        )
+
+    # --- the steps a sequencer on PostgreSQL takes (gateway/sequencer.py) ------------------------
+
+    def action_unit(
+        self, record: ActionRecord, now: float, journal_id: int | None = None
+    ) -> tuple[Unit, Decision]:
+        """Triage an operator action: the unit that journals (or sequences) and audits it."""
+        decision = self.engine.on_operator_action(
+            record.incident_id, record.action, now=now, actor=record.actor
+        )
+        self._metrics.operator_actions.labels(
+            record.action if record.action in _ACTIONS else "other", str(decision.outcome)
+        ).inc()
         unit = Unit(
             journal_type="action",
             at=now,
@@ -276,19 +298,71 @@ class Pipeline:
             decisions=(self._record(decision, now),),
             audit_outcome=str(decision.outcome),
             confirm_on_commit=self._at_commit,
-        )
-        result = await self._commit_or_stop(unit)
-        self._count(decision)
-        self._metrics.operator_actions.labels(
-            action if action in _ACTIONS else "other", str(decision.outcome)
-        ).inc()
-        self._notify(result)
-        snap = decision.incident
-        return ActionResult(
+            journal_id=journal_id,
             outcome=str(decision.outcome),
-            reasons=tuple((r.code, r.text) for r in decision.reasons),
-            revision=snap.revision if snap is not None else None,
         )
+        return unit, decision
+
+    def signal_unit(self, raw: RawSignal, now: float, journal_id: int) -> tuple[Unit, Decision | None]:
+        """Triage a signal an intake stored (journal row ``journal_id``): the unit that sequences it.
+
+        A transport copy of a signal already sequenced (the same bytes received by two replicas)
+        is sequenced as ``redelivered``, which replay skips; a row that no longer decodes as
+        ``quarantined`` (it decoded when it was stored: a codec change since).
+        """
+        if raw.digest in self._seen:
+            self._metrics.signals_duplicate.labels(raw.transport).inc()
+            return Unit(
+                journal_type="signal", at=now, signal=raw, journal_id=journal_id, outcome="redelivered"
+            ), None
+        self._remember(raw.digest, Ingested(outcome="redelivered"))
+        try:
+            signal = self.decode(raw)
+        except DecodeError as exc:
+            log.error(
+                "journaled signal no longer decodes", extra={"journal_id": journal_id, "error": str(exc)}
+            )
+            return Unit(
+                journal_type="signal", at=now, signal=raw, journal_id=journal_id, outcome="quarantined"
+            ), None
+        decision = self.engine.on_signal(signal, now=now)
+        unit = Unit(
+            journal_type="signal",
+            at=now,
+            signal=raw,
+            decisions=(self._record(decision, now),),
+            confirm_on_commit=self._at_commit,
+            journal_id=journal_id,
+            outcome=str(decision.outcome),
+        )
+        return unit, decision
+
+    def tick_unit(self, now: float) -> tuple[Unit | None, list[Decision]]:
+        """Fire due timers; the unit journaling the tick (None when nothing was due)."""
+        decisions = self.engine.due(now)
+        if not decisions:
+            return None, []  # a tick that changed nothing need not be replayed
+        unit = Unit(
+            journal_type="tick",
+            at=now,
+            decisions=tuple(self._record(d, now) for d in decisions),
+            confirm_on_commit=self._at_commit,
+        )
+        return unit, decisions
+
+    def prune_unit(self, now: float) -> Unit:
+        """Forget old triage state; the unit journaling it, so that a replay forgets it at the same point."""
+        self.engine.prune(now)
+        return Unit(journal_type="prune", at=now)
+
+    def committed(
+        self, decisions: tuple[Decision | None, ...] | list[Decision], result: CommitResult
+    ) -> None:
+        """What follows a commit of decisions: count them, tell the listeners."""
+        for d in decisions:
+            if d is not None:
+                self._count(d)
+        self._notify(result)
 
     async def audit_view(
         self, incident_id: str, *, actor: str, role: str, action: str = "view", note: str = ""
@@ -310,20 +384,11 @@ class Pipeline:
 
     async def tick(self) -> int:
         """Fire due triage timers (escalations) and journal the tick; returns decisions made."""
-        now = self._clock()
-        decisions = self.engine.due(now)
-        if not decisions:
-            return 0  # a tick that changed nothing need not be replayed
-        unit = Unit(
-            journal_type="tick",
-            at=now,
-            decisions=tuple(self._record(d, now) for d in decisions),
-            confirm_on_commit=self._at_commit,
-        )
+        unit, decisions = self.tick_unit(self._clock())
+        if unit is None:
+            return 0
         result = await self._commit_or_stop(unit)
-        for d in decisions:
-            self._count(d)
-        self._notify(result)
+        self.committed(decisions, result)
         return len(decisions)
 
     async def prune(self) -> int:
@@ -332,6 +397,10 @@ class Pipeline:
         dropped = self.engine.prune(now)
         await self._store.commit(Unit(journal_type="prune", at=now))
         return dropped
+
+    async def answer(self, ingested: Ingested) -> Ingested:
+        """What an HTTP provider is told: here, triage decided before the commit, so as it is."""
+        return ingested
 
     async def run_timers(self) -> None:
         """Tick and prune on their intervals until cancelled."""
@@ -393,7 +462,7 @@ class Pipeline:
             raw = row.signal
             self._remember(raw.digest, Ingested(outcome="redelivered"))
             try:
-                signal = self._decode(raw)
+                signal = self.decode(raw)
             except DecodeError as exc:
                 # Journaled signals decoded when they came; a codec change since is worth a word.
                 log.error("journaled signal no longer decodes", extra={"seq": row.seq, "error": str(exc)})
@@ -424,7 +493,7 @@ class Pipeline:
                 _set(fut, _copy_of(original))
             return
         try:
-            signal = self._decode(raw)
+            signal = self.decode(raw)
             decision = self.engine.on_signal(signal, now=raw.received_at)
         except Exception as exc:  # counted, logged and kept (below)
             # Codecs raise only DecodeError and triage nothing, by contract; should either break it,
@@ -432,7 +501,7 @@ class Pipeline:
             if not isinstance(exc, DecodeError):
                 log.exception("internal error on a signal; kept in quarantine", extra={"source": raw.source})
                 exc = DecodeError("internal", f"{type(exc).__name__}: {exc}"[:500])
-            m.decode_errors.labels(_codec_label(exc), _reason_label(exc)).inc()
+            m.decode_errors.labels(codec_label(exc), reason_label(exc)).inc()
             log.warning(
                 "signal quarantined",
                 extra={
@@ -518,7 +587,9 @@ class Pipeline:
             # is in the store and picked up at the next start.
             log.exception("a commit listener failed", extra={"event": "on_commit_failed"})
 
-    def _decode(self, raw: RawSignal) -> Signal:
+    @staticmethod
+    def decode(raw: RawSignal) -> Signal:
+        """Decode a raw signal by its kind; only `DecodeError` for bad input."""
         if raw.kind == "msd_raw":
             return decode_raw_msd(
                 raw.tps, raw.vehicle, raw.call_id or "", raw.payload, sent_at=raw.received_at

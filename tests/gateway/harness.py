@@ -17,6 +17,11 @@ OPERATOR_TOKEN = "operator-alice-token-0003"
 SRE_TOKEN = "sre-bob-token-000000004"
 
 
+STORE_OVERRIDE: dict[str, object] | None = None
+"""The ``[store]`` table of every gateway_config while a test runs on PostgreSQL (conftest's
+``store_backend`` fixture sets it); None: SQLite in the test's tmp dir."""
+
+
 def gateway_config(
     tmp_path: Path,
     *,
@@ -29,7 +34,9 @@ def gateway_config(
 ) -> Config:
     """A gateway configuration for tests: tmp store, the test broker, a PSAP webhook, all four roles."""
     tree: dict[str, object] = {
-        "store": {"path": str(tmp_path / "store" / "gw.sqlite3"), "synchronous": "normal"},
+        "store": dict(STORE_OVERRIDE)
+        if STORE_OVERRIDE is not None
+        else {"path": str(tmp_path / "store" / "gw.sqlite3"), "synchronous": "normal"},
         "mqtt": (
             {
                 "host": broker.host,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from ecallgw.codecs.envelope import ENVELOPE_KEYS
 from ecallgw.errors import DecodeError
-from ecallgw.gateway.pipeline import _reason_label
+from ecallgw.gateway.pipeline import reason_label
 from tests.gateway.harness import PROVIDER_TOKEN, gateway_config, running_gateway
 from tests.gateway.helpers import make_msd, until, vin_for
 from tests.gateway.receiver import Receiver
@@ -22,18 +22,18 @@ _FIXED = {"input", "other"} | ENVELOPE_KEYS | {"kind", "tps", "vehicle"}
 
 @given(st.text(max_size=80))
 def test_an_envelope_error_label_is_a_contract_key_or_a_fixed_class(path: str) -> None:
-    assert _reason_label(DecodeError("envelope", "x", path=path)) in _FIXED
+    assert reason_label(DecodeError("envelope", "x", path=path)) in _FIXED
 
 
 @given(st.integers(min_value=0, max_value=10**9), st.sampled_from(["time", "lat", "fix_quality"]))
 def test_nmea_sentence_indices_do_not_multiply_labels(index: int, field: str) -> None:
-    assert _reason_label(DecodeError("nmea", "x", path=f"sentence[{index}].{field}")) == f"sentence.{field}"
+    assert reason_label(DecodeError("nmea", "x", path=f"sentence[{index}].{field}")) == f"sentence.{field}"
 
 
 @given(st.text(max_size=80))
 def test_any_label_is_short_and_free_of_indices(path: str) -> None:
     for codec in ("msd", "nmea", "envelope", "topic", "internal", "made-up"):
-        label = _reason_label(DecodeError(codec, "x", path=path))
+        label = reason_label(DecodeError(codec, "x", path=path))
         assert len(label) <= 97 and "[" not in label
         assert label in {"input", "other"} or codec in {"msd", "nmea", "envelope", "topic", "internal"}
 

@@ -36,6 +36,8 @@ from tests.gateway.receiver import Receiver
 
 CAP_XSD = Path(__file__).parents[1] / "codecs" / "data" / "CAP-v1.2.xsd"
 
+pytestmark = pytest.mark.usefixtures("store_backend")
+
 
 async def publish(broker: Mosquitto, items: list[tuple[str, bytes]]) -> None:
     async with asyncio.timeout(10), aiomqtt.Client(broker.host, broker.port) as pub:
@@ -485,8 +487,10 @@ async def test_a_failed_commit_stops_the_gateway_without_acknowledging(
         async with asyncio.timeout(10):
             await gw.ready.wait()
         # A real SQLITE_FULL: the database may not grow by a single page any more.
-        pages = await gw.store.run(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
-        await gw.store.run(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))
+        store = gw.store
+        assert isinstance(store, SqliteStore)
+        pages = await store.run(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+        await store.run(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))
         async with (
             aiohttp.ClientSession() as http,
             http.post(

@@ -482,7 +482,7 @@ class PostgresStore:
 
     # --- outbox claims (every replica delivers) -------------------------------------------------
 
-    async def claim_outbox(self, limit: int = 500) -> list[OutboxItem]:
+    async def claim_outbox(self, receivers: Sequence[str], limit: int = 500) -> list[OutboxItem]:
         """Claim due outbox entries for this replica, with a lease; oldest first.
 
         An entry is taken only when it is unclaimed or its lease ran out, and when every lower
@@ -500,6 +500,7 @@ class PostgresStore:
                     cand AS (
                         SELECT o.id FROM outbox o, now
                         WHERE o.state = 'pending' AND (o.lease_until IS NULL OR o.lease_until < now.t)
+                          AND o.receiver = ANY($4::text[])
                           AND NOT EXISTS (
                             SELECT 1 FROM outbox p
                             WHERE p.receiver = o.receiver AND p.incident_id = o.incident_id
@@ -513,6 +514,7 @@ class PostgresStore:
                     me,
                     limit,
                     lease,
+                    list(receivers),
                 )
             )
 

@@ -116,6 +116,10 @@ class Store(Protocol):
         """Store ``value`` under ``name``; return what was stored before (None at first)."""
         ...
 
+    async def counts(self) -> dict[str, int]:
+        """Row counts per table (and ``outbox_pending``), for summaries and tests."""
+        ...
+
     async def list_incidents(
         self, *, status: str | None = None, level: str | None = None, limit: int = 100
     ) -> list[IncidentRow]:

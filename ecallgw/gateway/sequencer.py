@@ -1,0 +1,169 @@
+"""The sequencer: while this replica leads, give every journal row its place in the triage order.
+
+Any replica stores what it receives as an unsequenced journal row (``intake.py``). The leader
+(``leadership.py``) rebuilds triage state by replaying the sequenced journal (the same replay as a
+single gateway's start), then loops: take the rows nobody sequenced yet, triage them in order
+through the ordinary pipeline steps (`Pipeline.signal_unit`, `action_unit`, `tick_unit`,
+`prune_unit`), and write the decisions with the rows' sequence numbers in one transaction fenced
+by the leader's epoch. Timer ticks and prunes are the leader's own rows in the same order.
+
+Triage runs before its commit, so a failed commit leaves the engine ahead of the store: the
+sequencer then drops the engine and, if it still leads, rebuilds it from the journal. A fenced
+commit (another replica leads) wrote nothing; this replica steps down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from ecallgw.config import PipelineConfig
+from ecallgw.errors import StoreError
+from ecallgw.gateway.leadership import Leadership
+from ecallgw.gateway.pipeline import Pipeline
+from ecallgw.gateway.records import Unit
+from ecallgw.gateway.store.postgres import FencedError, PostgresStore
+from ecallgw.triage import Decision
+
+__all__ = ["Sequencer"]
+
+log = logging.getLogger("ecallgw.sequencer")
+
+_POLL_S = 0.5  # fallback when a NOTIFY is missed (listener reconnecting)
+
+
+class Sequencer:
+    """Sequence the shared journal while this replica leads.
+
+    Args:
+        config: the ``[pipeline]`` table (tick and prune intervals).
+        store: the PostgreSQL store.
+        leadership: tells whether and under which epoch this replica leads.
+        make_pipeline: a pipeline with a fresh triage engine (one per term of leadership).
+        batch: most journal rows per transaction.
+        clock: wall clock (epoch seconds).
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        store: PostgresStore,
+        leadership: Leadership,
+        make_pipeline: Callable[[], Pipeline],
+        *,
+        batch: int = 500,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._leadership = leadership
+        self._make_pipeline = make_pipeline
+        self._batch = batch
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self.pipeline: Pipeline | None = None
+        self.sequenced = 0
+        self.terms = 0
+        self.first_decision_s: float | None = None  # leadership won -> first decision, last term
+
+    def wake(self) -> None:
+        """New journal rows were stored (a NOTIFY): look now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Lead whenever this replica is elected, until cancelled."""
+        while True:
+            epoch = await self._leadership.wait_leading()
+            try:
+                await self._lead(epoch)
+            except FencedError as exc:
+                log.warning("sequencer fenced: another replica leads", extra={"error": str(exc)})
+                self._leadership.step_down("fenced")
+            except StoreError as exc:
+                # The engine may be ahead of the store: rebuilt from the journal on the next try.
+                log.error("sequencer commit failed; rebuilding triage state", extra={"error": str(exc)})
+                await asyncio.sleep(0.5)
+            finally:
+                self.pipeline = None
+
+    async def _lead(self, epoch: int) -> None:
+        pipeline = self._make_pipeline()
+        t0 = time.monotonic()
+        replayed = await pipeline.replay()
+        self.pipeline = pipeline
+        self.terms += 1
+        log.info(
+            "sequencer state rebuilt from the journal",
+            extra={"epoch": epoch, "journal_entries": replayed, "seconds": round(time.monotonic() - t0, 3)},
+        )
+        won = self._leadership.since or time.monotonic()
+        first = True
+        last_now = 0.0
+        next_tick = time.monotonic() + self._config.tick_interval_s
+        next_prune = time.monotonic() + self._config.prune_interval_s
+        lost = asyncio.ensure_future(self._leadership.wait_lost(epoch))
+        try:
+            async with self._store.pool.acquire() as conn:
+                while self._leadership.epoch == epoch:
+                    self._wake.clear()
+                    rows = await self._store.unsequenced(conn, self._batch)
+                    if self._leadership.epoch != epoch:
+                        return
+                    units: list[Unit] = []
+                    decided: list[list[Decision]] = []
+                    mono = time.monotonic()
+                    if mono >= next_tick:
+                        next_tick = mono + self._config.tick_interval_s
+                        last_now = max(last_now, self._clock())
+                        unit, ds = pipeline.tick_unit(last_now)
+                        if unit is not None:
+                            units.append(unit)
+                            decided.append(ds)
+                    for row in rows:
+                        # Replicas' clocks and commit order differ a little: triage's clock only
+                        # moves forward, and replay uses the same value (stored as now_at).
+                        last_now = max(last_now, row.at)
+                        if row.raw is not None:
+                            unit, d = pipeline.signal_unit(row.raw, last_now, row.id)
+                        else:
+                            assert row.action is not None
+                            unit, d = pipeline.action_unit(row.action, last_now, journal_id=row.id)
+                        units.append(unit)
+                        decided.append([d] if d is not None else [])
+                    if mono >= next_prune:
+                        next_prune = mono + self._config.prune_interval_s
+                        last_now = max(last_now, self._clock())
+                        units.append(pipeline.prune_unit(last_now))
+                        decided.append([])
+                    if units:
+                        results = await self._store.commit_sequenced(conn, units, epoch)
+                        for ds, result in zip(decided, results, strict=True):
+                            pipeline.committed(ds, result)
+                        self.sequenced += len(rows)
+                        if first and rows:
+                            first = False
+                            self.first_decision_s = time.monotonic() - won
+                            log.info(
+                                "first decision as sequencer",
+                                extra={
+                                    "event": "first_decision",
+                                    "epoch": epoch,
+                                    "since_elected_s": round(self.first_decision_s, 3),
+                                },
+                            )
+                    if len(rows) < self._batch:
+                        timeout = max(0.0, min(_POLL_S, next_tick - time.monotonic()))
+                        waker = asyncio.ensure_future(self._wake.wait())
+                        try:
+                            await asyncio.wait(
+                                (waker, lost), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                            )
+                        finally:
+                            waker.cancel()
+        finally:
+            lost.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lost
