@@ -255,6 +255,26 @@ class Gateway:
         for seq, snapshot in result.revision_seqs:
             self.stream.publish(seq, snapshot)
 
+    @property
+    def processed(self) -> int:
+        """Signals this gateway took in and stored (or quarantined) since it started."""
+        return self.intake.processed
+
+    @property
+    def replayed(self) -> int:
+        """Journal entries replayed to rebuild triage state (PostgreSQL: by this sequencer's term)."""
+        if self.sequencer is not None:
+            return self.sequencer.pipeline.replayed if self.sequencer.pipeline is not None else 0
+        return self.pipeline.replayed
+
+    async def settled(self, timeout_s: float = 10.0) -> None:
+        """Wait until everything stored is triaged (PostgreSQL: sequenced, by whichever replica)."""
+        if not isinstance(self.store, PostgresStore):
+            return
+        async with asyncio.timeout(timeout_s):
+            while (await self.store.sequencer_lag())[0]:
+                await asyncio.sleep(0.01)
+
     def stop(self) -> None:
         """Begin a graceful drain (safe to call from a signal handler)."""
         self._stopping.set()

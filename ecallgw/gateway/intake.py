@@ -199,7 +199,7 @@ class Intake:
         if found is None:
             return ingested
         return Ingested(
-            outcome=str(found.get("outcome") or "stored"),
+            outcome="redelivered" if ingested.outcome == "redelivered" else str(found.get("outcome") or "stored"),
             incident_id=found.get("incident_id"),
             journal_id=ingested.journal_id,
         )
@@ -259,4 +259,6 @@ def _chain(
 async def _copy_of(original: asyncio.Future[Ingested]) -> Ingested:
     first = await asyncio.shield(original)
     # A copy of a quarantined payload is refused like the original (HTTP 400), not accepted.
-    return Ingested(outcome="redelivered", incident_id=first.incident_id, error=first.error, journal_id=None)
+    return Ingested(
+        outcome="redelivered", incident_id=first.incident_id, error=first.error, journal_id=first.journal_id
+    )

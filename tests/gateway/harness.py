@@ -92,6 +92,9 @@ async def running_gateway(config: Config) -> AsyncIterator[Gateway]:
                 await gw.ready.wait()
                 if gw.mqtt is not None:
                     await gw.mqtt.connected.wait()
+                if gw.sequencer is not None:  # PostgreSQL: a lone replica leads once it has replayed
+                    while gw.sequencer.pipeline is None:  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)
             yield gw
         finally:
             gw.stop()

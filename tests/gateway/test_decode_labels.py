@@ -55,7 +55,8 @@ async def test_a_repeated_vin_key_never_reaches_the_metrics(tmp_path: Path, rece
         ) as resp:
             assert resp.status == 400
             assert vin not in await resp.text()
-        await until(lambda: gw.pipeline.processed == 1)
+        await until(lambda: gw.processed == 1)
+        await gw.settled()
         [q] = await gw.store.quarantined()
         assert q["codec"] == "envelope" and q["path"] == ""
         text = gw.metrics.render().decode()

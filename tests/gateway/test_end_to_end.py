@@ -92,7 +92,8 @@ async def test_malformed_signal_is_quarantined_counted_and_acknowledged(
         await publish(
             mosquitto, [("ecall/v1/acme/car-2/msd", msd_envelope(truncated, call_id="c", sent_at=now))]
         )
-        await until(lambda: gw.pipeline.processed == 1)
+        await until(lambda: gw.processed == 1)
+        await gw.settled()
         [q] = await gw.store.quarantined()
         assert q["payload"] == msd_envelope(truncated, call_id="c", sent_at=now)
         assert (q["codec"], q["transport"], q["source"]) == ("msd", "mqtt", "ecall/v1/acme/car-2/msd")
@@ -102,7 +103,7 @@ async def test_malformed_signal_is_quarantined_counted_and_acknowledged(
     # Acknowledged: a new session of the same client gets nothing again.
     async with running_gateway(cfg) as gw:
         await asyncio.sleep(0.3)
-        assert gw.pipeline.processed == 0
+        assert gw.processed == 0
     assert receiver.requests == []
 
 
@@ -117,7 +118,8 @@ async def test_a_cancel_cancels(tmp_path: Path, mosquitto: Mosquitto, receiver: 
                 ("ecall/v1/acme/car-3/cancel", cancel_envelope(call_id="c3", sent_at=now + 5)),
             ],
         )
-        await until(lambda: gw.pipeline.processed == 2)
+        await until(lambda: gw.processed == 2)
+        await gw.settled()
         [row] = await gw.store.list_incidents()
         assert (row.status, row.revision) == ("cancelled", 2)
         found = await gw.store.get_incident(row.incident_id)
@@ -190,11 +192,12 @@ async def test_escalation_timer_survives_a_restart(
         await publish(
             mosquitto, [("ecall/v1/acme/car-5/msd", msd_envelope(manual, call_id="c5", sent_at=now))]
         )
-        await until(lambda: gw.pipeline.processed == 1)
+        await until(lambda: gw.processed == 1)
+        await gw.settled()
     assert receiver.requests == []  # stopped before the timer fired
     await asyncio.sleep(1.6)
     async with running_gateway(cfg) as gw:
-        assert gw.pipeline.replayed == 1
+        assert gw.replayed == 1
         await until(lambda: len(receiver.accepted) == 1)
         [row] = await gw.store.list_incidents()
     [doc] = documents(receiver)
@@ -353,10 +356,10 @@ async def test_every_endpoint_refuses_missing_wrong_and_foreign_tokens(
             ) as resp:
                 assert resp.status == 413
         assert (await gw.store.counts())["journal"] == 0  # nothing refused was stored
-    assert ready == {
-        "ready": True,
-        "checks": {"started": True, "not_draining": True, "store_writable": True, "outbox_flowing": True},
-    }
+    checks = {"started": True, "not_draining": True, "store_writable": True, "outbox_flowing": True}
+    if gw.replica is not None:  # a replica of a PostgreSQL store also needs a sequencer keeping up
+        checks["sequencer_keeping_up"] = True
+    assert ready == {"ready": True, "checks": checks}
 
 
 async def test_metrics_carry_no_vin_vehicle_or_incident_id(
@@ -477,6 +480,7 @@ async def test_retention_job_deletes_expired_incidents(tmp_path: Path, receiver:
     assert kinds <= {"prune"}  # the signal's journal row went with its incident; recent prunes stay
 
 
+@pytest.mark.sqlite_only
 async def test_a_failed_commit_stops_the_gateway_without_acknowledging(
     tmp_path: Path, receiver: Receiver
 ) -> None:
@@ -506,6 +510,7 @@ async def test_a_failed_commit_stops_the_gateway_without_acknowledging(
     assert info.value.subgroup(StoreError) is not None  # fail-stop; the restart replays the journal
 
 
+@pytest.mark.sqlite_only
 async def test_entries_for_a_removed_receiver_are_dead_lettered_and_expire(
     tmp_path: Path, receiver: Receiver
 ) -> None:

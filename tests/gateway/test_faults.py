@@ -264,7 +264,8 @@ async def test_broker_restart_mid_stream(tmp_path: Path, mosquitto: Mosquitto, r
     cfg = gateway_config(tmp_path, broker=mosquitto, psap_url=receiver.url, client_id="gw-broker-restart")
     async with running_gateway(cfg) as gw:
         await publish_all(mosquitto, items[: n // 2])
-        await until(lambda: gw.pipeline.processed >= n // 4, timeout_s=30)
+        await until(lambda: gw.processed >= n // 4, timeout_s=30)
+        await gw.settled()
         mosquitto.restart()
         await publish_all(mosquitto, items[n // 2 :])
         await until(lambda: len(receiver.keys) == n, timeout_s=60, interval_s=0.05)
