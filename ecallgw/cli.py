@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "triage": "triage",
     "simulate": "simulate",
     "loadtest": "loadtest",
+    "store": "store",
 }
 
 

@@ -57,9 +57,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     import uvloop
 
+    from ecallgw.errors import StoreError
+    from ecallgw.gateway.store.migrations import SchemaTooNewError
+
     try:
         uvloop.run(run_gateway(config))
-    except ConfigError as exc:  # checks that need the triage policy run at start
+    except (ConfigError, SchemaTooNewError) as exc:  # checks that need the policy or the store
         print(f"ecallgw: {exc}", file=sys.stderr)
         return 2
+    except StoreError as exc:  # the store cannot be opened: one line, not a traceback
+        print(f"ecallgw: {exc}", file=sys.stderr)
+        return 1
     return 0
