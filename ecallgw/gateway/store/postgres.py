@@ -906,13 +906,14 @@ async def write_units(conn: Conn, units: Sequence[Unit], *, epoch: int | None) -
     """
     decided = [u for u in units if u.journal_type is not None or u.decisions]
     if decided:
-        current = await conn.fetchval("SELECT epoch FROM sequencer_lease WHERE id = 1 FOR UPDATE")
+        # One round trip: lock the lease row, check the fence, read the counters under the lock.
+        current, journal_seq, revision_seq, outbox_id = await conn.fetchrow(
+            "SELECT epoch, (SELECT coalesce(max(seq), 0) FROM journal), "
+            "(SELECT coalesce(max(seq), 0) FROM revisions), (SELECT coalesce(max(id), 0) FROM outbox) "
+            "FROM sequencer_lease WHERE id = 1 FOR UPDATE"
+        )
         if epoch is not None and current != epoch:
             raise FencedError(f"fenced: this sequencer's epoch {epoch} is not the leader's {current}")
-        journal_seq, revision_seq, outbox_id = await conn.fetchrow(
-            "SELECT (SELECT coalesce(max(seq), 0) FROM journal), "
-            "(SELECT coalesce(max(seq), 0) FROM revisions), (SELECT coalesce(max(id), 0) FROM outbox)"
-        )
     else:
         journal_seq = revision_seq = outbox_id = 0
     now = time.time()
@@ -925,6 +926,7 @@ async def write_units(conn: Conn, units: Sequence[Unit], *, epoch: int | None) -
     audits: list[tuple[Any, ...]] = []
     quarantined: list[tuple[Any, ...]] = []
     results: list[CommitResult] = []
+    notes: list[tuple[str, str]] = []
     for unit in units:
         seq: int | None = None
         s, a = unit.signal, unit.action
@@ -1082,7 +1084,7 @@ async def write_units(conn: Conn, units: Sequence[Unit], *, epoch: int | None) -
             "VALUES ($1,$2,$3,$4,$5,$6,$7)",
             revisions,
         )
-        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL_REVISIONS, str(revision_seq))
+        notes.append((CHANNEL_REVISIONS, str(revision_seq)))
     if incidents:
         await conn.executemany(
             "INSERT INTO incidents (incident_id, revision, status, level, score, tps, vehicle, received_at, "
@@ -1098,13 +1100,16 @@ async def write_units(conn: Conn, units: Sequence[Unit], *, epoch: int | None) -
             outbox_rows,
         )
         if any(r[6] == "pending" for r in outbox_rows):
-            await conn.execute("SELECT pg_notify($1, '')", CHANNEL_OUTBOX)
+            notes.append((CHANNEL_OUTBOX, ""))
     if delivered_rows:
         await conn.executemany(
             "INSERT INTO deliveries (outbox_id, delivered_at, attempts) VALUES ($1,$2,$3)", delivered_rows
         )
     if journal_seqd or journal_new:
-        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL_SEQUENCED, str(journal_seq))
+        notes.append((CHANNEL_SEQUENCED, str(journal_seq)))
+    if notes:  # delivered at commit, all in one round trip
+        calls = ", ".join(f"pg_notify(${2 * i + 1}, ${2 * i + 2})" for i in range(len(notes)))
+        await conn.execute(f"SELECT {calls}", *(v for note in notes for v in note))
     return results
 
 
