@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import secrets
@@ -370,7 +371,11 @@ class PostgresStore:
         """Move an outbox entry to the dead letters with its reason."""
 
         async def fn(conn: Conn) -> None:
-            await conn.execute("UPDATE outbox SET state='dead' WHERE id=$1 AND state='pending'", item.id)
+            moved = await conn.execute(
+                "UPDATE outbox SET state='dead' WHERE id=$1 AND state='pending'", item.id
+            )
+            if _rowcount(moved) == 0:
+                return  # delivered already (by a replica that took it over): that outcome stands
             await conn.execute(
                 "INSERT INTO dead_letters VALUES ($1,$2,$3,$4,$5) ON CONFLICT (outbox_id) DO NOTHING",
                 item.id,
@@ -507,7 +512,7 @@ class PostgresStore:
         """
         me, lease = self.replica_id, self._config.outbox_lease_s
 
-        async def fn(conn: Conn) -> list[Any]:
+        async def fn(conn: Conn, limit: int) -> list[Any]:
             return list(
                 await conn.fetch(
                     f"""
@@ -520,7 +525,7 @@ class PostgresStore:
                             SELECT 1 FROM outbox p
                             WHERE p.receiver = o.receiver AND p.incident_id = o.incident_id
                               AND p.state = 'pending' AND p.revision < o.revision
-                              AND NOT (p.claimed_by = $1 AND p.lease_until >= now.t))
+                              AND NOT coalesce(p.claimed_by = $1 AND p.lease_until >= now.t, false))
                         ORDER BY o.id LIMIT $2 FOR UPDATE OF o SKIP LOCKED)
                     UPDATE outbox o SET claimed_by = $1, lease_until = (SELECT t FROM now) + $3
                     FROM cand WHERE o.id = cand.id
@@ -533,7 +538,14 @@ class PostgresStore:
                 )
             )
 
-        rows = await self.read(fn)
+        # A pair's next revision becomes claimable once this replica holds the one before it,
+        # i.e. after the statement that took it: claim again until nothing more comes.
+        rows: list[Any] = []
+        while len(rows) < limit:
+            got = await self.read(functools.partial(fn, limit=limit - len(rows)))
+            if not got:
+                break
+            rows += got
         rows.sort(key=lambda r: r[0])
         return [
             OutboxItem(id=r[0], incident_id=r[1], revision=r[2], receiver=r[3], signal_at=r[4]) for r in rows
@@ -905,7 +917,7 @@ async def write_units(conn: Conn, units: Sequence[Unit], *, epoch: int | None) -
     (which needs the same lock) waits for an old leader's transaction in flight to end.
     """
     decided = [u for u in units if u.journal_type is not None or u.decisions]
-    if decided:
+    if decided or epoch is not None:  # a fenced transaction writes nothing, not even an audit row
         # One round trip: lock the lease row, check the fence, read the counters under the lock.
         current, journal_seq, revision_seq, outbox_id = await conn.fetchrow(
             "SELECT epoch, (SELECT coalesce(max(seq), 0) FROM journal), "
