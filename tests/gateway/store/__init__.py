@@ -1,0 +1,1 @@
+"""Store tests: the contract both backends pass, and what only PostgreSQL does."""
