@@ -147,7 +147,10 @@ class MqttConfig:
         enabled: subscribe to the ingest topics.
         host: broker host.
         port: broker port.
-        client_id: client identifier; fixed so that the persistent session survives restarts.
+        client_id: client identifier, [A-Za-z0-9_-]{1,64}; "" (the default) derives it from the
+            replica id (``ecallgw-{replica_id}``: `ecallgw.gateway.mqtt_source.derive_client_id`).
+            It must stay the same across restarts (the persistent session hangs on it) and differ
+            between replicas (a broker closes the older of two connections with one id).
         username: broker user ("" for none).
         password: broker password.
         share_group: when set, subscribe as ``$share/{group}/...`` so several gateways split the load.
@@ -157,12 +160,14 @@ class MqttConfig:
             reading and the broker's inflight window holds the rest (backpressure, never a drop).
         reconnect_min_s: first reconnect delay (jittered, doubling).
         reconnect_max_s: cap of the reconnect delay.
+        conflict_backoff_max_s: cap of the reconnect delay while another client keeps taking our
+            client id over (from 1 s, doubling, jittered).
     """
 
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 1883
-    client_id: str = "ecallgw"
+    client_id: str = ""
     username: str = ""
     password: Secret = field(default_factory=lambda: Secret(""))
     share_group: str = ""
@@ -171,6 +176,7 @@ class MqttConfig:
     max_inflight: int = 1000
     reconnect_min_s: float = 0.2
     reconnect_max_s: float = 30.0
+    conflict_backoff_max_s: float = 30.0
 
 
 @dataclass(**_frozen)
@@ -470,6 +476,7 @@ def _check(c: Config) -> None:
         ("mqtt.max_inflight", c.mqtt.max_inflight),
         ("mqtt.reconnect_min_s", c.mqtt.reconnect_min_s),
         ("mqtt.reconnect_max_s", c.mqtt.reconnect_max_s),
+        ("mqtt.conflict_backoff_max_s", c.mqtt.conflict_backoff_max_s),
         ("http.max_body_bytes", c.http.max_body_bytes),
         ("http.provider_rate_per_s", c.http.provider_rate_per_s),
         ("http.provider_burst", c.http.provider_burst),
@@ -507,8 +514,10 @@ def _check(c: Config) -> None:
             raise ConfigError(key, port, "a port is 0..65535")
     if c.mqtt.share_group and not _NAME.match(c.mqtt.share_group):
         raise ConfigError("mqtt.share_group", c.mqtt.share_group, "group names are [A-Za-z0-9_-]{1,64}")
-    if not c.mqtt.client_id:
-        raise ConfigError("mqtt.client_id", c.mqtt.client_id, "a persistent session needs a client id")
+    if c.mqtt.client_id and not _NAME.match(c.mqtt.client_id):
+        raise ConfigError(
+            "mqtt.client_id", c.mqtt.client_id, 'client ids are [A-Za-z0-9_-]{1,64} ("": derived per replica)'
+        )
 
 
 def _positive(key: str, value: float) -> None:

@@ -11,19 +11,34 @@ slow store slows the broker instead of growing our memory or dropping anything.
 
 A redelivered message (PUBACK lost in a crash or disconnect) reaches the pipeline again; the
 pipeline recognises it by its digest and acknowledges it without triaging it twice.
+
+Client id conflicts: two processes with one client id take the session from each other, the broker
+closing the older connection each time. With MQTT 3.1.1 (what this source speaks) the broker just
+closes the socket; an MQTT 5 DISCONNECT with reason 0x8E "Session taken over" would say it, but
+mosquitto sends it only since 2.0.15 (Debian's 2.0.11 does not), so the source detects the pattern:
+``_CONFLICT_CLOSES`` accepted connections (CONNACK received) lost within ``_CONFLICT_WINDOW_S``,
+not by our stop nor a keepalive timeout, open a conflict episode. It logs one WARNING
+(``mqtt_client_id_conflict``) and, while it lasts, reconnects after a doubling, jittered delay
+capped at ``mqtt.conflict_backoff_max_s`` instead of at once. The episode ends (one INFO) once a
+connection stays up for ``_quiet_s``: longer than the other client's delays, capped alike, can be.
+A link that drops that often is reported the same way (the line says "most likely").
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.reasoncodes import ReasonCode
 
 from ecallgw.config import MqttConfig
 from ecallgw.gateway.metrics import Metrics
@@ -31,7 +46,7 @@ from ecallgw.gateway.records import RawSignal
 from ecallgw.gateway.retry import backoff_s
 from ecallgw.gateway.slots import Slots
 
-__all__ = ["MqttSource", "Submit"]
+__all__ = ["MqttSource", "Submit", "derive_client_id"]
 
 Submit = Callable[[RawSignal], Awaitable["asyncio.Future[Any]"]]
 """Hands a raw signal to the pipeline (waiting while its queue is full) and returns a future that
@@ -41,6 +56,92 @@ log = logging.getLogger("ecallgw.mqtt")
 
 _PER_TURN = 32  # messages taken from the queue between two yields to the event loop
 _DRAIN_PING_S = 2.0  # how long a graceful stop waits for the broker to confirm it read our PUBACKs
+_CONFLICT_CLOSES = 3  # this many connections closed by the broker ...
+_CONFLICT_WINDOW_S = 60.0  # ... within this long: another client uses our client id
+_CONFLICT_BACKOFF_MIN_S = 1.0  # the first delay of a conflict episode (doubling up to the cap)
+_UNSPECIFIED_ERROR = 128  # paho's reason for MQTT_ERR_CONN_LOST
+_CLIENT_ID_MAX = 64
+_CLIENT_ID_SAFE = re.compile(r"[A-Za-z0-9_-]+")
+_CLIENT_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def derive_client_id(configured: str, replica_id: str) -> str:
+    """The MQTT client id of this replica: ``configured`` when set, else ``ecallgw-{replica_id}``.
+
+    The derived id is always ``[A-Za-z0-9_-]{1,64}``. A replica id that does not fit as it is (other
+    characters, or too long) is cleaned (runs of other characters become ``_``), cut, and followed
+    by 8 hex digits of its SHA-256, so that two replica ids that clean or cut to the same text still
+    get two client ids. Deterministic: a replica keeps its id, and its persistent session, across
+    restarts. Without a replica id (one process) it is ``ecallgw``, the id of earlier versions.
+
+    >>> derive_client_id("", "host-1")
+    'ecallgw-host-1'
+    >>> derive_client_id("gw-a", "host-1")
+    'gw-a'
+    >>> derive_client_id("", "host.example/1")
+    'ecallgw-host_example_1-51d16fda'
+    """
+    if configured:
+        return configured
+    if not replica_id:
+        return "ecallgw"
+    plain = f"ecallgw-{replica_id}"
+    if len(plain) <= _CLIENT_ID_MAX and _CLIENT_ID_SAFE.fullmatch(plain):
+        return plain
+    digest = hashlib.sha256(replica_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    cleaned = _CLIENT_ID_UNSAFE.sub("_", plain)[: _CLIENT_ID_MAX - len(digest) - 1]
+    return f"{cleaned}-{digest}"
+
+
+class _ClosedByBroker(aiomqtt.MqttError):
+    """An accepted connection ended because the broker closed it (not a timeout, not our stop)."""
+
+
+async def _subscribe(client: aiomqtt.Client, topic: str) -> None:
+    """Subscribe with QoS 1, failing at once when the connection drops before the SUBACK.
+
+    aiomqtt's ``subscribe`` waits for the SUBACK until its timeout (10 s) even when the connection
+    is already gone, which is what a client id conflict does between CONNACK and SUBACK.
+    """
+    subscribe = asyncio.ensure_future(client.subscribe(topic, qos=1))
+    disconnected = client._disconnected  # private, pinned aiomqtt (module docstring)
+    try:
+        await asyncio.wait((subscribe, disconnected), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not subscribe.done():
+            subscribe.cancel()
+            await asyncio.gather(subscribe, return_exceptions=True)
+    if subscribe.cancelled():
+        raise aiomqtt.MqttError("disconnected before the SUBACK") from disconnected.exception()
+    subscribe.result()
+
+
+def _closed_by_broker(client: aiomqtt.Client, exc: aiomqtt.MqttError) -> bool:
+    """Whether an accepted connection ended as lost (EOF or a socket error), not a keepalive timeout.
+
+    paho reports "the broker closed the socket" and "the socket failed" alike, as MQTT_ERR_CONN_LOST
+    (reason "Unspecified error", 128, in its version-2 callbacks). Only the pattern (several within
+    a minute, each after a CONNACK) tells a conflict from a network fault. A close right after the
+    CONNACK is forgotten by aiomqtt (``__aenter__`` resets a completed ``_disconnected``); the
+    subscribe that follows then fails with MQTT_ERR_NO_CONN, which says the same.
+    """
+    if _code(exc) == paho.MQTT_ERR_NO_CONN:
+        return True
+    done = client._disconnected  # private, pinned aiomqtt (module docstring)
+    if not done.done() or done.cancelled():
+        return False
+    cause = done.exception()
+    return isinstance(cause, aiomqtt.MqttError) and _code(cause) in (
+        paho.MQTT_ERR_CONN_LOST,
+        _UNSPECIFIED_ERROR,
+    )
+
+
+def _code(exc: BaseException) -> int | None:
+    """The paho error code of an aiomqtt error, or the value of its MQTT reason code (None: none)."""
+    if not isinstance(exc, aiomqtt.MqttCodeError) or exc.rc is None:
+        return None
+    return exc.rc.value if isinstance(exc.rc, ReasonCode) else int(exc.rc)
 
 
 class _Connection:
@@ -107,6 +208,8 @@ class MqttSource:
         submit: the pipeline's entry (see `Submit`).
         metrics: where to report connection state and messages in flight.
         rng: jitter of the reconnect backoff.
+        client_id: the effective client id (`derive_client_id`); None takes ``config.client_id``,
+            or ``ecallgw`` when that is empty (one process without a replica id).
     """
 
     def __init__(
@@ -116,16 +219,36 @@ class MqttSource:
         metrics: Metrics | None = None,
         *,
         rng: random.Random | None = None,
+        client_id: str | None = None,
     ) -> None:
         self._config = config
         self._submit = submit
         self._metrics = metrics
         self._rng = rng or random.Random()
+        self.client_id = client_id if client_id is not None else derive_client_id(config.client_id, "")
+        if not self.client_id:
+            raise ValueError("a persistent session needs a client id")
         self._stopping = asyncio.Event()
         self.connected = asyncio.Event()
         self.received = 0
         self.connections = 0
         self._conn: _Connection | None = None
+        # Client id conflict (module docstring): when the broker closed our recent connections.
+        self._broker_closes: collections.deque[float] = collections.deque()
+        self._conflict_attempt = 0  # > 0 during a conflict episode: closes counted in it
+        self.conflicts = 0  # connections closed by the broker during conflict episodes
+        self.conflict_episodes = 0
+
+    @property
+    def in_conflict(self) -> bool:
+        """Whether another client is taking our client id over (a conflict episode is open)."""
+        return self._conflict_attempt > 0
+
+    @property
+    def _quiet_s(self) -> float:
+        # Up this long without being closed: the other client, whose delays are capped the same
+        # way, has stopped; the episode is over.
+        return max(2 * self._config.conflict_backoff_max_s, _CONFLICT_WINDOW_S)
 
     @property
     def topic(self) -> str:
@@ -159,16 +282,20 @@ class MqttSource:
             except aiomqtt.MqttError as exc:
                 # A connection that was up starts the backoff afresh; only failures in a row grow it.
                 attempt = 1 if self.connections > connections else attempt + 1
-                delay = backoff_s(
-                    attempt,
-                    base_s=self._config.reconnect_min_s,
-                    cap_s=self._config.reconnect_max_s,
-                    rng=self._rng,
-                )
-                log.warning(
-                    "mqtt connection lost, reconnecting",
-                    extra={"error": str(exc), "retry_in_s": round(delay, 3), "attempt": attempt},
-                )
+                conflict_delay = self._broker_closed() if isinstance(exc, _ClosedByBroker) else None
+                if conflict_delay is not None:
+                    delay = conflict_delay
+                else:
+                    delay = backoff_s(
+                        attempt,
+                        base_s=self._config.reconnect_min_s,
+                        cap_s=self._config.reconnect_max_s,
+                        rng=self._rng,
+                    )
+                    log.warning(
+                        "mqtt connection lost, reconnecting",
+                        extra={"error": str(exc), "retry_in_s": round(delay, 3), "attempt": attempt},
+                    )
                 try:
                     async with asyncio.timeout(delay):
                         await self._stopping.wait()
@@ -180,12 +307,71 @@ class MqttSource:
                     self._metrics.mqtt_connected.set(0)
                     self._metrics.mqtt_inflight.set(0)
 
+    def _broker_closed(self) -> float | None:
+        """Account for a connection the broker closed; the delay before the next one in a conflict.
+
+        None while this is not (yet) a conflict: the ordinary reconnect applies.
+        """
+        now = time.monotonic()
+        closes = self._broker_closes
+        closes.append(now)
+        while closes and closes[0] < now - _CONFLICT_WINDOW_S:
+            closes.popleft()
+        if not self.in_conflict and len(closes) < _CONFLICT_CLOSES:
+            return None
+        self._conflict_attempt += 1
+        self.conflicts += 1
+        cap = self._config.conflict_backoff_max_s
+        ceiling = min(cap, _CONFLICT_BACKOFF_MIN_S * 2.0 ** min(self._conflict_attempt - 1, 62))
+        delay = ceiling / 2 + self._rng.uniform(0.0, ceiling / 2)  # jittered, at least half the ceiling
+        if self._conflict_attempt == 1:
+            self.conflict_episodes += 1
+            log.warning(
+                "mqtt client id conflict: the broker closed our connection %d times in %.0f s, most "
+                "likely because another client connects with the same client id %r; give each replica "
+                "its own mqtt.client_id (or leave it empty to derive it from the replica id). "
+                "Reconnecting with a backoff of up to %g s; logged once per episode",
+                len(closes),
+                _CONFLICT_WINDOW_S,
+                self.client_id,
+                cap,
+                extra={
+                    "event": "mqtt_client_id_conflict",
+                    "client_id": self.client_id,
+                    "closes": len(closes),
+                    "retry_in_s": round(delay, 3),
+                },
+            )
+        else:
+            log.debug(
+                "mqtt client id conflict continues",
+                extra={
+                    "client_id": self.client_id,
+                    "closes": self._conflict_attempt,
+                    "retry_in_s": round(delay, 3),
+                },
+            )
+        return delay
+
+    def _conflict_over(self) -> None:
+        log.info(
+            "mqtt client id conflict over: connected without interruption",
+            extra={
+                "event": "mqtt_client_id_conflict_over",
+                "client_id": self.client_id,
+                "closes": self._conflict_attempt,
+                "connected_s": self._quiet_s,
+            },
+        )
+        self._conflict_attempt = 0
+        self._broker_closes.clear()
+
     async def _connection(self) -> None:
         cfg = self._config
         client = aiomqtt.Client(
             cfg.host,
             cfg.port,
-            identifier=cfg.client_id,
+            identifier=self.client_id,
             clean_session=False,
             keepalive=cfg.keepalive_s,
             username=cfg.username or None,
@@ -194,15 +380,27 @@ class MqttSource:
         )
         client._client.manual_ack_set(True)  # before connect; module docstring
         conn = _Connection(client, cfg.max_inflight, self._metrics)
+        quiet: asyncio.TimerHandle | None = None
+        accepted = False
         try:
             async with client:
+                accepted = True  # CONNACK
                 self._conn = conn
-                await client.subscribe(self.topic, qos=1)
+                await _subscribe(client, self.topic)
                 self.connections += 1
                 self.connected.set()
                 if self._metrics is not None:
                     self._metrics.mqtt_connected.set(1)
-                log.info("mqtt connected", extra={"broker": f"{cfg.host}:{cfg.port}", "topic": self.topic})
+                log.info(
+                    "mqtt connected",
+                    extra={
+                        "broker": f"{cfg.host}:{cfg.port}",
+                        "topic": self.topic,
+                        "client_id": self.client_id,
+                    },
+                )
+                if self.in_conflict:
+                    quiet = asyncio.get_running_loop().call_later(self._quiet_s, self._conflict_over)
                 consume = asyncio.create_task(self._consume(client, conn))
                 stop = asyncio.create_task(self._stopping.wait())
                 try:
@@ -217,7 +415,13 @@ class MqttSource:
                 if conn.pending:
                     await asyncio.wait([conn.pending[-1][2]], timeout=self._config.keepalive_s)
                 await _broker_has_read(client, timeout_s=_DRAIN_PING_S)
+        except aiomqtt.MqttError as exc:
+            if accepted and not self._stopping.is_set() and _closed_by_broker(client, exc):
+                raise _ClosedByBroker(f"the broker closed the connection ({exc})") from exc
+            raise
         finally:
+            if quiet is not None:
+                quiet.cancel()
             # Acks of this connection's mids must never go out on a later connection.
             conn.open = False
             self._conn = None
