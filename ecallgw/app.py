@@ -31,7 +31,7 @@ from ecallgw.gateway.intake import Decisions, Intake
 from ecallgw.gateway.leadership import Leadership
 from ecallgw.gateway.logging import configure_logging
 from ecallgw.gateway.metrics import Metrics
-from ecallgw.gateway.mqtt_source import MqttSource
+from ecallgw.gateway.mqtt_source import MqttSource, derive_client_id
 from ecallgw.gateway.pipeline import Pipeline
 from ecallgw.gateway.records import CommitResult
 from ecallgw.gateway.replica import Replica, claim_replica_id
@@ -147,7 +147,12 @@ class Gateway:
             await self._load()
         if cfg.mqtt.enabled:
             self.mqtt = await self._stack.enter_async_context(
-                MqttSource(cfg.mqtt, self.intake.submit, self.metrics)
+                MqttSource(
+                    cfg.mqtt,
+                    self.intake.submit,
+                    self.metrics,
+                    client_id=derive_client_id(cfg.mqtt.client_id, self.replica_id),
+                )
             )
         self.health = Health(
             store=self.store,
@@ -272,7 +277,7 @@ class Gateway:
         if not isinstance(self.store, PostgresStore):
             return
         async with asyncio.timeout(timeout_s):
-            while (await self.store.sequencer_lag())[0]:
+            while (await self.store.sequencer_lag())[0]:  # noqa: ASYNC110 (the store has no event)
                 await asyncio.sleep(0.01)
 
     def stop(self) -> None:

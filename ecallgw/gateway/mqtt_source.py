@@ -154,6 +154,7 @@ class _Connection:
         self.open = True
         self.metrics = metrics
         self.acked = 0
+        self.store_failed = asyncio.Event()  # a message could not be stored: reconnect (below)
 
     def track(self, mid: int, qos: int, stored: asyncio.Future[Any]) -> None:
         self.pending.append((mid, qos, stored))
@@ -168,6 +169,7 @@ class _Connection:
             if stored.cancelled() or stored.exception() is not None:
                 # Not stored: leave it unacknowledged; the broker redelivers it on the next connection.
                 log.error("store failed, message left unacknowledged", extra={"mid": mid})
+                self.store_failed.set()
                 continue
             if self.open and qos > 0:
                 self.client._client.ack(mid, qos)  # private: see module docstring
@@ -403,14 +405,21 @@ class MqttSource:
                     quiet = asyncio.get_running_loop().call_later(self._quiet_s, self._conflict_over)
                 consume = asyncio.create_task(self._consume(client, conn))
                 stop = asyncio.create_task(self._stopping.wait())
+                failed = asyncio.create_task(conn.store_failed.wait())
                 try:
-                    await asyncio.wait((consume, stop), return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait((consume, stop, failed), return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     stop.cancel()
                     consume.cancel()
-                    await asyncio.gather(consume, stop, return_exceptions=True)
+                    failed.cancel()
+                    await asyncio.gather(consume, stop, failed, return_exceptions=True)
                 if consume.done() and not consume.cancelled() and consume.exception() is not None:
                     raise consume.exception()  # type: ignore[misc]
+                if conn.store_failed.is_set() and not self._stopping.is_set():
+                    # A broker redelivers an unacknowledged message only on a new connection (and
+                    # it holds a slot of its inflight window until then): with a store that
+                    # recovers by itself (a PostgreSQL restart), reconnect after the backoff.
+                    raise aiomqtt.MqttError("a message could not be stored: reconnecting for its redelivery")
                 # Draining: let what is already in the pipeline be stored and acknowledged.
                 if conn.pending:
                     await asyncio.wait([conn.pending[-1][2]], timeout=self._config.keepalive_s)
