@@ -198,8 +198,9 @@ class Intake:
         found = await self._decisions.wait(ingested.journal_id, self._wait_s)
         if found is None:
             return ingested
+        outcome = str(found.get("outcome") or "stored")
         return Ingested(
-            outcome="redelivered" if ingested.outcome == "redelivered" else str(found.get("outcome") or "stored"),
+            outcome="redelivered" if ingested.outcome == "redelivered" else outcome,
             incident_id=found.get("incident_id"),
             journal_id=ingested.journal_id,
         )
