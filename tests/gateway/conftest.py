@@ -40,6 +40,12 @@ def store_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
         monkeypatch.setattr(
             harness,
             "STORE_OVERRIDE",
-            {"backend": "postgresql", "dsn": dsn, "lease_s": 2.0, "outbox_lease_s": 5.0, "decision_wait_s": 5.0},
+            {
+                "backend": "postgresql",
+                "dsn": dsn,
+                "lease_s": 2.0,
+                "outbox_lease_s": 5.0,
+                "decision_wait_s": 5.0,
+            },
         )
     return str(request.param)
