@@ -69,6 +69,7 @@ class Gateway:
         self.pipeline: Pipeline  # SQLite: the one pipeline; PostgreSQL: intake's (see self.intake)
         self.intake: Pipeline | Intake  # what sources and the operator API call
         self.replica_id = ""
+        self.mqtt_client_id = ""
         self.leadership: Leadership | None = None  # PostgreSQL only
         self.sequencer: Sequencer | None = None
         self.replica: Replica | None = None
@@ -102,6 +103,11 @@ class Gateway:
         else:
             self.store = await self._stack.enter_async_context(SqliteStore(cfg.store, self.metrics))
             self.replica_id = cfg.store.replica_id or _host_name()
+        # SQLite: one gateway keeps the historical id "ecallgw" (its broker session) unless a
+        # replica id is configured; replicas each derive their own.
+        self.mqtt_client_id = derive_client_id(
+            cfg.mqtt.client_id, self.replica_id if cfg.store.backend == "postgresql" else cfg.store.replica_id
+        )
         secret = cfg.pipeline.pseudonym_key.reveal()
         key = hashlib.sha256(secret.encode()).digest() if secret else await self.store.key("pseudonym")
         if self._configure_log:
@@ -151,7 +157,7 @@ class Gateway:
                     cfg.mqtt,
                     self.intake.submit,
                     self.metrics,
-                    client_id=derive_client_id(cfg.mqtt.client_id, self.replica_id),
+                    client_id=self.mqtt_client_id,
                 )
             )
         self.health = Health(
@@ -249,7 +255,7 @@ class Gateway:
         if r.kind == "http":
             return HttpWebhookSink(r)
         if r.kind == "mqtt":
-            return MqttPublishSink(r, self.config.mqtt)
+            return MqttPublishSink(r, self.config.mqtt, client_id=self.mqtt_client_id)
         return OperatorSink()
 
     def _committed(self, result: CommitResult) -> None:

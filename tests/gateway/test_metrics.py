@@ -111,6 +111,36 @@ class _Oracle:
             ["table"],
             registry=r,
         )
+        # Replica metrics: plain prometheus-client objects on both sides (added with scale-out).
+        Gauge(
+            "ecallgw_sequencer_leader",
+            "1 while this replica is the sequencer (holds the lock and the lease).",
+            registry=r,
+        )
+        Gauge(
+            "ecallgw_sequencer_lag_rows",
+            "Journal rows stored by any replica and not yet sequenced.",
+            registry=r,
+        )
+        Gauge(
+            "ecallgw_sequencer_lag_seconds",
+            "Age of the oldest journal row not yet sequenced.",
+            registry=r,
+        )
+        Counter(
+            "ecallgw_sequencer_lease_renewals_total",
+            "Sequencer lease renewals by this replica, by result (ok, lost).",
+            ["result"],
+            registry=r,
+        )
+        Counter(
+            "ecallgw_sequencer_takeovers_total",
+            "Times this replica became the sequencer, by how (lock: the old leader's session ended; "
+            "lease: its lease ran out and its sessions were terminated).",
+            ["how"],
+            registry=r,
+        )
+        Counter("ecallgw_outbox_claimed_total", "Outbox entries this replica claimed for delivery.", registry=r)
         r.register(_EmptyOutbox())
 
     def received(self, transport: str, kind: str) -> None:

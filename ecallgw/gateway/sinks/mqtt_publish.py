@@ -26,14 +26,17 @@ class MqttPublishSink:
 
     Args:
         config: the receiver.
-        broker: the broker connection settings (client id gets a ``-pub-{receiver}`` suffix).
+        broker: the broker connection settings.
+        client_id: this replica's MQTT client id (gets a ``-pub-{receiver}`` suffix).
     """
 
     needs_body = True
 
-    def __init__(self, config: ReceiverConfig, broker: MqttConfig) -> None:
+    def __init__(self, config: ReceiverConfig, broker: MqttConfig, *, client_id: str = "") -> None:
         self._config = config
         self._broker = broker
+        # Each replica's publisher needs its own id too, or two replicas kick each other off.
+        self._client_id = f"{client_id or broker.client_id or 'ecallgw'}-pub-{config.name}"
         self._client: aiomqtt.Client | None = None
         self._lock = asyncio.Lock()
         self.topic = f"psap/v1/{config.name}/incidents"
@@ -45,7 +48,7 @@ class MqttPublishSink:
                 client = aiomqtt.Client(
                     b.host,
                     b.port,
-                    identifier=f"{b.client_id}-pub-{self._config.name}",
+                    identifier=self._client_id,
                     username=b.username or None,
                     password=b.password.reveal() or None,
                     timeout=self._config.timeout_s,
