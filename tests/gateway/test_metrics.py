@@ -140,7 +140,9 @@ class _Oracle:
             ["how"],
             registry=r,
         )
-        Counter("ecallgw_outbox_claimed_total", "Outbox entries this replica claimed for delivery.", registry=r)
+        Counter(
+            "ecallgw_outbox_claimed_total", "Outbox entries this replica claimed for delivery.", registry=r
+        )
         r.register(_EmptyOutbox())
 
     def received(self, transport: str, kind: str) -> None:
