@@ -6,6 +6,7 @@ Everything else in the store tests goes through the `Store` protocol (and ``coun
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -141,11 +142,29 @@ async def migrate_again(store: AnyStore) -> int:
     return int(await store.read(migrate_postgres))
 
 
-def hold_writer(store: AnyStore, seconds: float) -> asyncio.Future[Any]:
-    """A job keeping the writer busy for ``seconds``: what is queued meanwhile forms one batch."""
+async def hold_writer(store: AnyStore, seconds: float) -> asyncio.Future[Any]:
+    """Keep the writer busy for ``seconds``; returns once it is, with the job's future.
+
+    What is queued meanwhile, over any number of loop turns, waits for one batch after it.
+    """
+    started = threading.Event()
+
+    def sqlite_job(conn: Any) -> None:
+        started.set()
+        time.sleep(seconds)
+
+    async def pg_job(conn: Any) -> None:
+        started.set()
+        await conn.execute("SELECT pg_sleep($1)", seconds)
+
     if isinstance(store, SqliteStore):
-        return asyncio.ensure_future(store.run(lambda c: time.sleep(seconds)))
-    return asyncio.ensure_future(store.run(lambda c: c.execute("SELECT pg_sleep($1)", seconds)))
+        fut = asyncio.ensure_future(store.run(sqlite_job))
+    else:
+        fut = asyncio.ensure_future(store.run(pg_job))
+    async with asyncio.timeout(10):
+        while not started.is_set():  # noqa: ASYNC110 (the writer thread sets it)
+            await asyncio.sleep(0.001)
+    return fut
 
 
 def failing_job(store: AnyStore) -> asyncio.Future[Any]:

@@ -130,8 +130,7 @@ async def test_group_commit_batches_concurrent_units(open_store: OpenStore) -> N
 
 
 async def test_a_failing_job_fails_its_whole_batch(store: AnyStore) -> None:
-    hold = hold_writer(store, 0.2)
-    await asyncio.sleep(0.05)
+    hold = await hold_writer(store, 0.2)
     bad = failing_job(store)
     good = store.commit_nowait(signal_unit(1, snapshot()))
     results = await asyncio.gather(hold, bad, good, return_exceptions=True)
@@ -142,8 +141,7 @@ async def test_a_failing_job_fails_its_whole_batch(store: AnyStore) -> None:
 
 
 async def test_a_job_raising_any_exception_fails_its_batch_and_the_writer_goes_on(store: AnyStore) -> None:
-    hold = hold_writer(store, 0.2)
-    await asyncio.sleep(0.05)
+    hold = await hold_writer(store, 0.2)
     good = store.commit_nowait(signal_unit(1, snapshot()))
     boom = raising_job(store)
     async with asyncio.timeout(5):  # the PostgreSQL writer died on it, leaving the batch unanswered
@@ -160,8 +158,7 @@ async def test_a_job_raising_any_exception_fails_its_batch_and_the_writer_goes_o
 async def test_one_failing_unit_fails_and_rolls_back_its_whole_batch(store: AnyStore) -> None:
     a = (await store.commit(signal_unit(1, snapshot("a")))).outbox[0]
     # Hold the writer so that what comes next queues up, over several loop turns, as one batch.
-    hold = hold_writer(store, 0.3)
-    await asyncio.sleep(0.05)
+    hold = await hold_writer(store, 0.3)
     futures: list[asyncio.Future[Any]] = [store.commit_nowait(signal_unit(2, snapshot("b")))]
     await asyncio.sleep(0)
     futures.append(store.record_delivered_nowait(a, at=5.0, attempts=1, status=200, sent_at=4.0))
@@ -201,8 +198,7 @@ async def test_a_batch_with_a_duplicate_revision_leaves_the_store_as_it_was(
     last_seq = base.journal_seq
     counts = await store.counts()
     audit = len(await store.audit_log())
-    hold = hold_writer(store, 0.05)
-    await asyncio.sleep(0.01)
+    hold = await hold_writer(store, 0.05)
     futures: list[asyncio.Future[Any]] = []
     outbox = list(base.outbox)
 
