@@ -42,8 +42,9 @@ from ecallgw.gateway.records import (
     RawSignal,
     Unit,
 )
-from ecallgw.gateway.snapshots import dump_snapshot, load_snapshot
+from ecallgw.gateway.snapshots import load_snapshot
 from ecallgw.gateway.store.migrations import POSTGRES, migrate_postgres
+from ecallgw.gateway.store.plan import plan_units
 from ecallgw.gateway.store.protocol import IncidentRow, RevisionRow
 from ecallgw.model import IncidentSnapshot
 
@@ -928,135 +929,41 @@ async def write_units(conn: Conn, units: Sequence[Unit], *, epoch: int | None) -
             raise FencedError(f"fenced: this sequencer's epoch {epoch} is not the leader's {current}")
     else:
         journal_seq = revision_seq = outbox_id = 0
-    now = time.time()
+    plan = plan_units(units, journal_seq, revision_seq, outbox_id)
     journal_new: list[tuple[Any, ...]] = []
     journal_seqd: list[tuple[Any, ...]] = []
-    revisions: list[tuple[Any, ...]] = []
-    incidents: list[tuple[Any, ...]] = []
-    outbox_rows: list[tuple[Any, ...]] = []
-    delivered_rows: list[tuple[Any, ...]] = []
-    audits: list[tuple[Any, ...]] = []
-    quarantined: list[tuple[Any, ...]] = []
-    results: list[CommitResult] = []
-    notes: list[tuple[str, str]] = []
-    for unit in units:
-        seq: int | None = None
+    for seq, unit in plan.journal:
+        result = _result_json(unit)
+        if unit.journal_id is not None:
+            journal_seqd.append((unit.journal_id, seq, unit.at, result))
+            continue
         s, a = unit.signal, unit.action
-        if unit.journal_type is not None:
-            journal_seq += 1
-            seq = journal_seq
-            result = _result_json(unit)
-            if unit.journal_id is not None:
-                journal_seqd.append((unit.journal_id, seq, unit.at, result))
-            else:
-                journal_new.append(
-                    (
-                        seq,
-                        unit.journal_type,
-                        s.received_at if s else unit.at,
-                        unit.at,
-                        s.transport if s else None,
-                        s.kind if s else None,
-                        s.tps if s else None,
-                        s.vehicle if s else None,
-                        s.call_id if s else None,
-                        s.payload if s else None,
-                        s.source if s else None,
-                        s.digest if s else None,
-                        a.incident_id if a else None,
-                        a.action if a else None,
-                        a.actor if a else None,
-                        a.role if a else None,
-                        a.note if a else None,
-                        result,
-                    )
-                )
-        if a is not None:
-            audits.append((a.at, a.actor, a.role, a.action, a.incident_id, a.note, unit.audit_outcome))
-        q = unit.quarantine
-        if q is not None:
-            r = q.signal
-            quarantined.append(
-                (
-                    r.received_at,
-                    r.transport,
-                    r.source,
-                    r.kind,
-                    r.tps,
-                    r.vehicle,
-                    r.payload,
-                    q.codec,
-                    q.reason,
-                    q.path,
-                )
-            )
-        outbox: list[OutboxItem] = []
-        confirmed: list[OutboxItem] = []
-        revision_seqs: list[tuple[int, IncidentSnapshot]] = []
-        for d in unit.decisions:
-            snap = d.snapshot
-            if snap is not None:
-                revision_seq += 1
-                revisions.append(
-                    (
-                        revision_seq,
-                        snap.incident_id,
-                        snap.revision,
-                        snap.updated_at,
-                        d.outcome,
-                        orjson.dumps([[r.code, r.text] for r in d.reasons]).decode(),
-                        dump_snapshot(snap),
-                    )
-                )
-                revision_seqs.append((revision_seq, snap))
-                incidents.append(
-                    (
-                        snap.incident_id,
-                        snap.revision,
-                        snap.status,
-                        snap.severity.level,
-                        snap.severity.score,
-                        snap.tps,
-                        snap.vehicle,
-                        snap.received_at,
-                        snap.updated_at,
-                    )
-                )
-            for receiver, incident_id, revision in d.routes:
-                outbox_id += 1
-                delivered = receiver in unit.confirm_on_commit
-                outbox_rows.append(
-                    (
-                        outbox_id,
-                        incident_id,
-                        revision,
-                        receiver,
-                        unit.at,
-                        d.signal_at,
-                        "delivered" if delivered else "pending",
-                    )
-                )
-                if delivered:
-                    delivered_rows.append((outbox_id, now, 1))
-                matches = snap is not None and snap.incident_id == incident_id and snap.revision == revision
-                (confirmed if delivered else outbox).append(
-                    OutboxItem(
-                        id=outbox_id,
-                        incident_id=incident_id,
-                        revision=revision,
-                        receiver=receiver,
-                        signal_at=d.signal_at,
-                        snapshot=snap if matches else None,
-                    )
-                )
-        results.append(
-            CommitResult(
-                journal_seq=seq,
-                outbox=tuple(outbox),
-                revision_seqs=tuple(revision_seqs),
-                confirmed=tuple(confirmed),
+        journal_new.append(
+            (
+                seq,
+                unit.journal_type,
+                s.received_at if s else unit.at,
+                unit.at,
+                s.transport if s else None,
+                s.kind if s else None,
+                s.tps if s else None,
+                s.vehicle if s else None,
+                s.call_id if s else None,
+                s.payload if s else None,
+                s.source if s else None,
+                s.digest if s else None,
+                a.incident_id if a else None,
+                a.action if a else None,
+                a.actor if a else None,
+                a.role if a else None,
+                a.note if a else None,
+                result,
             )
         )
+    revisions, incidents, audits, quarantined = plan.revisions, plan.incidents, plan.audit, plan.quarantine
+    outbox_rows, delivered_rows, results = plan.outbox, plan.delivered, plan.results
+    revision_seq, journal_seq = plan.revision_seq, plan.journal_seq
+    notes: list[tuple[str, str]] = []
     if journal_new:
         await conn.executemany(
             "INSERT INTO journal (seq, type, at, now_at, transport, kind, tps, vehicle, call_id, payload, "

@@ -27,8 +27,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
-import orjson
-
 from ecallgw.config import StoreConfig
 from ecallgw.errors import StoreError
 from ecallgw.gateway.metrics import Metrics
@@ -40,8 +38,9 @@ from ecallgw.gateway.records import (
     RawSignal,
     Unit,
 )
-from ecallgw.gateway.snapshots import dump_snapshot, load_snapshot
+from ecallgw.gateway.snapshots import load_snapshot
 from ecallgw.gateway.store.migrations import SQLITE, migrate_sqlite
+from ecallgw.gateway.store.plan import plan_units
 from ecallgw.gateway.store.protocol import IncidentRow, RevisionRow
 from ecallgw.model import IncidentSnapshot
 
@@ -753,145 +752,27 @@ def _insert_rows(
 def _write_units(conn: sqlite3.Connection, units: list[Unit]) -> list[CommitResult]:
     """Write units in order inside the open transaction, a few multi-row statements in all.
 
-    Row ids are assigned here, in unit order, from the tables' current maxima (one query): an
-    INSERT with an explicit INTEGER PRIMARY KEY either gets exactly that id or fails the batch,
-    so an outbox entry can never be confused with another. Only this writer inserts into these
-    tables, inside this transaction.
+    Row ids are assigned by `plan_units` from the tables' current maxima (one query); only this
+    writer inserts into these tables, inside this transaction.
     """
     journal_seq, revision_seq, outbox_id = conn.execute(
         "SELECT (SELECT ifnull(max(seq), 0) FROM journal), (SELECT ifnull(max(seq), 0) FROM revisions), "
         "(SELECT ifnull(max(id), 0) FROM outbox)"
     ).fetchone()
-    now = time.time()
-    journal: list[tuple[Any, ...]] = []
-    revisions: list[tuple[Any, ...]] = []
-    incidents: list[tuple[Any, ...]] = []
-    outbox_rows: list[tuple[Any, ...]] = []
-    delivered_rows: list[tuple[Any, ...]] = []
-    results: list[CommitResult] = []
-    for unit in units:
-        seq: int | None = None
-        s = unit.signal
-        a = unit.action
-        if unit.journal_type is not None:
-            journal_seq += 1
-            seq = journal_seq
-            journal.append(
-                (
-                    seq,
-                    unit.journal_type,
-                    unit.at,
-                    s.transport if s else None,
-                    s.kind if s else None,
-                    s.tps if s else None,
-                    s.vehicle if s else None,
-                    s.call_id if s else None,
-                    s.payload if s else None,
-                    s.source if s else None,
-                    a.incident_id if a else None,
-                    a.action if a else None,
-                    a.actor if a else None,
-                    a.role if a else None,
-                    a.note if a else None,
-                )
-            )
-        if a is not None:  # rare (operator actions and views): a statement each
-            conn.execute(
-                "INSERT INTO audit (at, actor, role, action, incident_id, note, outcome) "
-                "VALUES (?,?,?,?,?,?,?)",
-                (a.at, a.actor, a.role, a.action, a.incident_id, a.note, unit.audit_outcome),
-            )
-        q = unit.quarantine
-        if q is not None:  # rare
-            r = q.signal
-            conn.execute(
-                "INSERT INTO quarantine (at, transport, source, kind, tps, vehicle, payload, codec, reason, "
-                "path) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    r.received_at,
-                    r.transport,
-                    r.source,
-                    r.kind,
-                    r.tps,
-                    r.vehicle,
-                    r.payload,
-                    q.codec,
-                    q.reason,
-                    q.path,
-                ),
-            )
-        outbox: list[OutboxItem] = []
-        confirmed: list[OutboxItem] = []
-        at_commit = unit.confirm_on_commit
-        revision_seqs: list[tuple[int, IncidentSnapshot]] = []
-        for d in unit.decisions:
-            snap = d.snapshot
-            if snap is not None:
-                revision_seq += 1
-                # A plain INSERT: a revision already stored means triage and store disagree (a
-                # replay gone wrong, a policy change); failing the batch loudly beats silently
-                # keeping the old revision while the engine goes on from a different one.
-                revisions.append(
-                    (
-                        revision_seq,
-                        snap.incident_id,
-                        snap.revision,
-                        snap.updated_at,
-                        d.outcome,
-                        orjson.dumps([[r.code, r.text] for r in d.reasons]).decode(),
-                        dump_snapshot(snap),
-                    )
-                )
-                revision_seqs.append((revision_seq, snap))
-                incidents.append(
-                    (
-                        snap.incident_id,
-                        snap.revision,
-                        snap.status,
-                        snap.severity.level,
-                        snap.severity.score,
-                        snap.tps,
-                        snap.vehicle,
-                        snap.received_at,
-                        snap.updated_at,
-                    )
-                )
-            for receiver, incident_id, revision in d.routes:
-                outbox_id += 1
-                delivered = receiver in at_commit
-                outbox_rows.append(
-                    (
-                        outbox_id,
-                        incident_id,
-                        revision,
-                        receiver,
-                        unit.at,
-                        d.signal_at,
-                        "delivered" if delivered else "pending",
-                    )
-                )
-                if delivered:
-                    # Committed is delivered for this receiver (the operator stream): recorded
-                    # now, not by a second write after a round through the forwarder.
-                    delivered_rows.append((outbox_id, now, 1))
-                matches = snap is not None and snap.incident_id == incident_id and snap.revision == revision
-                (confirmed if delivered else outbox).append(
-                    OutboxItem(
-                        id=outbox_id,
-                        incident_id=incident_id,
-                        revision=revision,
-                        receiver=receiver,
-                        signal_at=d.signal_at,
-                        snapshot=snap if matches else None,
-                    )
-                )
-        results.append(
-            CommitResult(
-                journal_seq=seq,
-                outbox=tuple(outbox),
-                revision_seqs=tuple(revision_seqs),
-                confirmed=tuple(confirmed),
-            )
+    plan = plan_units(units, journal_seq, revision_seq, outbox_id)
+    journal = [_journal_values(seq, unit) for seq, unit in plan.journal]
+    revisions, incidents = plan.revisions, plan.incidents
+    outbox_rows, delivered_rows = plan.outbox, plan.delivered
+    for row in plan.audit:  # rare (operator actions and views): a statement each
+        conn.execute(
+            "INSERT INTO audit (at, actor, role, action, incident_id, note, outcome) VALUES (?,?,?,?,?,?,?)",
+            row,
+        )
+    for row in plan.quarantine:  # rare
+        conn.execute(
+            "INSERT INTO quarantine (at, transport, source, kind, tps, vehicle, payload, codec, reason, "
+            "path) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            row,
         )
     if journal:
         _insert_rows(conn, f"INSERT INTO journal ({_JOURNAL_COLUMNS})", 15, journal)
@@ -915,7 +796,28 @@ def _write_units(conn: sqlite3.Connection, units: list[Unit]) -> list[CommitResu
         )
     if delivered_rows:
         _insert_rows(conn, "INSERT INTO deliveries (outbox_id, delivered_at, attempts)", 3, delivered_rows)
-    return results
+    return plan.results
+
+
+def _journal_values(seq: int, unit: Unit) -> tuple[Any, ...]:
+    s, a = unit.signal, unit.action
+    return (
+        seq,
+        unit.journal_type,
+        unit.at,
+        s.transport if s else None,
+        s.kind if s else None,
+        s.tps if s else None,
+        s.vehicle if s else None,
+        s.call_id if s else None,
+        s.payload if s else None,
+        s.source if s else None,
+        a.incident_id if a else None,
+        a.action if a else None,
+        a.actor if a else None,
+        a.role if a else None,
+        a.note if a else None,
+    )
 
 
 def _journal_row(r: Sequence[Any]) -> JournalRow:
