@@ -21,10 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ecallgw.config import PipelineConfig
-from ecallgw.errors import DecodeError, StoreError
+from ecallgw.errors import StoreError
 from ecallgw.gateway.metrics import Metrics
-from ecallgw.gateway.pipeline import ActionResult, Ingested, Pipeline, codec_label, reason_label
-from ecallgw.gateway.records import ActionRecord, QuarantineRecord, RawSignal, Unit
+from ecallgw.gateway.pipeline import ActionResult, Ingested, Pipeline, quarantine_unit
+from ecallgw.gateway.records import ActionRecord, RawSignal, Unit
 from ecallgw.gateway.store.postgres import PostgresStore
 
 __all__ = ["Decisions", "Intake"]
@@ -139,26 +139,8 @@ class Intake:
         fut.add_done_callback(self._settled)
         try:
             Pipeline.decode(raw)
-        except Exception as exc:  # counted, logged and kept, as in Pipeline._process
-            if not isinstance(exc, DecodeError):
-                log.exception("internal error on a signal; kept in quarantine", extra={"source": raw.source})
-                exc = DecodeError("internal", f"{type(exc).__name__}: {exc}"[:500])
-            m.decode_errors.labels(codec_label(exc), reason_label(exc)).inc()
-            log.warning(
-                "signal quarantined",
-                extra={
-                    "transport": raw.transport,
-                    "source": raw.source,
-                    "codec": exc.codec,
-                    "error": str(exc),
-                },
-            )
-            unit = Unit(
-                journal_type=None,
-                at=raw.received_at,
-                quarantine=QuarantineRecord(signal=raw, codec=exc.codec, reason=exc.reason, path=exc.path),
-            )
-            error = exc
+        except Exception as exc:  # counted, logged and kept, as by Pipeline
+            unit, error = quarantine_unit(raw, exc, m)
             _chain(
                 self._store.commit_nowait(unit), fut, lambda _: Ingested(outcome="quarantined", error=error)
             )

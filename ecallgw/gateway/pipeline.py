@@ -48,7 +48,7 @@ from ecallgw.gateway.store import Store
 from ecallgw.model import MsdSignal, Signal
 from ecallgw.triage import Decision, TriageEngine
 
-__all__ = ["ActionResult", "Ingested", "Pipeline", "codec_label", "reason_label"]
+__all__ = ["ActionResult", "Ingested", "Pipeline", "codec_label", "quarantine_unit", "reason_label"]
 
 log = logging.getLogger("ecallgw.pipeline")
 
@@ -109,6 +109,29 @@ def reason_label(err: DecodeError) -> str:
     if err.codec not in _CODECS:
         return "other"
     return ".".join(segments)
+
+
+def quarantine_unit(raw: RawSignal, exc: Exception, metrics: Metrics) -> tuple[Unit, DecodeError]:
+    """Count and log a signal that could not be decoded (or broke triage); the unit that keeps it.
+
+    Codecs raise only DecodeError and triage nothing, by contract; should either break it, the
+    signal is kept in quarantine with the error (codec ``internal``) rather than crash-looping the
+    daemon.
+    """
+    if not isinstance(exc, DecodeError):
+        log.exception("internal error on a signal; kept in quarantine", extra={"source": raw.source})
+        exc = DecodeError("internal", f"{type(exc).__name__}: {exc}"[:500])
+    metrics.decode_errors.labels(codec_label(exc), reason_label(exc)).inc()
+    log.warning(
+        "signal quarantined",
+        extra={"transport": raw.transport, "source": raw.source, "codec": exc.codec, "error": str(exc)},
+    )
+    unit = Unit(
+        journal_type=None,
+        at=raw.received_at,
+        quarantine=QuarantineRecord(signal=raw, codec=exc.codec, reason=exc.reason, path=exc.path),
+    )
+    return unit, exc
 
 
 class Pipeline:
@@ -496,27 +519,8 @@ class Pipeline:
             signal = self.decode(raw)
             decision = self.engine.on_signal(signal, now=raw.received_at)
         except Exception as exc:  # counted, logged and kept (below)
-            # Codecs raise only DecodeError and triage nothing, by contract; should either break it,
-            # the signal is kept in quarantine with the error rather than crash-looping the daemon.
-            if not isinstance(exc, DecodeError):
-                log.exception("internal error on a signal; kept in quarantine", extra={"source": raw.source})
-                exc = DecodeError("internal", f"{type(exc).__name__}: {exc}"[:500])
-            m.decode_errors.labels(codec_label(exc), reason_label(exc)).inc()
-            log.warning(
-                "signal quarantined",
-                extra={
-                    "transport": raw.transport,
-                    "source": raw.source,
-                    "codec": exc.codec,
-                    "error": str(exc),
-                },
-            )
-            unit = Unit(
-                journal_type=None,
-                at=raw.received_at,
-                quarantine=QuarantineRecord(signal=raw, codec=exc.codec, reason=exc.reason, path=exc.path),
-            )
-            self._submit_unit(unit, fut, Ingested(outcome="quarantined", error=exc), None, raw.digest)
+            unit, error = quarantine_unit(raw, exc, m)
+            self._submit_unit(unit, fut, Ingested(outcome="quarantined", error=error), None, raw.digest)
             return
         unit = Unit(
             journal_type="signal",

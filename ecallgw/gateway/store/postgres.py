@@ -690,7 +690,7 @@ class PostgresStore:
                 )
             )
 
-        return [_incident_row(r) for r in await self.read(fn)]
+        return [IncidentRow.from_row(r) for r in await self.read(fn)]
 
     async def get_incident(
         self, incident_id: str
@@ -732,7 +732,7 @@ class PostgresStore:
             "dead_lettered_at",
         )
         deliveries = [dict(zip(keys, tuple(d), strict=True)) for d in dels]
-        return _incident_row(row), [_revision_row(r) for r in revs], deliveries
+        return IncidentRow.from_row(row), [RevisionRow.from_row(r) for r in revs], deliveries
 
     async def revisions_after(self, seq: int, limit: int = 500) -> list[RevisionRow]:
         """Revisions with a global sequence after ``seq`` (resuming the operator stream)."""
@@ -747,7 +747,7 @@ class PostgresStore:
                 )
             )
 
-        return [_revision_row(r) for r in await self.read(fn)]
+        return [RevisionRow.from_row(r) for r in await self.read(fn)]
 
     async def last_revision_seq(self) -> int:
         """The newest revision's global sequence number (0 when none)."""
@@ -1075,29 +1075,6 @@ def _journal_row(r: Sequence[Any], *, at_column: int) -> JournalRow:
         )
     seq = r[16] if r[16] is not None else r[0]  # the triage order once sequenced
     return JournalRow(seq=seq, type=typ, at=at, signal=signal, action=action)
-
-
-def _incident_row(r: Sequence[Any]) -> IncidentRow:
-    return IncidentRow(
-        incident_id=r[0],
-        revision=r[1],
-        status=r[2],
-        level=r[3],
-        score=r[4],
-        tps=r[5],
-        vehicle=r[6],
-        received_at=r[7],
-        updated_at=r[8],
-    )
-
-
-def _revision_row(r: Sequence[Any]) -> RevisionRow:
-    return RevisionRow(
-        seq=r[0],
-        outcome=r[1],
-        reasons=tuple((c, t) for c, t in json.loads(r[2])),
-        snapshot=load_snapshot(bytes(r[3])),
-    )
 
 
 POSTGRES_SCHEMA_VERSION = len(POSTGRES)

@@ -9,11 +9,13 @@ several replicas share one truth (docs/scaling.md). Both pass the same contract 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ecallgw.gateway.records import CommitResult, JournalRow, OutboxItem, Unit
+from ecallgw.gateway.snapshots import load_snapshot
 from ecallgw.model import IncidentSnapshot
 
 __all__ = ["IncidentRow", "RevisionRow", "Store"]
@@ -33,6 +35,21 @@ class IncidentRow:
     received_at: float
     updated_at: float
 
+    @classmethod
+    def from_row(cls, r: Sequence[Any]) -> IncidentRow:
+        """From a row of the ``incidents`` table (its columns in table order)."""
+        return cls(
+            incident_id=r[0],
+            revision=r[1],
+            status=r[2],
+            level=r[3],
+            score=r[4],
+            tps=r[5],
+            vehicle=r[6],
+            received_at=r[7],
+            updated_at=r[8],
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RevisionRow:
@@ -42,6 +59,16 @@ class RevisionRow:
     outcome: str
     reasons: tuple[tuple[str, str], ...]
     snapshot: IncidentSnapshot
+
+    @classmethod
+    def from_row(cls, r: Sequence[Any]) -> RevisionRow:
+        """From (seq, outcome, reasons JSON, snapshot blob) of the ``revisions`` table."""
+        return cls(
+            seq=r[0],
+            outcome=r[1],
+            reasons=tuple((c, t) for c, t in json.loads(r[2])),
+            snapshot=load_snapshot(bytes(r[3])),
+        )
 
 
 class Store(Protocol):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import queue
 import secrets
@@ -575,7 +574,7 @@ class SqliteStore:
                 sql += " WHERE " + " AND ".join(where)
             sql += " ORDER BY updated_at DESC LIMIT ?"
             args.append(limit)
-            return [_incident_row(r) for r in conn.execute(sql, args).fetchall()]
+            return [IncidentRow.from_row(r) for r in conn.execute(sql, args).fetchall()]
 
         return await self.run(fn)
 
@@ -605,7 +604,7 @@ class SqliteStore:
         if found is None:
             return None
         row, revs, dels = found
-        history = [_revision_row(r) for r in revs]
+        history = [RevisionRow.from_row(r) for r in revs]
         deliveries = [
             {
                 "receiver": d[0],
@@ -619,7 +618,7 @@ class SqliteStore:
             }
             for d in dels
         ]
-        return _incident_row(row), history, deliveries
+        return IncidentRow.from_row(row), history, deliveries
 
     async def revisions_after(self, seq: int, limit: int = 500) -> list[RevisionRow]:
         """Revisions with a global sequence after ``seq`` (resuming the operator stream)."""
@@ -630,7 +629,7 @@ class SqliteStore:
                 (seq, limit),
             ).fetchall()
 
-        return [_revision_row(r) for r in await self.run(fn)]
+        return [RevisionRow.from_row(r) for r in await self.run(fn)]
 
     async def counts(self) -> dict[str, int]:
         """Row counts for summaries and tests."""
@@ -840,29 +839,6 @@ def _journal_row(r: Sequence[Any]) -> JournalRow:
             incident_id=r[10], action=r[11], actor=r[12], role=r[13], note=r[14] or "", at=at
         )
     return JournalRow(seq=seq, type=typ, at=at, signal=signal, action=action)
-
-
-def _incident_row(r: Sequence[Any]) -> IncidentRow:
-    return IncidentRow(
-        incident_id=r[0],
-        revision=r[1],
-        status=r[2],
-        level=r[3],
-        score=r[4],
-        tps=r[5],
-        vehicle=r[6],
-        received_at=r[7],
-        updated_at=r[8],
-    )
-
-
-def _revision_row(r: Sequence[Any]) -> RevisionRow:
-    return RevisionRow(
-        seq=r[0],
-        outcome=r[1],
-        reasons=tuple((c, t) for c, t in json.loads(r[2])),
-        snapshot=load_snapshot(r[3]),
-    )
 
 
 def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
