@@ -398,6 +398,7 @@ class PgInspector(Inspector):
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         self._conn: Any = None
+        self._lock = asyncio.Lock()  # one connection: one question at a time
 
     async def signals(self) -> int:
         return int(
@@ -427,15 +428,17 @@ class PgInspector(Inspector):
         return int(row[0]), str(row[1]), float(row[2])
 
     async def execute(self, sql: str) -> None:
-        conn = await self._connect()
-        try:
-            await conn.execute(sql)
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
-            await self._drop()
-            raise
+        async with self._lock:
+            conn = await self._connect()
+            try:
+                await conn.execute(sql)
+            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+                await self._drop()
+                raise
 
     async def close(self) -> None:
-        await self._drop()
+        async with self._lock:
+            await self._drop()
 
     async def _connect(self) -> Any:
         if self._conn is None or self._conn.is_closed():
@@ -445,13 +448,20 @@ class PgInspector(Inspector):
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await conn.close()
             conn.terminate()
 
     async def _value(self, sql: str) -> Any:
         return (await self._rows(sql))[0][0]
 
     async def _rows(self, sql: str) -> list[tuple[Any, ...]]:
-        # The server may be restarting (a fault test): one reconnect, a few tries.
+        async with self._lock:
+            return await self._rows_locked(sql)
+
+    async def _rows_locked(self, sql: str) -> list[tuple[Any, ...]]:
+        # The server may be restarting (a fault test): reconnect, a few tries.
         for attempt in range(50):
             try:
                 conn = await self._connect()
