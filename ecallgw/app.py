@@ -34,7 +34,7 @@ from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.mqtt_source import MqttSource, derive_client_id
 from ecallgw.gateway.pipeline import Pipeline
 from ecallgw.gateway.records import CommitResult
-from ecallgw.gateway.replica import Replica, claim_replica_id
+from ecallgw.gateway.replica import Replica
 from ecallgw.gateway.sequencer import Sequencer
 from ecallgw.gateway.sinks import Sink
 from ecallgw.gateway.sinks.http_webhook import HttpWebhookSink
@@ -97,8 +97,7 @@ class Gateway:
                 raise ConfigError(f"receivers.{name}", None, "triage routes to this receiver: configure it")
         if cfg.store.backend == "postgresql":
             pg = await self._stack.enter_async_context(PostgresStore(cfg.store, self.metrics))
-            self.replica_id = await claim_replica_id(pg, cfg.store.replica_id, cfg.store.lease_s)
-            pg.replica_id = self.replica_id
+            self.replica_id = pg.replica_id  # configured, or claimed in the store
             self.store = pg
         else:
             self.store = await self._stack.enter_async_context(SqliteStore(cfg.store, self.metrics))

@@ -22,7 +22,8 @@ import collections
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TypeVar
 
 from ecallgw.config import ReceiverConfig
 from ecallgw.errors import (
@@ -42,6 +43,8 @@ from ecallgw.model import IncidentSnapshot
 __all__ = ["CircuitBreaker", "Forwarder", "probe_delay_s"]
 
 log = logging.getLogger("ecallgw.forwarder")
+
+T = TypeVar("T")
 
 
 def probe_delay_s(failed_probes: int, *, initial_s: float, cap_s: float) -> float:
@@ -232,7 +235,8 @@ class _Lane:
         cfg = self.config
         snapshot = item.snapshot
         if snapshot is None:
-            loaded = await self.fwd.store.load_revisions([(item.incident_id, item.revision)])
+            key = (item.incident_id, item.revision)
+            loaded = await self._read(lambda: self.fwd.store.load_revisions([key]))
             snapshot = loaded.get((item.incident_id, item.revision))
             if snapshot is None:
                 await self._dead(
@@ -266,7 +270,7 @@ class _Lane:
             sent_at = time.time()
             first = self.first.get(item.incident_id)
             if first is None and item.revision > 1 and self.documents.format == "cap":
-                first = await self.fwd.store.first_delivery(item.incident_id, cfg.name)
+                first = await self._read(lambda: self.fwd.store.first_delivery(item.incident_id, cfg.name))
             try:
                 body, content_type = self.documents.render(snapshot, forwarded_at=sent_at, first=first)
             except EncodeError as exc:
@@ -331,6 +335,24 @@ class _Lane:
             return attempt
         self._confirmed(item, tries=tries, status=status, sent_at=sent_at)
         return None
+
+    async def _read(self, read: Callable[[], Awaitable[T]]) -> T:
+        """A store read a delivery needs, retried while the store cannot answer.
+
+        A replica's PostgreSQL may restart under it: the entry stays claimed (and its lease runs
+        out if this takes long, so another replica may deliver it under the same key) rather than
+        the worker, and with it the daemon, ending on the error.
+        """
+        delay = 0.1
+        while True:
+            try:
+                return await read()
+            except StoreError as exc:
+                log.warning(
+                    "store read failed; retrying", extra={"receiver": self.config.name, "error": str(exc)}
+                )
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
 
     def count_confirmed(self, item: OutboxItem, confirmed_at: float) -> None:
         """Metrics of one confirmed delivery."""

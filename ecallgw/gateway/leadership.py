@@ -20,11 +20,9 @@ import logging
 import time
 from typing import Any
 
-import asyncpg
-
 from ecallgw.errors import StoreError
 from ecallgw.gateway.metrics import Metrics
-from ecallgw.gateway.store.postgres import PostgresStore
+from ecallgw.gateway.store.postgres import DB_ERRORS, PostgresStore
 
 __all__ = ["LOCK_KEY", "Leadership"]
 
@@ -33,7 +31,7 @@ log = logging.getLogger("ecallgw.leadership")
 LOCK_KEY = 0x65_63_61_6C  # "ecal": the sequencer's advisory lock (below 2**31: classid 0 in pg_locks)
 _POLL_S = 0.25  # how often a candidate tries the lock: bounds the failover after a crash
 
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, StoreError)
+_DB_ERRORS: tuple[type[BaseException], ...] = (*DB_ERRORS, StoreError)
 
 
 class Leadership:
@@ -86,7 +84,11 @@ class Leadership:
                         await self._drop_conn()
                     await asyncio.sleep(_POLL_S if self.epoch is None else self.lease_s / 5)
                 else:
-                    await self._renew()
+                    try:
+                        await self._renew()
+                    except Exception:  # never the daemon's end: lose the lease, campaign again
+                        log.exception("sequencer lease renewal failed")
+                        self.step_down("renewal failed")
                     await asyncio.sleep(self.lease_s / 5)
         finally:
             self._lose("stopping")

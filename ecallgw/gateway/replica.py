@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -35,43 +33,9 @@ from ecallgw.gateway.store.postgres import (
     PostgresStore,
 )
 
-__all__ = ["Replica", "claim_replica_id"]
+__all__ = ["Replica"]
 
 log = logging.getLogger("ecallgw.replica")
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
-
-
-async def claim_replica_id(store: PostgresStore, configured: str, lease_s: float) -> str:
-    """This replica's name: the configured one, else ``{host}-{n}`` with the lowest n not held.
-
-    A name is held while its replica's heartbeat (every ``lease_s``) is younger than three leases,
-    so two replicas on one host get distinct names, and a restarted one gets its old name back
-    once the old heartbeat has aged out. Set ``store.replica_id`` for a name that never changes.
-    """
-    host = (_UNSAFE.sub("-", socket.gethostname()).strip("-") or "replica")[:48]
-    candidates = [configured] if configured else [f"{host}-{n}" for n in range(1, 1000)]
-
-    async def fn(conn: Any) -> str | None:
-        for name in candidates:
-            got = await conn.fetchval(
-                "INSERT INTO replicas (replica_id, host, seen_at) "
-                "VALUES ($1, $2, extract(epoch from clock_timestamp())) "
-                "ON CONFLICT (replica_id) DO UPDATE SET host = excluded.host, seen_at = excluded.seen_at "
-                "WHERE replicas.seen_at < excluded.seen_at - $3 OR $4 RETURNING replica_id",
-                name,
-                host,
-                3 * lease_s,
-                bool(configured),
-            )
-            if got is not None:
-                return str(got)
-        return None
-
-    name = await store.run(fn)
-    if name is None:
-        raise StoreError("no free replica name: set store.replica_id")
-    return name
 
 
 class Replica:

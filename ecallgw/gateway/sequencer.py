@@ -25,13 +25,14 @@ from ecallgw.errors import StoreError
 from ecallgw.gateway.leadership import Leadership
 from ecallgw.gateway.pipeline import Pipeline
 from ecallgw.gateway.records import Unit
-from ecallgw.gateway.store.postgres import FencedError, PostgresStore
+from ecallgw.gateway.store.postgres import DB_ERRORS, FencedError, PostgresStore
 from ecallgw.triage import Decision
 
 __all__ = ["Sequencer"]
 
 log = logging.getLogger("ecallgw.sequencer")
 
+_FAILED: tuple[type[BaseException], ...] = (StoreError, *DB_ERRORS)  # a commit or read that failed
 _POLL_S = 0.5  # fallback when a NOTIFY is missed (listener reconnecting)
 
 
@@ -82,12 +83,22 @@ class Sequencer:
             except FencedError as exc:
                 log.warning("sequencer fenced: another replica leads", extra={"error": str(exc)})
                 self._leadership.step_down("fenced")
-            except StoreError as exc:
+            except _FAILED as exc:
                 # The engine may be ahead of the store: rebuilt from the journal on the next try.
                 log.error("sequencer commit failed; rebuilding triage state", extra={"error": str(exc)})
                 await asyncio.sleep(0.5)
+            except Exception:
+                # Never the daemon's end: another replica can lead meanwhile (this one steps down).
+                log.exception("sequencer failed; stepping down and rebuilding")
+                self._leadership.step_down("sequencer failed")
+                await asyncio.sleep(0.5)
             finally:
                 self.pipeline = None
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A cancellation can surface as a driver error (a rollback on a closed
+                # connection); it must still end the task, or a stop would wait for ever.
+                raise asyncio.CancelledError
 
     async def _lead(self, epoch: int) -> None:
         pipeline = self._make_pipeline()

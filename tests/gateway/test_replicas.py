@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 from aiohttp import web
 
@@ -531,12 +530,6 @@ async def test_kill_9_of_a_non_leader_mid_stream(tmp_path: Path, mosquitto: Mosq
 # --- c. SIGSTOP of the sequencer beyond its lease ------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=False,  # the crash depends on what the woken process reads first: seen in 6 runs of 7
-    raises=ReplicaCrashedError,
-    reason="the woken leader exits 1 on asyncpg InternalClientError from Leadership._renew: "
-    "test_a_renewal_on_a_session_the_server_ended_does_not_raise reproduces it deterministically",
-)
 async def test_sequencer_frozen_beyond_its_lease_is_fenced(
     tmp_path: Path, mosquitto: Mosquitto, pg_dsn: str
 ) -> None:
@@ -602,12 +595,6 @@ def lost_events(replica: Replica, since_line: int) -> list[dict[str, Any]]:
 RECOVERY_S = 20.0  # a replica is ready again this long after the server is back, at most
 
 
-@pytest.mark.xfail(
-    strict=False,  # a replica crashes when a worker takes up a claimed entry during the outage
-    raises=ReplicaCrashedError,
-    reason="a replica exits 1 on StoreError from forwarder.py _Lane._deliver (load_revisions): "
-    "test_deliveries_ride_out_a_store_outage reproduces it deterministically",
-)
 async def test_postgresql_restart_mid_stream(tmp_path: Path, mosquitto: Mosquitto) -> None:
     # A server of our own: the session's is shared by other tests.
     with PgServer(fsync=False) as server:
@@ -718,12 +705,6 @@ async def test_signals_refused_while_the_store_is_down_are_stored_once_it_is_bac
             await recv.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app.py opens PostgresStore(cfg.store, metrics) without replica_id, so the pool's sessions "
-    "are named 'ecallgw:replica:pool' (postgres.py _server_settings at pool creation); a lease takeover "
-    "(leadership.py _campaign, application_name LIKE 'ecallgw:{old}:%') does not end them",
-)
 async def test_pooled_sessions_carry_the_replica_id(tmp_path: Path, pg_dsn: str) -> None:
     """Every session of a replica is named ``ecallgw:{replica_id}:{role}``: a takeover ends the
     frozen leader's sessions by that name (leadership.py), the sequencer's pooled one included."""
@@ -747,14 +728,6 @@ async def test_pooled_sessions_carry_the_replica_id(tmp_path: Path, pg_dsn: str)
     assert names and all(name.startswith("ecallgw:r7:") for name in names), names
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=asyncpg.InternalClientError,
-    reason="leadership.py Leadership._renew catches only _DB_ERRORS (PostgresError, InterfaceError, "
-    "OSError, TimeoutError, StoreError); asyncpg raises InternalClientError ('cannot switch to state 11; "
-    "another operation (2) is in progress') on a session the server ended whose end it has not read yet: "
-    "it escapes Leadership.run and ends Gateway.run",
-)
 async def test_a_renewal_on_a_session_the_server_ended_does_not_raise(
     pg_server: PgServer, pg_dsn: str
 ) -> None:
@@ -795,14 +768,6 @@ class SlowReceiver(Receiver):
         return await super()._handle(request)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ReplicaCrashedError,
-    reason="forwarder.py _Lane._deliver: a claimed entry carries no snapshot, so it calls "
-    "store.load_revisions; with the server down that raises StoreError (or asyncpg "
-    "InternalClientError, which PostgresStore.read does not wrap), unhandled in _Lane.worker: it ends "
-    "Forwarder.run's TaskGroup and Gateway.run, the replica exits 1",
-)
 async def test_deliveries_ride_out_a_store_outage(tmp_path: Path, mosquitto: Mosquitto) -> None:
     """A replica with a backlog of claimed deliveries while PostgreSQL is down for 2 s: it keeps
     running and delivers everything once the server is back."""

@@ -23,7 +23,9 @@ import contextlib
 import functools
 import json
 import logging
+import re
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeAlias, TypeVar, cast
@@ -48,7 +50,7 @@ from ecallgw.gateway.store.plan import plan_units
 from ecallgw.gateway.store.protocol import IncidentRow, RevisionRow
 from ecallgw.model import IncidentSnapshot
 
-__all__ = ["FencedError", "PostgresStore", "SequencedRow"]
+__all__ = ["DB_ERRORS", "FencedError", "PostgresStore", "SequencedRow"]
 
 log = logging.getLogger("ecallgw.store")
 
@@ -111,13 +113,16 @@ class PostgresStore:
     Args:
         config: the ``[store]`` table (``dsn``, ``pool_size``, ``statement_timeout_s``, ``batch_max``).
         metrics: commit latency and batch sizes are observed when given.
-        replica_id: this replica's name (the ``application_name`` of its connections).
+        replica_id: this replica's name (default ``store.replica_id``; "" takes ``{host}-{n}``, see
+            `_claim_replica_id`); also the ``application_name`` of its connections.
     """
 
-    def __init__(self, config: StoreConfig, metrics: Metrics | None = None, *, replica_id: str = "") -> None:
+    def __init__(
+        self, config: StoreConfig, metrics: Metrics | None = None, *, replica_id: str | None = None
+    ) -> None:
         self._config = config
         self._metrics = metrics
-        self.replica_id = replica_id
+        self.replica_id = config.replica_id if replica_id is None else replica_id
         self._pool: asyncpg.Pool | None = None
         self._jobs: list[_Job] = []
         self._wake = asyncio.Event()
@@ -145,11 +150,22 @@ class PostgresStore:
             conn: Conn = await asyncpg.connect(
                 self._config.dsn.reveal(), server_settings=self._server_settings(role), timeout=10
             )
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        except _CONNECT_ERRORS as exc:
             raise StoreError(f"cannot connect to store.dsn: {exc}") from exc
         return conn
 
     async def __aenter__(self) -> PostgresStore:
+        # Migrate and take a replica name on a connection of its own first: the pool's sessions
+        # then carry the name (a lease takeover ends a frozen leader's sessions by it).
+        conn = await self.connect("start")
+        try:
+            await migrate_postgres(conn)
+            self.replica_id = await _claim_replica_id(conn, self.replica_id, self._config.lease_s)
+        except DB_ERRORS as exc:
+            raise StoreError(f"cannot prepare the store: {exc}") from exc
+        finally:
+            with contextlib.suppress(*DB_ERRORS):
+                await conn.close(timeout=5)
         try:
             self._pool = await asyncpg.create_pool(
                 self._config.dsn.reveal(),
@@ -158,14 +174,8 @@ class PostgresStore:
                 server_settings=self._server_settings("pool"),
                 timeout=10,
             )
-        except (OSError, asyncpg.PostgresError, TimeoutError, ValueError) as exc:
+        except _CONNECT_ERRORS as exc:
             raise StoreError(f"cannot connect to store.dsn: {exc}") from exc
-        try:
-            async with self._pool.acquire() as conn:
-                await migrate_postgres(conn)
-        except BaseException:
-            await self._pool.close()
-            raise
         self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
         return self
 
@@ -274,7 +284,7 @@ class PostgresStore:
                 if appended:
                     await conn.execute("SELECT pg_notify($1, '')", CHANNEL_JOURNAL)
             return [(fut, value, None) for (_, fut), value in zip(batch, values, strict=True)]
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except DB_ERRORS as exc:
             err = StoreError(f"store operation failed, batch of {len(batch)} rolled back: {exc!r}")
             return [(fut, None, err) for _, fut in batch]
         except StoreError as exc:
@@ -299,7 +309,7 @@ class PostgresStore:
         try:
             async with self.pool.acquire() as conn:
                 return await fn(conn)
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except DB_ERRORS as exc:
             raise StoreError(f"store read failed: {exc!r}") from exc
 
     # --- writes ---------------------------------------------------------------------------------
@@ -332,7 +342,7 @@ class PostgresStore:
         try:
             async with conn.transaction():
                 return await write_units(conn, units, epoch=epoch)
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except DB_ERRORS as exc:
             raise StoreError(f"sequencer commit failed: {exc!r}") from exc
 
     def record_delivered_nowait(
@@ -826,6 +836,45 @@ class PostgresStore:
 
 
 # --- statements -----------------------------------------------------------------------------------
+
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # e.g. a connection the server ended, used before asyncpg noticed
+    OSError,
+    TimeoutError,
+)
+"""What the driver raises when the server is down, restarting or ends a session."""
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (*DB_ERRORS, ValueError)  # ValueError: a bad DSN
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+async def _claim_replica_id(conn: Conn, configured: str, lease_s: float) -> str:
+    """This replica's name: the configured one, else ``{host}-{n}`` with the lowest n not held.
+
+    A name is held while its replica's heartbeat (every ``lease_s``, `Replica`) is younger than
+    three leases, so two replicas on one host get distinct names, and a restarted one gets its old
+    name back once the old heartbeat has aged out. Set ``store.replica_id`` for a name that never
+    changes.
+    """
+    host = (_UNSAFE.sub("-", socket.gethostname()).strip("-") or "replica")[:48]
+    candidates = [configured] if configured else [f"{host}-{n}" for n in range(1, 1000)]
+    for name in candidates:
+        got = await conn.fetchval(
+            "INSERT INTO replicas (replica_id, host, seen_at) "
+            "VALUES ($1, $2, extract(epoch from clock_timestamp())) "
+            "ON CONFLICT (replica_id) DO UPDATE SET host = excluded.host, seen_at = excluded.seen_at "
+            "WHERE replicas.seen_at < excluded.seen_at - $3 OR $4 RETURNING replica_id",
+            name,
+            host,
+            3 * lease_s,
+            bool(configured),
+        )
+        if got is not None:
+            return str(got)
+    raise StoreError("no free replica name: set store.replica_id")
+
 
 _TABLES = ("journal", "incidents", "revisions", "outbox", "deliveries", "dead_letters", "quarantine", "audit")
 _JOURNAL_SELECT = (
