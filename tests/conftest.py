@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from ecallgw.simulators.pgserver import PgServer
+from tests.tlskit import Pki, make_pki
 
 # CI runs the same properties with fewer examples than a developer's run; the long runs
 # (100,000 differential MSDs, 1,000,000 fuzzed inputs) live in bench/ scripts.
@@ -40,3 +41,9 @@ def pg_dsn(pg_server: PgServer) -> Iterator[str]:
     dsn = pg_server.create_database()
     yield dsn
     pg_server.drop_database(dsn.rsplit("/", 1)[1])
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA, server and client certificates (and a rogue CA's), made once per session."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
