@@ -10,17 +10,20 @@ delivered, in order per incident, repeats only under a key already seen, no dead
 
 Who wrote what is traced by triggers the test adds to its database (`TRACE`): every sequenced
 journal row and every revision records the writer's session (client port, ``application_name``) and
-the lease (epoch, leader) its transaction saw; the test maps client ports to replica processes
-(`PortMap`, from ``/proc``), since a replica's pooled sessions do not carry its name (see
-`test_pooled_sessions_carry_the_replica_id`). So the fence is checked from the server's side: no
-row was ever sequenced by a replica that was not the leader of the epoch it wrote under.
+the lease (epoch, leader) its transaction saw. The writer is found by its session's client port,
+mapped to replica processes from ``/proc`` (`PortMap`), rather than by the ``application_name`` the
+replica gives itself (`test_pooled_sessions_carry_the_replica_id` checks that one). So the fence is
+checked from the server's side: no row was ever sequenced by a replica that was not the leader of
+the epoch it wrote under. A replica that exits without being killed is noted, started again (as a
+supervisor would, so that the other guarantees are still checked) and fails the test at the end.
 
 mosquitto (2.0.11 here) keeps handing a shared subscription's messages round-robin to a member whose
 persistent session outlives its connection, and keeps a dead member's unacknowledged messages in
 that session: nothing goes to the survivor in their place. A killed replica's share of the stream
 therefore waits for it to come back with its client id; the tests restart it (as a supervisor
 would) and print how many signals waited. The followups are published once every first MSD is
-stored, so that no vehicle's update overtakes its first MSD parked in a dead replica's session.
+stored (updates, then cancels once the updates are stored), so that no vehicle's later signal
+overtakes an earlier one parked in a dead replica's session or in the other replica's backlog.
 """
 
 from __future__ import annotations
@@ -307,9 +310,13 @@ class Pair:
         return f"longest gap between lease renewals: {gaps}; slowest /healthz: {stalls}"
 
     def writer(self, app: str, port: int | None, at: float) -> str | None:
-        """The replica of a traced session: named in ``application_name``, or found by its port."""
+        """The replica of a traced session: the process that held its client port (else the name in
+        its ``application_name``); a session whose port and name disagree is reported as such."""
+        owner = self.ports.owner(port, at)
         named = app.split(":")[1] if app.count(":") == 2 else ""
-        return named if named in self.replicas else self.ports.owner(port, at)
+        if owner is not None and named in self.replicas and named != owner:
+            return f"{owner} (named {named})"
+        return owner if owner is not None else (named if named in self.replicas else None)
 
     async def trace(self, where: str = "true") -> list[tuple[str, int | None, str | None, int, str, float]]:
         """Traced writes: (what, seq, writer, epoch, leader, server time), oldest first."""
