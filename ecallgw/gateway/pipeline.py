@@ -27,10 +27,10 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from ecallgw.codecs.envelope import ENVELOPE_KEYS, decode_envelope, decode_raw_msd
+from ecallgw.codecs.envelope import ENVELOPE_KEYS, MAX_ENVELOPE_BYTES, decode_envelope, decode_raw_msd
 from ecallgw.config import PipelineConfig
 from ecallgw.errors import DecodeError, StoreError
 from ecallgw.gateway.metrics import Metrics
@@ -111,6 +111,10 @@ def reason_label(err: DecodeError) -> str:
     return ".".join(segments)
 
 
+QUARANTINE_PREFIX_BYTES = 1024
+"""What quarantine keeps of a payload over ``MAX_ENVELOPE_BYTES`` (with its size in the reason)."""
+
+
 def quarantine_unit(raw: RawSignal, exc: Exception, metrics: Metrics) -> tuple[Unit, DecodeError]:
     """Count and log a signal that could not be decoded (or broke triage); the unit that keeps it.
 
@@ -122,14 +126,27 @@ def quarantine_unit(raw: RawSignal, exc: Exception, metrics: Metrics) -> tuple[U
         log.exception("internal error on a signal; kept in quarantine", extra={"source": raw.source})
         exc = DecodeError("internal", f"{type(exc).__name__}: {exc}"[:500])
     metrics.decode_errors.labels(codec_label(exc), reason_label(exc)).inc()
+    size = len(raw.payload)
     log.warning(
         "signal quarantined",
-        extra={"transport": raw.transport, "source": raw.source, "codec": exc.codec, "error": str(exc)},
+        extra={
+            "transport": raw.transport,
+            "source": raw.source,
+            "codec": exc.codec,
+            "error": str(exc),
+            "bytes": size,
+        },
     )
+    reason = exc.reason
+    if size > MAX_ENVELOPE_BYTES:
+        # Over the envelope limit: whatever it is, it is not a signal; keeping it whole would let a
+        # sender fill the store. Its size and a prefix (enough to tell what was sent) are kept.
+        raw = replace(raw, payload=raw.payload[:QUARANTINE_PREFIX_BYTES])
+        reason = f"{reason} (payload of {size} bytes: its first {QUARANTINE_PREFIX_BYTES} kept)"
     unit = Unit(
         journal_type=None,
         at=raw.received_at,
-        quarantine=QuarantineRecord(signal=raw, codec=exc.codec, reason=exc.reason, path=exc.path),
+        quarantine=QuarantineRecord(signal=raw, codec=exc.codec, reason=reason, path=exc.path),
     )
     return unit, exc
 
@@ -462,9 +479,13 @@ class Pipeline:
             rows = await self._store.journal(after, chunk)
             if not rows:
                 break
-            for row in rows:
+            for i, row in enumerate(rows, 1):
                 after = row.seq
                 self._replay_row(row)
+                if i % _REPLAY_YIELD == 0:
+                    # A replica replays while other tasks must run (its sequencer lease is renewed
+                    # on this loop): a long replay must not starve them.
+                    await asyncio.sleep(0)
             self.replayed += len(rows)
         stored = await self._store.recent_revisions(now - self.engine.policy.state_lifetime_s)
         wrong = sorted(
@@ -626,6 +647,7 @@ class Pipeline:
             seen.popitem(last=False)
 
 
+_REPLAY_YIELD = 200  # journal rows replayed between two yields to the event loop
 _ENVELOPE_KINDS = frozenset({"msd", "cancel", "position"})
 _KINDS = frozenset({"msd", "cancel", "position", "msd_raw"})
 _ACTIONS = frozenset({"ack", "cancel", "escalate", "resolve"})

@@ -34,6 +34,7 @@ log = logging.getLogger("ecallgw.sequencer")
 
 _FAILED: tuple[type[BaseException], ...] = (StoreError, *DB_ERRORS)  # a commit or read that failed
 _POLL_S = 0.5  # fallback when a NOTIFY is missed (listener reconnecting)
+_YIELD_ROWS = 100  # rows triaged between two yields to the event loop
 
 
 class Sequencer:
@@ -133,7 +134,9 @@ class Sequencer:
                         if unit is not None:
                             units.append(unit)
                             decided.append(ds)
-                    for row in rows:
+                    for i, row in enumerate(rows, 1):
+                        if i % _YIELD_ROWS == 0:
+                            await asyncio.sleep(0)  # the lease renewal runs on this loop too
                         # Replicas' clocks and commit order differ a little: triage's clock only
                         # moves forward, and replay uses the same value (stored as now_at).
                         last_now = max(last_now, row.at)
