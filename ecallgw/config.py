@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+import ipaddress
 import math
 import re
 import tomllib
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,6 +193,14 @@ class HttpConfig:
         provider_rate_per_s: sustained ingest requests per second per provider (429 beyond).
         provider_burst: token-bucket depth of that limit.
         ready_max_outbox_age_s: ``/readyz`` fails while an undelivered outbox entry is older.
+        tls_cert_file: our certificate chain (PEM); set with ``tls_key_file``, the server speaks
+            HTTPS only.
+        tls_key_file: its private key (PEM).
+        client_ca_file: CAs whose client certificates identify callers (``auth.tokens`` entries
+            with ``cert_cn`` or ``cert_sha256``); a certificate is optional unless
+            ``require_client_cert``, so bearer tokens keep working.
+        require_client_cert: refuse a TLS handshake without a client certificate.
+        allow_plaintext: allow plain HTTP on a non-loopback ``host`` (refused by default).
     """
 
     enabled: bool = True
@@ -200,6 +210,11 @@ class HttpConfig:
     provider_rate_per_s: float = 500.0
     provider_burst: float = 1000.0
     ready_max_outbox_age_s: float = 300.0
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    client_ca_file: str = ""
+    require_client_cert: bool = False
+    allow_plaintext: bool = False
 
 
 @dataclass(**_frozen)
@@ -209,14 +224,19 @@ class TokenConfig:
     Attributes:
         name: who holds it (written to the audit log).
         role: provider (ingest under its own tps), operator (incidents API), sre (metrics, readyz).
-        token: the bearer token.
+        token: the bearer token ("" when a client certificate identifies the holder instead).
         tps: for a provider, the ``{tps}`` it may write under.
+        cert_cn: a client certificate (from ``http.client_ca_file``) with this subject CN is this
+            holder, without a token.
+        cert_sha256: likewise, a client certificate with this SHA-256 fingerprint (hex).
     """
 
     name: str
     role: Literal["provider", "operator", "sre"]
-    token: Secret
+    token: Secret = field(default_factory=lambda: Secret(""))
     tps: str = ""
+    cert_cn: str = ""
+    cert_sha256: str = ""
 
 
 @dataclass(**_frozen)
@@ -246,6 +266,13 @@ class ReceiverConfig:
         breaker_cooldown_s: the longest an open breaker waits before one probe (the cap).
         breaker_probe_initial_s: the first wait after the breaker opened; doubled after each
             failed probe up to ``breaker_cooldown_s``, reset once the receiver answers.
+        ca_file: CAs trusted for an ``https://`` receiver ("" : the system's).
+        cert_file: our client certificate for mutual TLS with the receiver (with ``key_file``).
+        key_file: its private key.
+        pin_sha256: SHA-256 (hex) of the receiver's certificate or of its public key
+            (SubjectPublicKeyInfo), several separated by commas (a rotation); any other
+            certificate is refused, dead letter ``tls_pin``.
+        allow_plaintext: allow an ``http://`` URL to a host that is not loopback.
     """
 
     name: str
@@ -261,6 +288,11 @@ class ReceiverConfig:
     breaker_threshold: int = 5
     breaker_cooldown_s: float = 10.0
     breaker_probe_initial_s: float = 1.0
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    pin_sha256: str = ""
+    allow_plaintext: bool = False
 
 
 @dataclass(**_frozen)
@@ -427,8 +459,20 @@ def _build_config(tree: Mapping[str, Any]) -> Config:
     for i, tok in enumerate(tokens):
         if tok.role == "provider" and not _NAME.match(tok.tps):
             raise ConfigError(f"auth.tokens[{i}].tps", tok.tps, "a provider token needs its tps")
-        if len(tok.token.reveal()) < 16:
-            raise ConfigError(f"auth.tokens[{i}].token", tok.token, "tokens are at least 16 characters")
+        if (tok.token or not (tok.cert_cn or tok.cert_sha256)) and len(tok.token.reveal()) < 16:
+            raise ConfigError(
+                f"auth.tokens[{i}].token",
+                tok.token,
+                "tokens are at least 16 characters (or identify the holder by cert_cn or cert_sha256)",
+            )
+        if tok.cert_sha256 and not _is_sha256(tok.cert_sha256):
+            raise ConfigError(
+                f"auth.tokens[{i}].cert_sha256", tok.cert_sha256, "a SHA-256 fingerprint: 64 hex digits"
+            )
+        for attr in ("cert_cn", "cert_sha256"):
+            value = getattr(tok, attr).replace(":", "").lower()
+            if value and any(getattr(t, attr).replace(":", "").lower() == value for t in tokens[:i]):
+                raise ConfigError(f"auth.tokens[{i}].{attr}", value, "already names another holder")
     config: Config = _build(Config, tree, "")
     config = dataclasses.replace(
         config,
@@ -444,6 +488,26 @@ def _check_receiver(r: ReceiverConfig) -> None:
     key = f"receivers.{r.name}"
     if r.kind == "http" and not re.match(r"^https?://", r.url):
         raise ConfigError(f"{key}.url", r.url, "an http receiver needs an http:// or https:// URL")
+    https = r.kind == "http" and r.url.startswith("https://")
+    plain = r.kind == "http" and not https and not r.allow_plaintext
+    if plain and not _is_loopback(urllib.parse.urlsplit(r.url).hostname or ""):
+        raise ConfigError(
+            f"{key}.url",
+            r.url,
+            f"plain http:// leaves the host unencrypted: use https:// (or {key}.allow_plaintext = true)",
+        )
+    for attr in ("ca_file", "cert_file", "key_file", "pin_sha256"):
+        if getattr(r, attr) and not https:
+            raise ConfigError(
+                f"{key}.{attr}", getattr(r, attr), "only for an http receiver with an https:// URL"
+            )
+    if bool(r.cert_file) != bool(r.key_file):
+        missing = "key_file" if r.cert_file else "cert_file"
+        raise ConfigError(f"{key}.{missing}", "", "a client certificate needs both cert_file and key_file")
+    if r.pin_sha256 and not all(_is_sha256(p) for p in r.pin_sha256.split(",")):
+        raise ConfigError(
+            f"{key}.pin_sha256", r.pin_sha256, "SHA-256 digests in hex (64 digits), separated by commas"
+        )
     for attr in (
         "timeout_s",
         "backoff_base_s",
@@ -512,6 +576,7 @@ def _check(c: Config) -> None:
     for key, port in (("mqtt.port", c.mqtt.port), ("http.port", c.http.port)):
         if not 0 <= port <= 65535:
             raise ConfigError(key, port, "a port is 0..65535")
+    _check_http(c)
     if c.mqtt.share_group and not _NAME.match(c.mqtt.share_group):
         raise ConfigError("mqtt.share_group", c.mqtt.share_group, "group names are [A-Za-z0-9_-]{1,64}")
     if c.mqtt.client_id and not _NAME.match(c.mqtt.client_id):
@@ -523,6 +588,49 @@ def _check(c: Config) -> None:
 def _positive(key: str, value: float) -> None:
     if not value > 0 or not math.isfinite(value):
         raise ConfigError(key, value, "must be a positive number")
+
+
+def _check_http(c: Config) -> None:
+    """HTTPS for the server: both files or neither; nothing but loopback in plaintext unless allowed."""
+    h = c.http
+    if bool(h.tls_cert_file) != bool(h.tls_key_file):
+        missing = "tls_key_file" if h.tls_cert_file else "tls_cert_file"
+        raise ConfigError(f"http.{missing}", "", "HTTPS needs both http.tls_cert_file and http.tls_key_file")
+    if h.client_ca_file and not h.tls_cert_file:
+        raise ConfigError(
+            "http.client_ca_file", h.client_ca_file, "client certificates need HTTPS: set http.tls_cert_file"
+        )
+    if h.require_client_cert and not h.client_ca_file:
+        raise ConfigError("http.require_client_cert", True, "needs http.client_ca_file")
+    if h.enabled and not h.tls_cert_file and not h.allow_plaintext and not _is_loopback(h.host):
+        raise ConfigError(
+            "http.host",
+            h.host,
+            "not a loopback address: serve HTTPS (http.tls_cert_file, http.tls_key_file) "
+            "or set http.allow_plaintext = true",
+        )
+    for i, tok in enumerate(c.auth.tokens):
+        for attr in ("cert_cn", "cert_sha256"):
+            if getattr(tok, attr) and not h.client_ca_file:
+                raise ConfigError(
+                    f"auth.tokens[{i}].{attr}",
+                    getattr(tok, attr),
+                    "client certificates need http.client_ca_file",
+                )
+
+
+def _is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost ("" and 0.0.0.0 are every interface)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # any other name may resolve anywhere
+
+
+def _is_sha256(text: str) -> bool:
+    return re.fullmatch(r"[0-9a-f]{64}", text.strip().replace(":", "").lower()) is not None
 
 
 def _build(cls: type[Any], raw: Mapping[str, Any], prefix: str) -> Any:

@@ -37,6 +37,8 @@ __all__ = ["Replica"]
 
 log = logging.getLogger("ecallgw.replica")
 
+_COALESCE_S = 0.005  # the least time between two claim rounds of one replica
+
 
 class Replica:
     """The replica's background work; run `run` in the application's TaskGroup.
@@ -146,6 +148,9 @@ class Replica:
             if event is None:
                 await asyncio.sleep(period_s)
                 continue
+            # NOTIFYs come with every sequencer commit: gather those of a few ms into one round
+            # (every replica claims on each, and a claim costs the server a query).
+            await asyncio.sleep(_COALESCE_S)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(period_s):
                     await event.wait()

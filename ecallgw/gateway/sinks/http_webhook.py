@@ -5,14 +5,16 @@ Plain ``http://`` receivers get a small keep-alive HTTP/1.1 client of our own: o
 per request, a pool of at most ``concurrency`` connections, and one timer per pool for the request
 timeouts. One POST through aiohttp's client costs ~90 us of CPU on this machine in request objects,
 payload registries, timers and header multidicts (``bench/http_client.py``), and a webhook delivery
-is one of those per revision. ``https://`` receivers go through aiohttp, for its TLS handling. Both
-classify answers the same way.
+is one of those per revision. ``https://`` receivers go through aiohttp, for its TLS handling, with
+a context of the receiver's own (its CA bundle, our client certificate, its pins: ``gateway.tls``).
+Both classify answers the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 import time
 import urllib.parse
 from typing import cast
@@ -24,6 +26,7 @@ from ecallgw.errors import PermanentDeliveryError, TransientDeliveryError
 from ecallgw.gateway.records import OutboxItem
 from ecallgw.gateway.retry import parse_retry_after
 from ecallgw.gateway.slots import Slots
+from ecallgw.gateway.tls import PinMismatchError, client_context, pin
 
 __all__ = ["HttpWebhookSink"]
 
@@ -426,13 +429,22 @@ class HttpWebhookSink:
             headers["Authorization"] = f"Bearer {config.token.reveal()}"
         self._headers = headers
         self._pool: _Http11Pool | None = None
+        self._tls: ssl.SSLContext | None = None
         if config.url.startswith("http://"):
             self._pool = _Http11Pool(config.url, config.concurrency, headers, config.timeout_s)
+        else:
+            where = f"receivers.{config.name}."
+            self._tls = client_context(
+                ca_file=config.ca_file, cert_file=config.cert_file, key_file=config.key_file, where=where
+            )
+            if config.pin_sha256:
+                pins = (p.strip().replace(":", "").lower() for p in config.pin_sha256.split(","))
+                pin(self._tls, pins, where=f"{where}pin_sha256")
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._config.concurrency),
+                connector=aiohttp.TCPConnector(limit=self._config.concurrency, ssl=self._tls or True),
                 timeout=aiohttp.ClientTimeout(total=self._config.timeout_s),
                 headers=self._headers,
             )
@@ -474,6 +486,15 @@ class HttpWebhookSink:
             raise TransientDeliveryError(
                 name, "timeout", f"no answer within {self._config.timeout_s} s"
             ) from exc
+        except aiohttp.ClientSSLError as exc:
+            pinned = _pin_error(exc)
+            if pinned is not None:
+                # The receiver's chain verified but it is not the certificate we pinned: an
+                # impostor or an unannounced re-key. Retrying will not change it; fail loudly.
+                raise PermanentDeliveryError(name, "tls_pin", str(pinned)[:300]) from exc
+            # An unverifiable certificate (wrong CA, expired, wrong host) or a refused handshake:
+            # possibly a receiver mid-rotation; retried, the breaker and dead letters as for an outage.
+            raise TransientDeliveryError(name, "tls", str(exc)[:200] or type(exc).__name__) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise TransientDeliveryError(name, "connect", str(exc)[:200] or type(exc).__name__) from exc
         except (_ProtocolError, ValueError) as exc:
@@ -496,3 +517,18 @@ class HttpWebhookSink:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _pin_error(exc: BaseException) -> PinMismatchError | None:
+    """The pin mismatch behind an aiohttp TLS error, if that is what it is."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, PinMismatchError):
+            return e
+        todo += [e.__cause__, e.__context__, getattr(e, "certificate_error", None)]
+    return None

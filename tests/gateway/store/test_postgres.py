@@ -300,13 +300,15 @@ async def test_an_entry_is_claimed_by_one_replica_and_a_pair_by_one_at_a_time(
 async def test_a_revision_waits_while_a_lower_one_is_being_claimed_elsewhere(
     r1: PostgresStore, r2: PostgresStore, pg_dsn: str
 ) -> None:
-    # r1's claim is in flight and has locked a/1 (SKIP LOCKED makes r2 pass it by): r2 must not
-    # take a/2 meanwhile, or r1 and r2 would deliver one incident's revisions side by side.
+    # A claim in flight elsewhere holds pair a's advisory lock and has locked a/1 (SKIP LOCKED
+    # makes r2 pass it by): r2 must not take a/2 meanwhile, or two replicas would deliver one
+    # incident's revisions side by side.
     await commit_revisions(r1, [("a", 1, ("psap",)), ("a", 2, ("psap",)), ("b", 1, ("psap",))])
     a1 = (await r1.pending_outbox())[0]
     other = await asyncpg.connect(pg_dsn, timeout=10)
     try:
         async with other.transaction():
+            await other.execute("SELECT pg_advisory_xact_lock(hashtextextended('psap/a', 0))")
             await other.execute("SELECT id FROM outbox WHERE id = $1 FOR UPDATE", a1.id)
             assert keys(await r2.claim_outbox(RECEIVERS)) == [("b", 1, "psap")]
     finally:
