@@ -45,6 +45,7 @@ from ecallgw.gateway.pipeline import Pipeline
 from ecallgw.gateway.records import RawSignal
 from ecallgw.gateway.sinks.operator_stream import OperatorStream
 from ecallgw.gateway.store import IncidentRow, Store
+from ecallgw.gateway.tls import cert_sha256, peer_common_name, server_context
 
 __all__ = ["HttpServer", "Principal"]
 
@@ -113,6 +114,18 @@ class HttpServer:
         self._tokens = {
             hashlib.sha256(t.token.reveal().encode()).digest(): Principal(name=t.name, role=t.role, tps=t.tps)
             for t in auth.tokens
+            if t.token  # an entry may name its holder by client certificate only
+        }
+        # A client certificate verified against http.client_ca_file names its holder by fingerprint
+        # ("sha256:{hex}") or subject CN ("cn:{name}").
+        self._certs = {
+            key: Principal(name=t.name, role=t.role, tps=t.tps)
+            for t in auth.tokens
+            for key in (
+                f"cn:{t.cert_cn}" if t.cert_cn else "",
+                f"sha256:{t.cert_sha256.replace(':', '').lower()}" if t.cert_sha256 else "",
+            )
+            if key
         }
         self._buckets: dict[str, _Bucket] = {}
         self._runner: web.AppRunner | None = None
@@ -138,12 +151,32 @@ class HttpServer:
     async def __aenter__(self) -> HttpServer:
         self._runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._config.host, self._config.port)
+        cfg = self._config
+        # Built at start: a rotated certificate or CA takes effect on restart. Loopback-only
+        # plaintext is enforced by the configuration (http.host, http.allow_plaintext).
+        tls = (
+            server_context(
+                cfg.tls_cert_file,
+                cfg.tls_key_file,
+                client_ca_file=cfg.client_ca_file,
+                require_client_cert=cfg.require_client_cert,
+            )
+            if cfg.tls_cert_file
+            else None
+        )
+        site = web.TCPSite(self._runner, cfg.host, cfg.port, ssl_context=tls)
         await site.start()
         for address in self._runner.addresses:  # the bound port when 0 was asked for
             self.port = int(address[1])
             break
-        log.info("http listening", extra={"address": f"{self._config.host}:{self.port}"})
+        log.info(
+            "http listening",
+            extra={
+                "address": f"{cfg.host}:{self.port}",
+                "tls": tls is not None,
+                "client_certs": "required" if cfg.require_client_cert else bool(cfg.client_ca_file),
+            },
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -159,6 +192,16 @@ class HttpServer:
 
     def _principal(self, request: web.Request) -> Principal | None:
         header = request.headers.get("Authorization", "")
+        if not header and self._certs and request.transport is not None:
+            # No token: a client certificate (verified in the handshake) may say who this is.
+            ssl_object = request.transport.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            if der is None:
+                return None
+            cn = peer_common_name(ssl_object)
+            return self._certs.get(f"sha256:{cert_sha256(der)}") or (
+                self._certs.get(f"cn:{cn}") if cn is not None else None
+            )
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             return None
