@@ -1,11 +1,13 @@
 """A receiving end for delivery tests: a real aiohttp server on 127.0.0.1 that records what it gets.
 
 It counts distinct ``Idempotency-Key`` values (what a PSAP deduplicates on) and can be scripted to
-answer with errors, Retry-After, or to be down (its port closed) for a while.
+answer with errors, Retry-After, or to be down (its port closed) for a while. With ``tls`` (a server
+context) it listens for HTTPS and records the client certificate's CN.
 """
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ class Received:
     at: float
     status: int
     authorization: str | None = None
+    client_cn: str | None = None
 
 
 @dataclass
@@ -36,11 +39,12 @@ class Receiver:
     script: Callable[[int], tuple[int, dict[str, str]]] = lambda n: (200, {})
     port: int = field(default_factory=free_port)
     requests: list[Received] = field(default_factory=list)
+    tls: ssl.SSLContext | None = None
     _runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/incidents"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/incidents"
 
     @property
     def keys(self) -> set[str]:
@@ -62,6 +66,7 @@ class Receiver:
                 at=time.time(),
                 status=status,
                 authorization=request.headers.get("Authorization"),
+                client_cn=_client_cn(request),
             )
         )
         return web.Response(status=status, headers=headers, text="ok" if status < 300 else "no")
@@ -71,9 +76,19 @@ class Receiver:
         app.router.add_post("/incidents", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.tls).start()
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+def _client_cn(request: web.Request) -> str | None:
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    cert = ssl_object.getpeercert() if ssl_object is not None else None
+    for rdn in (cert or {}).get("subject", ()):
+        for attr, value in rdn:
+            if attr == "commonName":
+                return str(value)
+    return None
