@@ -127,6 +127,14 @@ CREATE TABLE replicas (
     replica_id TEXT PRIMARY KEY, host TEXT NOT NULL, seen_at DOUBLE PRECISION NOT NULL
 );
 """,
+    # 2: a statement can abort itself: the sequencer writes a batch in one statement and fails it
+    # whole (SQLSTATE EC001) when its epoch is not the leader's or a row was sequenced already.
+    """
+CREATE FUNCTION ecallgw_fenced(why TEXT) RETURNS INTEGER LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = 'EC001', MESSAGE = why;
+END $$;
+""",
 )
 
 _PG_MIGRATE_LOCK = 0x6563_616C_6C00  # advisory lock key: one replica migrates at a time

@@ -37,7 +37,7 @@ class Plan:
         audit: (at, actor, role, action, incident_id, note, outcome).
         quarantine: (at, transport, source, kind, tps, vehicle, payload, codec, reason, path).
         results: one `CommitResult` per unit.
-        journal_seq, revision_seq: the counters after the batch.
+        journal_seq, revision_seq, outbox_id: the counters after the batch.
     """
 
     journal: list[tuple[int, Unit]] = field(default_factory=list)
@@ -50,6 +50,7 @@ class Plan:
     results: list[CommitResult] = field(default_factory=list)
     journal_seq: int = 0
     revision_seq: int = 0
+    outbox_id: int = 0
 
 
 def plan_units(units: Sequence[Unit], journal_seq: int, revision_seq: int, outbox_id: int) -> Plan:
@@ -154,5 +155,5 @@ def plan_units(units: Sequence[Unit], journal_seq: int, revision_seq: int, outbo
                 confirmed=tuple(confirmed),
             )
         )
-    plan.journal_seq, plan.revision_seq = journal_seq, revision_seq
+    plan.journal_seq, plan.revision_seq, plan.outbox_id = journal_seq, revision_seq, outbox_id
     return plan

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import secrets
 import sqlite3
@@ -43,7 +44,7 @@ from ecallgw.gateway.store.plan import plan_units
 from ecallgw.gateway.store.protocol import IncidentRow, RevisionRow
 from ecallgw.model import IncidentSnapshot
 
-__all__ = ["SCHEMA", "SqliteStore"]
+__all__ = ["SCHEMA", "SqliteStore", "create_private"]
 
 log = logging.getLogger("ecallgw.store")
 
@@ -151,7 +152,7 @@ class SqliteStore:
     def _open(self) -> sqlite3.Connection:
         path = Path(self._config.path)
         if str(path) != ":memory:":
-            path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(path)
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=True, cached_statements=512)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._config.synchronous.upper()}")
@@ -850,6 +851,34 @@ def _fail_jobs(jobs: list[_Job]) -> None:
     err = StoreError("the store is not running")
     for _, fut in jobs:
         _set_exception(fut, err)
+
+
+def create_private(path: Path) -> None:
+    """Create the store's directory (mode 0700) and database file (0600) when they are missing.
+
+    The store holds personal data (VINs, positions, callback numbers). SQLite creates the ``-wal``
+    and ``-shm`` files with the database file's mode, so they are 0600 as well. An existing
+    directory or file keeps its mode (an operator may have chosen a group for backups); a database
+    file that group or others may read is reported once, at open.
+    """
+    parent = path.parent
+    if not parent.is_dir():
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(parent, 0o700)  # mkdir's mode is filtered through the umask
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            log.warning(
+                "the store file is accessible to group or others",
+                extra={"path": str(path), "mode": f"{mode:04o}"},
+            )
+        return
+    try:
+        os.fchmod(fd, 0o600)  # exactly 0600 whatever the umask
+    finally:
+        os.close(fd)
 
 
 def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
