@@ -1190,8 +1190,8 @@ js AS (
          fence
     WHERE j.id = v.id AND j.seq IS NULL RETURNING 1),
 jn AS (
-    INSERT INTO journal (seq, type, at, now_at, transport, kind, tps, vehicle, call_id, payload, source, digest,
-                         incident_id, action, actor, role, note, result)
+    INSERT INTO journal (seq, type, at, now_at, transport, kind, tps, vehicle, call_id, payload, source,
+                         digest, incident_id, action, actor, role, note, result)
     SELECT v.seq, v.type, v.at, v.now_at, v.transport, v.kind, v.tps, v.vehicle, v.call_id, v.payload,
            v.source, v.digest, v.incident_id, v.action, v.actor, v.role, v.note, v.result::jsonb
     FROM unnest($6::bigint[], $7::text[], $8::float8[], $9::float8[], $10::text[], $11::text[], $12::text[],
@@ -1230,7 +1230,8 @@ au AS (
 nt AS (SELECT pg_notify(c, '') FROM unnest($57::text[]) AS c, fence),
 checked AS (
     SELECT CASE
-        WHEN NOT EXISTS (SELECT 1 FROM fence) THEN ecallgw_fenced('fenced: epoch ' || $1 || ' is not the leader''s')
+        WHEN NOT EXISTS (SELECT 1 FROM fence)
+            THEN ecallgw_fenced('fenced: epoch ' || $1 || ' is not the leader''s')
         WHEN (SELECT count(*) FROM js) <> cardinality($2::bigint[])
             THEN ecallgw_fenced('journal rows already sequenced by another sequencer')
         ELSE 0 END AS ok)
