@@ -43,7 +43,9 @@ async def _migrate(config: object, apply: bool) -> tuple[int, int]:
 
     if not apply and not Path(s.path).exists():  # noqa: ASYNC240 (a CLI, nothing else on the loop)
         return 0, 0
-    Path(s.path).parent.mkdir(parents=True, exist_ok=True)
+    from ecallgw.gateway.store.sqlite import create_private
+
+    create_private(Path(s.path))  # directory 0700, file 0600 (and so -wal, -shm), as serve makes them
     db = sqlite3.connect(s.path, isolation_level=None)
     try:
         (found,) = db.execute("PRAGMA user_version").fetchone()

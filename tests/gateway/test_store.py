@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -175,3 +176,36 @@ async def test_a_job_after_the_stop_is_refused_not_left_unanswered(tmp_path: Pat
             await store.run(lambda c: None)
     async with asyncio.timeout(5):
         await asyncio.gather(busy, closing)
+
+
+async def test_the_store_directory_and_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    config = cfg(tmp_path)
+    old = os.umask(0o002)  # a lax umask: group and others could read what it creates
+    try:
+        async with SqliteStore(config) as store:
+            await store.commit(signal_unit(1, snapshot()))
+            files = {p.name: p.stat().st_mode & 0o777 for p in Path(config.path).parent.iterdir()}
+            directory = Path(config.path).parent.stat().st_mode & 0o777
+    finally:
+        os.umask(old)
+    assert directory == 0o700
+    assert files == {"gw.sqlite3": 0o600, "gw.sqlite3-wal": 0o600, "gw.sqlite3-shm": 0o600}
+
+
+def _prepare_lax(path: Path) -> None:
+    path.parent.mkdir(mode=0o750)
+    os.chmod(path.parent, 0o750)
+    path.touch(mode=0o640)
+    os.chmod(path, 0o640)  # an operator's choice (a backup group): reported, not changed
+
+
+def _modes(path: Path) -> tuple[int, int]:
+    return path.parent.stat().st_mode & 0o777, path.stat().st_mode & 0o777
+
+
+async def test_an_existing_directory_and_file_keep_their_modes(tmp_path: Path) -> None:
+    config = cfg(tmp_path)
+    _prepare_lax(Path(config.path))
+    async with SqliteStore(config):
+        pass
+    assert _modes(Path(config.path)) == (0o750, 0o640)
