@@ -28,6 +28,7 @@ from ecallgw.gateway.forwarder import Forwarder
 from ecallgw.gateway.health import Health
 from ecallgw.gateway.http_source import HttpServer
 from ecallgw.gateway.intake import Decisions, Intake
+from ecallgw.gateway.keyfile import load_key_file
 from ecallgw.gateway.leadership import Leadership
 from ecallgw.gateway.logging import configure_logging
 from ecallgw.gateway.metrics import Metrics
@@ -77,6 +78,7 @@ class Gateway:
         self.mqtt: MqttSource | None = None
         self.http: HttpServer | None = None
         self.health: Health
+        self.log_key = b""  # the key of the VIN pseudonyms in logs (set at open)
 
     async def __aenter__(self) -> Gateway:
         try:
@@ -95,6 +97,11 @@ class Gateway:
         for name in policy.receivers():
             if name not in cfg.receivers:
                 raise ConfigError(f"receivers.{name}", None, "triage routes to this receiver: configure it")
+        # Two keys: triage's derives incident ids and must never change for a store (a replay under
+        # another key gives other ids); the key file's only pseudonymises VINs in logs, kept out of
+        # the store file and its backups, and can be rotated (docs/operations.md, Security).
+        key_file = cfg.pipeline.pseudonym_key_file
+        log_key = load_key_file(key_file) if key_file else None
         if cfg.store.backend == "postgresql":
             pg = await self._stack.enter_async_context(PostgresStore(cfg.store, self.metrics))
             self.replica_id = pg.replica_id  # configured, or claimed in the store
@@ -109,8 +116,9 @@ class Gateway:
         )
         secret = cfg.pipeline.pseudonym_key.reveal()
         key = hashlib.sha256(secret.encode()).digest() if secret else await self.store.key("pseudonym")
+        self.log_key = log_key or key  # without a key file, logs use the triage key (as before)
         if self._configure_log:
-            handler = configure_logging(cfg.log.level, key)
+            handler = configure_logging(cfg.log.level, self.log_key)
             self._stack.callback(logging.getLogger().removeHandler, handler)
         sinks = {name: self._sink(r) for name, r in cfg.receivers.items()}
         self.forwarder = await self._stack.enter_async_context(

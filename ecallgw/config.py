@@ -193,6 +193,10 @@ class HttpConfig:
         provider_rate_per_s: sustained ingest requests per second per provider (429 beyond).
         provider_burst: token-bucket depth of that limit.
         ready_max_outbox_age_s: ``/readyz`` fails while an undelivered outbox entry is older.
+        read_timeout_s: a connection must deliver a request's headers within this long of its
+            opening (or of the previous answer on a keep-alive connection), and a request its body
+            within this long of the handler's first read: a slow client cannot hold a connection.
+        max_sse_subscribers: concurrent operator event streams (503 beyond).
         tls_cert_file: our certificate chain (PEM); set with ``tls_key_file``, the server speaks
             HTTPS only.
         tls_key_file: its private key (PEM).
@@ -210,6 +214,8 @@ class HttpConfig:
     provider_rate_per_s: float = 500.0
     provider_burst: float = 1000.0
     ready_max_outbox_age_s: float = 300.0
+    read_timeout_s: float = 30.0
+    max_sse_subscribers: int = 64
     tls_cert_file: str = ""
     tls_key_file: str = ""
     client_ca_file: str = ""
@@ -306,6 +312,9 @@ class PipelineConfig:
         prune_interval_s: how often closed incidents are pruned from triage memory.
         pseudonym_key: key of the keyed hash for pseudonyms (logs, triage); generated and kept in the
             store when empty.
+        pseudonym_key_file: a file (mode 0600, created with a random key when missing) holding the
+            key of the VIN pseudonyms in logs only, kept out of the store; "" uses the triage key
+            above for logs too. Rotating it never changes incident ids.
         sender: CAP ``sender`` of forwarded documents.
     """
 
@@ -314,6 +323,7 @@ class PipelineConfig:
     dedup_window: int = 200_000
     prune_interval_s: float = 300.0
     pseudonym_key: Secret = field(default_factory=lambda: Secret(""))
+    pseudonym_key_file: str = ""
     sender: str = "ecallgw@localhost"
 
 
@@ -473,6 +483,14 @@ def _build_config(tree: Mapping[str, Any]) -> Config:
             value = getattr(tok, attr).replace(":", "").lower()
             if value and any(getattr(t, attr).replace(":", "").lower() == value for t in tokens[:i]):
                 raise ConfigError(f"auth.tokens[{i}].{attr}", value, "already names another holder")
+    seen: dict[str, int] = {}
+    for i, tok in enumerate(tokens):
+        secret = tok.token.reveal()
+        if secret and secret in seen:
+            raise ConfigError(
+                f"auth.tokens[{i}].token", tok.token, f"the same token as auth.tokens[{seen[secret]}]"
+            )
+        seen.setdefault(secret, i)
     config: Config = _build(Config, tree, "")
     config = dataclasses.replace(
         config,
@@ -545,6 +563,8 @@ def _check(c: Config) -> None:
         ("http.provider_rate_per_s", c.http.provider_rate_per_s),
         ("http.provider_burst", c.http.provider_burst),
         ("http.ready_max_outbox_age_s", c.http.ready_max_outbox_age_s),
+        ("http.read_timeout_s", c.http.read_timeout_s),
+        ("http.max_sse_subscribers", c.http.max_sse_subscribers),
         ("pipeline.queue_size", c.pipeline.queue_size),
         ("pipeline.tick_interval_s", c.pipeline.tick_interval_s),
         ("pipeline.dedup_window", c.pipeline.dedup_window),

@@ -18,6 +18,9 @@ GET  /healthz                               (none)     the process is alive
 Ingest answers 202 with the incident id only after the signal is durably stored, 400 naming the
 problem when it cannot be decoded (the payload is kept in quarantine), 401/403 for a missing, wrong
 or foreign token, 413 over the size limit, 415 for an unknown body type, 429 over the provider's rate.
+Every error answer is JSON ``{"error": ...}``. Failed authentications are logged (never the token);
+an address that sends too many unknown tokens is refused for a while (`AuthThrottle`). Slow clients
+are bounded by ``http.read_timeout_s`` (headers, then body), event streams by ``max_sse_subscribers``.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import re
 import time
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +41,7 @@ from typing import Any
 from aiohttp import web
 
 from ecallgw.codecs import document
+from ecallgw.codecs.envelope import MAX_ENVELOPE_BYTES
 from ecallgw.config import AuthConfig, HttpConfig
 from ecallgw.errors import EncodeError, StoreError
 from ecallgw.gateway.health import Health
@@ -57,6 +63,11 @@ MSGPACK = "application/msgpack"
 RAW_MSD = document.MSD_MEDIA_TYPE.lower()
 _STORE_TIMEOUT_S = 30.0
 _SSE_KEEPALIVE_S = 15.0
+_UNKNOWN_TOKEN = "unknown token"
+_AUTH_FAILURES = 10  # unknown tokens from one address within _AUTH_WINDOW_S ...
+_AUTH_WINDOW_S = 60.0
+_AUTH_BLOCK_S = 60.0  # ... refuse it (429) for this long
+_AUTH_ADDRESSES = 10_000  # addresses remembered (least recently failed forgotten first)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,17 +139,37 @@ class HttpServer:
             if key
         }
         self._buckets: dict[str, _Bucket] = {}
+        self._throttle = AuthThrottle(
+            limit=_AUTH_FAILURES,
+            window_s=_AUTH_WINDOW_S,
+            block_s=_AUTH_BLOCK_S,
+            max_addresses=_AUTH_ADDRESSES,
+        )
+        self._sse_open = 0
+        if not auth.tokens:
+            log.warning(
+                "auth.tokens is empty: every endpoint but /healthz refuses every request (401), "
+                "ingest included",
+                extra={"event": "no_tokens"},
+            )
         self._runner: web.AppRunner | None = None
         self._accepting = True
         self.port = config.port
         self.app = self._build()
 
     def _build(self) -> web.Application:
-        app = web.Application(client_max_size=self._config.max_body_bytes)
+        app = web.Application(
+            client_max_size=self._config.max_body_bytes,
+            middlewares=[self._json_errors],
+            # A connection that has not sent a whole request head within read_timeout_s of its
+            # opening (or of the previous answer) is closed: aiohttp's keep-alive timer fires while
+            # the handler still waits for a complete message, partial headers or none.
+            handler_args={"keepalive_timeout": self._config.read_timeout_s},
+        )
         r = app.router
         r.add_post("/v1/ecall/{tps}/{vehicle}/{kind}", self._role("provider", self._ingest))
         r.add_get("/v1/incidents", self._role("operator", self._list))
-        r.add_get("/v1/incidents/events", self._role("operator", self._events))
+        r.add_get("/v1/incidents/events", self._role("operator", self._capped_events))
         r.add_get("/v1/incidents/{id}", self._role("operator", self._get))
         r.add_post("/v1/incidents/{id}/actions", self._role("operator", self._action))
         r.add_get("/v1/quarantine", self._role("sre", self._quarantine))
@@ -211,14 +242,72 @@ class HttpServer:
         self, role: str, handler: Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]
     ) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
+            remote = request.remote or "unknown"
+            retry_after = self._throttle.retry_after(remote)
+            if retry_after is not None:
+                return self._refuse(
+                    429,
+                    "too many failed authentications from this address",
+                    {"Retry-After": str(retry_after)},
+                )
             who = self._principal(request)
             if who is None:
+                self._auth_failed(request, remote, _auth_failure(request))
                 return self._refuse(401, "missing or unknown bearer token", {"WWW-Authenticate": "Bearer"})
             if who.role != role:
+                log.warning(
+                    "authorization refused",
+                    extra={
+                        "event": "auth_refused",
+                        "remote": remote,
+                        "door": _door(request),
+                        "holder": who.name,
+                        "reason": f"a {who.role} may not use this endpoint",
+                    },
+                )
                 return self._refuse(403, f"a {who.role} token may not use this endpoint")
             return await handler(request, who)
 
         return guarded
+
+    def _auth_failed(self, request: web.Request, remote: str, reason: str) -> None:
+        """Log a failed authentication (never the token); count a wrong guess against the address.
+
+        Only an unknown token is a guess; a request with no token (a scanner, a misconfigured
+        probe) learns nothing, and counting it would lock out clients that share its address.
+        """
+        blocked = reason == _UNKNOWN_TOKEN and self._throttle.failed(remote)
+        log.warning(
+            "authentication failed",
+            extra={"event": "auth_failed", "remote": remote, "door": _door(request), "reason": reason},
+        )
+        if blocked:
+            log.warning(
+                "address refused after repeated failed authentications",
+                extra={
+                    "event": "auth_throttled",
+                    "remote": remote,
+                    "failures": _AUTH_FAILURES,
+                    "window_s": _AUTH_WINDOW_S,
+                    "block_s": _AUTH_BLOCK_S,
+                },
+            )
+
+    @web.middleware
+    async def _json_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every error answer is JSON ``{"error": ...}``: aiohttp's own (404, 405, 413) and 500s."""
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400 or exc.content_type == "application/json":
+                raise
+            headers = {
+                k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")
+            }
+            return self._refuse(exc.status, (exc.reason or "error").lower(), headers)
+        except Exception:
+            log.exception("request failed", extra={"door": _door(request), "method": request.method})
+            return self._refuse(500, "internal error")
 
     def _refuse(self, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
         self._metrics.http_rejected.labels(str(status)).inc()
@@ -263,9 +352,12 @@ class HttpServer:
                 415, f"body must be {MSGPACK}" + (f" or {document.MSD_MEDIA_TYPE}" if kind == "msd" else "")
             )
         try:
-            body = await request.read()
+            async with asyncio.timeout(self._config.read_timeout_s):
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return self._refuse(413, f"body over {self._config.max_body_bytes} bytes")
+        except TimeoutError:
+            return self._refuse(408, f"body not received within {self._config.read_timeout_s:g} s")
         raw = RawSignal(
             transport="http",
             kind=raw_kind,
@@ -286,6 +378,10 @@ class HttpServer:
             return self._refuse(503, "not stored; retry", {"Retry-After": "1"})
         if result.error is not None:
             e = result.error
+            status = 400
+            if len(body) > MAX_ENVELOPE_BYTES:  # quarantined as its size and a prefix (pipeline.py)
+                status = 413
+                self._metrics.http_rejected.labels("413").inc()
             return web.json_response(
                 {
                     "error": str(e),
@@ -294,7 +390,7 @@ class HttpServer:
                     "path": e.path,
                     "bit_offset": e.bit_offset,
                 },
-                status=400,
+                status=status,
             )
         return web.json_response({"incident_id": result.incident_id, "outcome": result.outcome}, status=202)
 
@@ -350,7 +446,10 @@ class HttpServer:
     async def _action(self, request: web.Request, who: Principal) -> web.StreamResponse:
         incident_id = request.match_info["id"]
         try:
-            body = await request.json()
+            async with asyncio.timeout(self._config.read_timeout_s):
+                body = await request.json()
+        except TimeoutError:
+            return self._refuse(408, f"body not received within {self._config.read_timeout_s:g} s")
         except (ValueError, UnicodeDecodeError):
             return self._refuse(400, 'body must be JSON: {"action": ..., "note": ...}')
         if not isinstance(body, dict):
@@ -377,6 +476,17 @@ class HttpServer:
             },
             status=status,
         )
+
+    async def _capped_events(self, request: web.Request, who: Principal) -> web.StreamResponse:
+        """`_events` for at most ``http.max_sse_subscribers`` clients at once (503 beyond)."""
+        cap = self._config.max_sse_subscribers
+        if self._sse_open >= cap:
+            return self._refuse(503, f"{cap} event streams are open, the most served", {"Retry-After": "5"})
+        self._sse_open += 1
+        try:
+            return await self._events(request, who)
+        finally:
+            self._sse_open -= 1
 
     async def _events(self, request: web.Request, who: Principal) -> web.StreamResponse:
         last = request.headers.get("Last-Event-ID") or request.query.get("after") or "0"
@@ -472,3 +582,79 @@ def _sse(seq: int, snapshot: Any) -> bytes:
             {"incident_id": snapshot.incident_id, "revision": snapshot.revision, "error": str(exc)}
         ).encode()
     return b"id: %d\nevent: revision\ndata: %s\n\n" % (seq, data)
+
+
+class AuthThrottle:
+    """Failed authentications per remote address; an address with too many is refused for a while.
+
+    ``limit`` failures within ``window_s`` block the address for ``block_s`` (every request of it,
+    with a valid token or not: a guesser must not learn which guess was right). Memory is bounded:
+    at most ``max_addresses`` addresses are remembered in each table, the least recently failed
+    forgotten first.
+    """
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        window_s: float,
+        block_s: float,
+        max_addresses: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._limit = limit
+        self._window_s = window_s
+        self._block_s = block_s
+        self._max = max_addresses
+        self._clock = clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._blocked: OrderedDict[str, float] = OrderedDict()  # address -> until (clock)
+
+    def __len__(self) -> int:
+        return len(self._failures) + len(self._blocked)
+
+    def retry_after(self, address: str) -> int | None:
+        """Whole seconds until ``address`` may try again, or None when it is not blocked."""
+        until = self._blocked.get(address)
+        if until is None:
+            return None
+        left = until - self._clock()
+        if left <= 0:
+            del self._blocked[address]
+            return None
+        return max(1, math.ceil(left))
+
+    def failed(self, address: str) -> bool:
+        """Count a failure of ``address``; True when this one blocks it."""
+        now = self._clock()
+        times = self._failures.pop(address, None)
+        if times is None:
+            times = deque(maxlen=self._limit)
+        times.append(now)
+        if len(times) >= self._limit and now - times[0] <= self._window_s:
+            self._blocked.pop(address, None)
+            self._blocked[address] = now + self._block_s
+            while len(self._blocked) > self._max:
+                self._blocked.popitem(last=False)  # the one closest to its end
+            return True
+        self._failures[address] = times  # now the most recent
+        while len(self._failures) > self._max:
+            self._failures.popitem(last=False)
+        return False
+
+
+def _door(request: web.Request) -> str:
+    """The route's path template (``/v1/ecall/{tps}/{vehicle}/{kind}``), never the path itself."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "(no route)"
+
+
+def _auth_failure(request: web.Request) -> str:
+    """Why a request carries no valid credentials, in words that never include the token."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return "no bearer token (nor a known client certificate)"
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return "not a bearer token"
+    return _UNKNOWN_TOKEN

@@ -561,7 +561,7 @@ class Pipeline:
                 extra={
                     "incident": snap.incident_id,
                     "tps": raw.tps,
-                    "level": snap.severity.level,
+                    "severity": snap.severity.level,  # not "level": the line's own
                     "score": snap.severity.score,
                     "automatic": snap.automatic,
                     "test": snap.test,
