@@ -1,11 +1,12 @@
 """Intake on a replica of a PostgreSQL store: validate, store in the shared journal, acknowledge.
 
-The counterpart of `Pipeline` for replicas (docs/scaling.md): a signal is decoded here only to
-refuse and quarantine what cannot be decoded (the provider learns at once, as with one gateway),
-then appended to the journal unsequenced in the next group commit, and acknowledged once that
-commit is durable. Triage happens on the sequencer, whichever replica leads. An HTTP answer and an
-operator action wait, bounded by ``store.decision_wait_s``, for the sequencer's decision; past
-that the answer says what is certain: stored (202), decision pending.
+The counterpart of `Pipeline` for replicas (docs/scaling.md): a signal over HTTP is decoded here
+only to refuse and quarantine what cannot be decoded (the provider learns at once, as with one
+gateway; over MQTT the sequencer quarantines it), then appended to the journal unsequenced in the
+next group commit, and acknowledged once that commit is durable. Triage happens on the sequencer,
+whichever replica leads. An HTTP answer and an operator action wait, bounded by
+``store.decision_wait_s``, for the sequencer's decision; past that the answer says what is certain:
+stored (202), decision pending.
 
 Transport copies (an MQTT redelivery, an HTTP retry) that reach this replica are recognised by
 digest like in `Pipeline`; copies that reach two replicas are recognised by the sequencer.
@@ -138,7 +139,11 @@ class Intake:
         self._idle.clear()
         fut.add_done_callback(self._settled)
         try:
-            Pipeline.decode(raw)
+            if raw.transport == "http":
+                # An HTTP provider is answered 400 for what cannot be decoded, as by one gateway;
+                # over MQTT nobody waits for that, and the sequencer decodes (and quarantines)
+                # anyway: decoding twice would cost every signal an MSD decode more.
+                Pipeline.decode(raw)
         except Exception as exc:  # counted, logged and kept, as by Pipeline
             unit, error = quarantine_unit(raw, exc, m)
             _chain(

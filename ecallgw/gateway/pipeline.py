@@ -347,8 +347,9 @@ class Pipeline:
         """Triage a signal an intake stored (journal row ``journal_id``): the unit that sequences it.
 
         A transport copy of a signal already sequenced (the same bytes received by two replicas)
-        is sequenced as ``redelivered``, which replay skips; a row that no longer decodes as
-        ``quarantined`` (it decoded when it was stored: a codec change since).
+        is sequenced as ``redelivered``, which replay skips; a row that does not decode (intake over
+        MQTT leaves decoding to the sequencer: only an HTTP provider waits for a 400), or that
+        triage fails on, as ``quarantined``: kept in quarantine by the same commit, skipped by replay.
         """
         if raw.digest in self._seen:
             self._metrics.signals_duplicate.labels(raw.transport).inc()
@@ -357,15 +358,18 @@ class Pipeline:
             ), None
         self._remember(raw.digest, Ingested(outcome="redelivered"))
         try:
-            signal = self.decode(raw)
-        except DecodeError as exc:
-            log.error(
-                "journaled signal no longer decodes", extra={"journal_id": journal_id, "error": str(exc)}
+            decision = self.engine.on_signal(self.decode(raw), now=now)
+        except Exception as exc:  # kept in quarantine by the same commit; replay skips the row
+            quarantined, _ = quarantine_unit(raw, exc, self._metrics)
+            unit = Unit(
+                journal_type="signal",
+                at=now,
+                signal=raw,
+                journal_id=journal_id,
+                outcome="quarantined",
+                quarantine=quarantined.quarantine,
             )
-            return Unit(
-                journal_type="signal", at=now, signal=raw, journal_id=journal_id, outcome="quarantined"
-            ), None
-        decision = self.engine.on_signal(signal, now=now)
+            return unit, None
         unit = Unit(
             journal_type="signal",
             at=now,

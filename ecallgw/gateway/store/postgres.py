@@ -106,6 +106,18 @@ class _Append:
         return (await _append_rows(conn, [self]))[0]
 
 
+class _OneStatement:
+    """A writer job that runs exactly one statement: alone in a batch, it needs no explicit transaction."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[Conn], Awaitable[Any]]) -> None:
+        self.fn = fn
+
+    def __call__(self, conn: Conn) -> Awaitable[Any]:
+        return self.fn(conn)
+
+
 class PostgresStore:
     """The server store; use as ``async with PostgresStore(cfg.store, metrics) as store``.
 
@@ -270,6 +282,10 @@ class PostgresStore:
             if all(type(fn) is _Append for fn, _ in batch):
                 ids = await self._commit_appends(batch)
                 return [(fut, jid, None) for (_, fut), jid in zip(batch, ids, strict=True)]
+            if len(batch) == 1 and type(batch[0][0]) is _OneStatement:
+                # One statement is a transaction of its own: no BEGIN and COMMIT round trips.
+                async with self.pool.acquire() as conn:
+                    return [(batch[0][1], await batch[0][0](conn), None)]
             async with self.pool.acquire() as conn, conn.transaction():
                 values: list[Any] = []
                 i, n = 0, len(batch)
@@ -393,16 +409,15 @@ class PostgresStore:
 
             async def fn(conn: Conn) -> None:
                 await conn.execute(
-                    "UPDATE outbox SET state='delivered' WHERE id = ANY($1::bigint[]) AND state='pending'",
-                    [r[0] for r in rows],
-                )
-                await conn.executemany(
+                    "WITH done AS (UPDATE outbox SET state = 'delivered' "
+                    "WHERE id = ANY($1::bigint[]) AND state = 'pending' RETURNING id) "
                     "INSERT INTO deliveries (outbox_id, delivered_at, attempts, status, sent_at) "
-                    "VALUES ($1,$2,$3,$4,$5) ON CONFLICT (outbox_id) DO NOTHING",
-                    rows,
+                    "SELECT * FROM unnest($1::bigint[], $2::float8[], $3::int[], $4::int[], $5::float8[]) "
+                    "ON CONFLICT (outbox_id) DO NOTHING",
+                    *_columns(rows, 5),
                 )
 
-            fut = self._submit(fn)
+            fut = self._submit(_OneStatement(fn))
             self._delivered_fut = fut
             self._delivered = rows
         self._delivered.append((item.id, at, attempts, status, sent_at))
@@ -658,13 +673,17 @@ class PostgresStore:
         return {r[0]: int(r[1]) for r in await self.read(fn)}
 
     async def journal(self, after_seq: int, limit: int) -> list[JournalRow]:
-        """Sequenced journal rows with ``seq > after_seq`` in triage order (transport copies left out)."""
+        """Sequenced journal rows with ``seq > after_seq`` in triage order.
+
+        Transport copies (``redelivered``) and what the sequencer quarantined are left out: the
+        engine never saw them.
+        """
 
         async def fn(conn: Conn) -> list[Any]:
             return list(
                 await conn.fetch(
                     f"SELECT {_JOURNAL_SELECT} FROM journal WHERE seq > $1 "
-                    "AND (result IS NULL OR result->>'outcome' IS DISTINCT FROM 'redelivered') "
+                    "AND (result IS NULL OR result->>'outcome' NOT IN ('redelivered', 'quarantined')) "
                     "ORDER BY seq LIMIT $2",
                     after_seq,
                     limit,
@@ -1170,7 +1189,8 @@ async def _write_plan(conn: Conn, plan: Plan, epoch: int) -> None:
         notes.append(CHANNEL_OUTBOX)
     await conn.fetchval(_SEQUENCED_SQL, epoch, *js, *jn, *_columns(plan.revisions, 7),
                         *_columns(list(latest.values()), 9), *_columns(plan.outbox, 7),
-                        *_columns(plan.delivered, 3), *_columns(plan.audit, 7), notes)  # fmt: skip
+                        *_columns(plan.delivered, 3), *_columns(plan.audit, 7), notes,
+                        *_columns(plan.quarantine, 10))  # fmt: skip
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -1226,6 +1246,11 @@ au AS (
     INSERT INTO audit (at, actor, role, action, incident_id, note, outcome)
     SELECT v.* FROM unnest($50::float8[], $51::text[], $52::text[], $53::text[], $54::text[], $55::text[],
                            $56::text[]) AS v, fence
+    RETURNING 1),
+qu AS (
+    INSERT INTO quarantine (at, transport, source, kind, tps, vehicle, payload, codec, reason, path)
+    SELECT v.* FROM unnest($58::float8[], $59::text[], $60::text[], $61::text[], $62::text[], $63::text[],
+                           $64::bytea[], $65::text[], $66::text[], $67::text[]) AS v, fence
     RETURNING 1),
 nt AS (SELECT pg_notify(c, '') FROM unnest($57::text[]) AS c, fence),
 checked AS (
