@@ -164,6 +164,14 @@ class MqttConfig:
         reconnect_max_s: cap of the reconnect delay.
         conflict_backoff_max_s: cap of the reconnect delay while another client keeps taking our
             client id over (from 1 s, doubling, jittered).
+        tls: connect over TLS (the source and the MQTT publish sink); never implied by the port.
+        ca_file: PEM CA certificate(s) the broker's certificate must chain to (the only trust
+            anchors then); "" trusts the system's CA store.
+        cert_file: PEM client certificate for mutual TLS ("" presents none); needs ``key_file``.
+        key_file: its unencrypted PEM private key.
+        check_hostname: the broker's certificate must name ``host`` (an IP address as an IP
+            subjectAltName); the chain is verified either way.
+        tls_min_version: the oldest TLS version accepted, "TLSv1.2" or "TLSv1.3".
     """
 
     enabled: bool = True
@@ -179,6 +187,12 @@ class MqttConfig:
     reconnect_min_s: float = 0.2
     reconnect_max_s: float = 30.0
     conflict_backoff_max_s: float = 30.0
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    check_hostname: bool = True
+    tls_min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
 
 
 @dataclass(**_frozen)
@@ -603,6 +617,23 @@ def _check(c: Config) -> None:
         raise ConfigError(
             "mqtt.client_id", c.mqtt.client_id, 'client ids are [A-Za-z0-9_-]{1,64} ("": derived per replica)'
         )
+    mqtt_tls_files = {
+        "mqtt.ca_file": c.mqtt.ca_file,
+        "mqtt.cert_file": c.mqtt.cert_file,
+        "mqtt.key_file": c.mqtt.key_file,
+    }
+    for key, path in mqtt_tls_files.items():
+        if path and not c.mqtt.tls:  # never a silent plaintext link where files say TLS was meant
+            raise ConfigError(key, path, "is set but mqtt.tls is false: set mqtt.tls = true")
+        if path:
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                raise ConfigError(key, path, f"cannot read: {exc.strerror or exc}") from exc
+    if bool(c.mqtt.cert_file) != bool(c.mqtt.key_file):
+        missing, given = ("key_file", "cert_file") if c.mqtt.cert_file else ("cert_file", "key_file")
+        raise ConfigError(f"mqtt.{missing}", "", f"mqtt.{given} is set: a client certificate needs its key")
 
 
 def _positive(key: str, value: float) -> None:

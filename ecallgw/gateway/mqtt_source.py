@@ -22,6 +22,14 @@ not by our stop nor a keepalive timeout, open a conflict episode. It logs one WA
 capped at ``mqtt.conflict_backoff_max_s`` instead of at once. The episode ends (one INFO) once a
 connection stays up for ``_quiet_s``: longer than the other client's delays, capped alike, can be.
 A link that drops that often is reported the same way (the line says "most likely").
+
+TLS (``mqtt.tls``): the context is built once, at construction (`broker_tls_context`; a file that
+cannot be loaded is a ConfigError naming its key). A refused handshake is logged (WARNING) once per
+distinct reason (``mqtt_tls_failed``; repeats at DEBUG until a connection succeeds) and retried
+with the ordinary backoff: a broker whose certificate is fixed is reached without a restart. A
+broker refusing our client certificate under TLS 1.3 does so after our side of the handshake
+completed, by closing the connection before the CONNACK; aiomqtt would wait out its timeout and say
+"Operation timed out", so `_fail_before_connack` ends the attempt at once with paho's reason.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import hashlib
 import logging
 import random
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -45,8 +54,9 @@ from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.records import RawSignal
 from ecallgw.gateway.retry import backoff_s
 from ecallgw.gateway.slots import Slots
+from ecallgw.gateway.tls import client_context
 
-__all__ = ["MqttSource", "Submit", "derive_client_id"]
+__all__ = ["MqttSource", "Submit", "broker_tls_context", "derive_client_id"]
 
 Submit = Callable[[RawSignal], Awaitable["asyncio.Future[Any]"]]
 """Hands a raw signal to the pipeline (waiting while its queue is full) and returns a future that
@@ -91,6 +101,81 @@ def derive_client_id(configured: str, replica_id: str) -> str:
     digest = hashlib.sha256(replica_id.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     cleaned = _CLIENT_ID_UNSAFE.sub("_", plain)[: _CLIENT_ID_MAX - len(digest) - 1]
     return f"{cleaned}-{digest}"
+
+
+def broker_tls_context(config: MqttConfig) -> ssl.SSLContext | None:
+    """The TLS client context of the ``[mqtt]`` broker link; None when ``mqtt.tls`` is off.
+
+    Shared by the source and the MQTT publish sink. Verifies the broker's chain against
+    ``mqtt.ca_file`` (the system's CAs when empty) and, with ``mqtt.check_hostname``, that its
+    certificate names ``mqtt.host``; presents ``mqtt.cert_file`` when set (mutual TLS).
+
+    Raises:
+        ConfigError: a file that cannot be read or loaded, naming its ``mqtt.*`` key.
+    """
+    if not config.tls:
+        return None
+    ctx = client_context(
+        ca_file=config.ca_file, cert_file=config.cert_file, key_file=config.key_file, where="mqtt."
+    )
+    ctx.check_hostname = config.check_hostname  # the chain is still verified (CERT_REQUIRED)
+    if config.tls_min_version == "TLSv1.3":
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.sslsocket_class = _ClosingSSLSocket
+    return ctx
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """An SSLSocket that closes itself when its handshake fails.
+
+    paho wraps and handshakes the socket itself and drops it unclosed when the handshake raises
+    (a refused certificate): every refused attempt would leave the socket to the garbage collector
+    (a ResourceWarning, an open descriptor until then).
+    """
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+def _fail_before_connack(client: aiomqtt.Client) -> None:
+    """Make a connection the broker closes before its CONNACK fail at once, with paho's reason.
+
+    aiomqtt ignores a disconnect before the CONNACK and waits for its timeout, then reports
+    "Operation timed out" (module docstring: a refused client certificate). paho logs the socket
+    error first (``failed to receive on socket: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] ...``);
+    its latest error line becomes the attempt's error. Private, pinned aiomqtt (module docstring).
+    """
+    loop = asyncio.get_running_loop()
+    paho_client = client._client
+    errors: list[str] = []
+    aiomqtt_on_disconnect = paho_client.on_disconnect
+
+    def on_log(_client: paho.Client, _userdata: Any, level: int, buf: str) -> None:
+        if level == paho.MQTT_LOG_ERR:
+            errors[:] = [buf]
+
+    first = client._connected  # aiomqtt replaces it after a failed attempt: leave that one alone
+
+    def fail() -> None:
+        connected = client._connected
+        if connected is first and not connected.done():
+            reason = errors[-1] if errors else "no reason given"
+            connected.set_exception(
+                aiomqtt.MqttError(f"the broker closed the connection before its CONNACK: {reason}")
+            )
+
+    def on_disconnect(*args: Any) -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(fail)  # paho may call back from aiomqtt's connect thread
+        if aiomqtt_on_disconnect is not None:
+            aiomqtt_on_disconnect(*args)
+
+    paho_client.on_log = on_log
+    paho_client.on_disconnect = on_disconnect
 
 
 class _ClosedByBroker(aiomqtt.MqttError):
@@ -230,6 +315,8 @@ class MqttSource:
         self.client_id = client_id if client_id is not None else derive_client_id(config.client_id, "")
         if not self.client_id:
             raise ValueError("a persistent session needs a client id")
+        self._tls = broker_tls_context(config)
+        self._tls_failure = ""  # the TLS refusal logged (WARNING) last, until a connection succeeds
         self._stopping = asyncio.Event()
         self.connected = asyncio.Event()
         self.received = 0
@@ -294,10 +381,13 @@ class MqttSource:
                         cap_s=self._config.reconnect_max_s,
                         rng=self._rng,
                     )
-                    log.warning(
-                        "mqtt connection lost, reconnecting",
-                        extra={"error": str(exc), "retry_in_s": round(delay, 3), "attempt": attempt},
-                    )
+                    if self._tls is not None and "[SSL" in str(exc):
+                        self._tls_refused(str(exc), delay, attempt)
+                    else:
+                        log.warning(
+                            "mqtt connection lost, reconnecting",
+                            extra={"error": str(exc), "retry_in_s": round(delay, 3), "attempt": attempt},
+                        )
                 try:
                     async with asyncio.timeout(delay):
                         await self._stopping.wait()
@@ -308,6 +398,28 @@ class MqttSource:
                 if self._metrics is not None:
                     self._metrics.mqtt_connected.set(0)
                     self._metrics.mqtt_inflight.set(0)
+
+    def _tls_refused(self, error: str, delay: float, attempt: int) -> None:
+        """Log a refused TLS handshake: WARNING once per distinct reason, DEBUG while it repeats."""
+        extra = {
+            "event": "mqtt_tls_failed",
+            "broker": f"{self._config.host}:{self._config.port}",
+            "error": error,
+            "retry_in_s": round(delay, 3),
+            "attempt": attempt,
+        }
+        if error == self._tls_failure:
+            log.debug("mqtt TLS handshake refused again", extra=extra)
+            return
+        self._tls_failure = error
+        log.warning(
+            "mqtt TLS handshake refused: %s; check mqtt.ca_file (the CA of the broker's certificate), "
+            "mqtt.check_hostname (the certificate must name mqtt.host), and mqtt.cert_file/key_file "
+            "(the broker's CA must have signed our client certificate). Retrying with backoff; "
+            "logged once until it changes or a connection succeeds",
+            error,
+            extra=extra,
+        )
 
     def _broker_closed(self) -> float | None:
         """Account for a connection the broker closed; the delay before the next one in a conflict.
@@ -379,8 +491,10 @@ class MqttSource:
             username=cfg.username or None,
             password=cfg.password.reveal() or None,
             timeout=10,
+            tls_context=self._tls,
         )
         client._client.manual_ack_set(True)  # before connect; module docstring
+        _fail_before_connack(client)
         conn = _Connection(client, cfg.max_inflight, self._metrics)
         quiet: asyncio.TimerHandle | None = None
         accepted = False
@@ -389,6 +503,7 @@ class MqttSource:
                 accepted = True  # CONNACK
                 self._conn = conn
                 await _subscribe(client, self.topic)
+                self._tls_failure = ""
                 self.connections += 1
                 self.connected.set()
                 if self._metrics is not None:
@@ -397,6 +512,7 @@ class MqttSource:
                     "mqtt connected",
                     extra={
                         "broker": f"{cfg.host}:{cfg.port}",
+                        "tls": cfg.tls,
                         "topic": self.topic,
                         "client_id": self.client_id,
                     },

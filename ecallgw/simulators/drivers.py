@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -152,6 +153,7 @@ async def drive_mqtt(
     client_id: str = "ecallgw-loadtest",
     timeout_s: float = 30.0,
     on_progress: Callable[[int], None] | None = None,
+    tls_context: ssl.SSLContext | None = None,
 ) -> SendLog:
     """Publish every signal with QoS 1 at its scheduled time over one MQTT connection.
 
@@ -164,6 +166,8 @@ async def drive_mqtt(
         client_id: MQTT client id.
         timeout_s: how long one publish may wait for its PUBACK.
         on_progress: called with the number of signals handed over so far, about every 1000.
+        tls_context: connect over TLS with this context (`ecallgw.gateway.tls.client_context`);
+            None: plain MQTT.
 
     Returns:
         The send log.
@@ -182,6 +186,7 @@ async def drive_mqtt(
         clean_session=True,
         max_inflight_messages=max_outstanding,
         timeout=timeout_s,
+        tls_context=tls_context,
     ) as client:
         # Many concurrent publishes are the point here; aiomqtt would warn on each one past 10.
         client.pending_calls_threshold = max_outstanding + 1

@@ -4,6 +4,9 @@ The publish goes to paho directly and waits on a future that aiomqtt's own ``on_
 (its ``_pending_publishes`` table, private, pinned aiomqtt): ``aiomqtt.Client.publish`` spends ~70 us
 per call around the same paho call (a task for ``asyncio.wait_for``, an Event, a list of every
 pending call to count them). The end-to-end test with the default MQTT PSAP sink covers it.
+
+With ``mqtt.tls`` it connects over TLS with the source's context (`broker_tls_context`, built once
+here at start); a refused handshake is a transient delivery error (retried, the breaker opens).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import paho.mqtt.client as paho
 
 from ecallgw.config import MqttConfig, ReceiverConfig
 from ecallgw.errors import TransientDeliveryError
+from ecallgw.gateway.mqtt_source import broker_tls_context
 from ecallgw.gateway.records import OutboxItem
 
 __all__ = ["MqttPublishSink"]
@@ -37,6 +41,7 @@ class MqttPublishSink:
         self._broker = broker
         # Each replica's publisher needs its own id too, or two replicas kick each other off.
         self._client_id = f"{client_id or broker.client_id or 'ecallgw'}-pub-{config.name}"
+        self._tls = broker_tls_context(broker)  # a ConfigError here refuses the start
         self._client: aiomqtt.Client | None = None
         self._lock = asyncio.Lock()
         self.topic = f"psap/v1/{config.name}/incidents"
@@ -55,6 +60,7 @@ class MqttPublishSink:
                     # paho loses queued QoS 1 publishes past 65,535 (transport.md): our concurrency
                     # bound keeps us far below; the warning threshold follows it.
                     max_inflight_messages=max(20, self._config.concurrency),
+                    tls_context=self._tls,
                 )
                 client.pending_calls_threshold = self._config.concurrency * 4 + 10
                 await client.__aenter__()
