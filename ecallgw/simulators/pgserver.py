@@ -9,6 +9,12 @@ The cluster lives in one directory: ``data/`` (the cluster), ``sock/`` (the Unix
 ``ecallgw``, and a database of the same name (``dsn``). The server listens on 127.0.0.1 only, on a
 free port chosen at the first start and kept across restarts.
 
+TLS (optional): ``ssl_cert`` and ``ssl_key`` turn ``ssl = on`` with that certificate (copied into
+the data directory, owned by the server's user: PostgreSQL refuses a key others can read);
+``ssl_ca`` is the CA of client certificates it accepts; ``require_ssl`` makes pg_hba accept TCP
+connections over TLS only (``hostssl``), so a client with ``sslmode=disable`` is refused. psql here
+connects with libpq's default ``sslmode=prefer``, so `sql` keeps working.
+
 PostgreSQL refuses to run as root: when this process is root, initdb, pg_ctl and the server run
 as the ``postgres`` system user, which then owns the directory, and the directory's ancestors are
 made traversable by others (pytest's temporary directories are 0700). Clients (psql here, asyncpg
@@ -110,7 +116,8 @@ class PgServer:
     ``base_dir``: where the cluster lives, kept afterwards (default: a temporary directory,
     removed on exit). ``port``: default a free one, chosen at the first start. ``fsync=False``
     turns off fsync (and initdb's sync): faster, and nothing is lost unless the OS crashes.
-    ``log_to``: the server log (default ``postgres.log`` in the directory).
+    ``log_to``: the server log (default ``postgres.log`` in the directory). ``ssl_cert``,
+    ``ssl_key``, ``ssl_ca``, ``require_ssl``: TLS (module docstring).
     """
 
     def __init__(
@@ -120,7 +127,13 @@ class PgServer:
         port: int | None = None,
         fsync: bool = True,
         log_to: Path | None = None,
+        ssl_cert: Path | None = None,
+        ssl_key: Path | None = None,
+        ssl_ca: Path | None = None,
+        require_ssl: bool = False,
     ) -> None:
+        if (ssl_cert is None) != (ssl_key is None) or ((ssl_ca or require_ssl) and ssl_cert is None):
+            raise ValueError("TLS needs ssl_cert and ssl_key (ssl_ca and require_ssl need them too)")
         self._own_dir = base_dir is None
         self.base_dir = Path(tempfile.mkdtemp(prefix="ecallgw-pg-")) if base_dir is None else base_dir
         self.base_dir = self.base_dir.absolute()
@@ -131,6 +144,8 @@ class PgServer:
         self._port = port
         self._fixed_port = port is not None
         self.fsync = fsync
+        self._ssl = {"cert": ssl_cert, "key": ssl_key, "ca": ssl_ca}
+        self.require_ssl = require_ssl
         self._bindir: Path | None = None
         self._running = False
         self._atexit_registered = False
@@ -354,7 +369,8 @@ class PgServer:
             argv.append("--no-sync")
         self._run(argv, timeout=_INITDB_TIMEOUT_S, what="initdb")
         # Only what we use: local socket and 127.0.0.1, trusted (a private server for tests).
-        (self.data_dir / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
+        tcp = "hostssl" if self.require_ssl else "host"
+        (self.data_dir / "pg_hba.conf").write_text(f"local all all trust\n{tcp} all all 127.0.0.1/32 trust\n")
         with (self.data_dir / "postgresql.conf").open("a") as f:
             f.write("\ninclude_if_exists = 'ecallgw.conf'\n")
 
@@ -373,6 +389,16 @@ class PgServer:
             "log_timezone": "'UTC'",
             "timezone": "'UTC'",
         }
+        for name, source in self._ssl.items():
+            if source is not None:
+                copy = self.data_dir / f"ecallgw-ssl-{name}.pem"
+                copy.write_bytes(Path(source).read_bytes())
+                copy.chmod(0o600)
+                if self._as is not None:
+                    os.chown(copy, *self._as)
+                settings[f"ssl_{name}_file"] = f"'{copy}'"
+        if self._ssl["cert"] is not None:
+            settings["ssl"] = "on"
         conf = self.data_dir / "ecallgw.conf"
         conf.write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
         if self._as is not None:
