@@ -203,6 +203,7 @@ class Gateway:
             )
 
         self.sequencer = Sequencer(cfg.pipeline, store, self.leadership, make_pipeline)
+        self.sequencer.deliver = self.forwarder.add
         self.replica = Replica(
             store,
             self.forwarder,

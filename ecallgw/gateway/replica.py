@@ -28,6 +28,7 @@ from ecallgw.gateway.sinks.operator_stream import OperatorStream
 from ecallgw.gateway.store.postgres import (
     CHANNEL_JOURNAL,
     CHANNEL_OUTBOX,
+    CHANNEL_REPLICAS,
     CHANNEL_REVISIONS,
     CHANNEL_SEQUENCED,
     PostgresStore,
@@ -36,7 +37,6 @@ from ecallgw.gateway.store.postgres import (
 __all__ = ["Replica"]
 
 log = logging.getLogger("ecallgw.replica")
-
 
 
 class Replica:
@@ -78,6 +78,7 @@ class Replica:
         self._outbox_lease_s = outbox_lease_s
         self._outbox = asyncio.Event()
         self._revisions = asyncio.Event()
+        self._replicas = asyncio.Event()
         self.listening = asyncio.Event()
         self.claimed = 0
 
@@ -91,12 +92,14 @@ class Replica:
             tg.create_task(self._fan_out(), name="fan-out")
             tg.create_task(self._loop(self._heartbeat, None, self._lease_s), name="heartbeat")
             tg.create_task(self._loop(self._lag, None, 1.0), name="lag")
+            tg.create_task(self._loop(self._count_replicas, self._replicas, 1.0), name="replicas")
 
     def _wake_all(self) -> None:
         self._sequencer.wake()
         self._decisions.notify()
         self._outbox.set()
         self._revisions.set()
+        self._replicas.set()
 
     async def _listen(self) -> None:
         handlers: dict[str, Callable[[], None]] = {
@@ -104,6 +107,7 @@ class Replica:
             CHANNEL_SEQUENCED: self._decisions.notify,
             CHANNEL_OUTBOX: self._outbox.set,
             CHANNEL_REVISIONS: self._revisions.set,
+            CHANNEL_REPLICAS: self._replicas.set,
         }
         delay = 0.1
         while True:
@@ -177,6 +181,12 @@ class Replica:
             )
 
         await self._store.run(fn)
+        return False
+
+    async def _count_replicas(self) -> bool:
+        # Alone, the sequencer here delivers what it decides without a claim round (Sequencer);
+        # a replica that starts says so (NOTIFY), one that died ages out after 3 leases.
+        self._sequencer.claim_own = await self._store.live_replicas() <= 1
         return False
 
     async def _lag(self) -> bool:

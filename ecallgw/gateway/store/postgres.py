@@ -62,6 +62,7 @@ CHANNEL_JOURNAL = "ecallgw_journal"  # new unsequenced journal rows (wakes the s
 CHANNEL_SEQUENCED = "ecallgw_sequenced"  # rows sequenced (wakes intakes waiting for a decision)
 CHANNEL_OUTBOX = "ecallgw_outbox"  # new outbox entries (wakes every replica's claimer)
 CHANNEL_REVISIONS = "ecallgw_revisions"  # new revisions (every replica's operator stream)
+CHANNEL_REPLICAS = "ecallgw_replicas"  # a replica started (the sequencer stops claiming alone)
 
 
 class FencedError(StoreError):
@@ -359,12 +360,18 @@ class PostgresStore:
         """Write one unit of work durably; returns once committed."""
         return await self.commit_nowait(unit)
 
-    async def commit_sequenced(self, conn: Conn, units: list[Unit], epoch: int) -> list[CommitResult]:
+    async def commit_sequenced(
+        self, conn: Conn, units: list[Unit], epoch: int, *, claim: bool = False
+    ) -> list[CommitResult]:
         """The sequencer's commit: decisions of ``units`` in order, fenced by ``epoch``, in one statement.
 
         The sequence counters are read once per epoch (under the lease row's lock, fenced) and
         kept here: while an epoch leads, only its sequencer numbers journal rows, revisions and
         outbox entries. Any failure forgets them, so the next commit reads them again.
+
+        With ``claim`` the new outbox entries are claimed for this replica in the same statement
+        (its caller then delivers them: no NOTIFY, no claim round trip); without, every replica's
+        claimer is woken to take them.
 
         Raises:
             FencedError: another replica leads now (or a row was sequenced already); nothing was written.
@@ -384,7 +391,9 @@ class PostgresStore:
                     raise FencedError(f"fenced: this sequencer's epoch {epoch} is not the leader's {row[0]}")
                 counters = self._counters[epoch] = (int(row[1]), int(row[2]), int(row[3]))
             plan = plan_units(units, *counters)
-            await _write_plan(conn, plan, epoch)
+            await _write_plan(
+                conn, plan, epoch, (self.replica_id, self._config.outbox_lease_s) if claim else None
+            )
             self._counters = {epoch: (plan.journal_seq, plan.revision_seq, plan.outbox_id)}
             return plan.results
         except FencedError:
@@ -551,6 +560,19 @@ class PostgresStore:
             )
 
         return {r[0]: json.loads(r[1]) if r[1] is not None else {} for r in await self.read(fn)}
+
+    async def live_replicas(self) -> int:
+        """Replicas whose heartbeat is younger than three leases (this one included)."""
+
+        async def fn(conn: Conn) -> int:
+            return int(
+                await conn.fetchval(
+                    f"SELECT count(*) FROM replicas WHERE seen_at >= {_SERVER_NOW} - $1",
+                    3 * self._config.lease_s,
+                )
+            )
+
+        return await self._query(fn)
 
     async def sequencer_lag(self) -> tuple[int, float]:
         """(rows not yet sequenced, age in seconds of the oldest of them)."""
@@ -938,6 +960,7 @@ async def _claim_replica_id(conn: Conn, configured: str, lease_s: float) -> str:
             bool(configured),
         )
         if got is not None:
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL_REPLICAS, str(got))
             return str(got)
     raise StoreError("no free replica name: set store.replica_id")
 
@@ -1151,7 +1174,7 @@ async def write_units(conn: Conn, units: Sequence[Unit], *, epoch: int | None) -
     return results
 
 
-async def _write_plan(conn: Conn, plan: Plan, epoch: int) -> None:
+async def _write_plan(conn: Conn, plan: Plan, epoch: int, claim: tuple[str, float] | None) -> None:
     """The sequencer's batch in one statement (one round trip, its own transaction).
 
     Every insert draws from ``fence``, the lease row locked when it carries this epoch, so a
@@ -1185,12 +1208,12 @@ async def _write_plan(conn: Conn, plan: Plan, epoch: int) -> None:
     notes = [CHANNEL_SEQUENCED] if plan.journal else []
     if plan.revisions:
         notes.append(CHANNEL_REVISIONS)
-    if any(r[6] == "pending" for r in plan.outbox):
+    if claim is None and any(r[6] == "pending" for r in plan.outbox):
         notes.append(CHANNEL_OUTBOX)
     await conn.fetchval(_SEQUENCED_SQL, epoch, *js, *jn, *_columns(plan.revisions, 7),
                         *_columns(list(latest.values()), 9), *_columns(plan.outbox, 7),
                         *_columns(plan.delivered, 3), *_columns(plan.audit, 7), notes,
-                        *_columns(plan.quarantine, 10))  # fmt: skip
+                        *_columns(plan.quarantine, 10), *(claim or (None, None)))  # fmt: skip
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -1234,9 +1257,12 @@ inc AS (
         WHERE excluded.revision >= incidents.revision
     RETURNING 1),
 ob AS (
-    INSERT INTO outbox (id, incident_id, revision, receiver, created_at, signal_at, state)
-    SELECT v.* FROM unnest($40::bigint[], $41::text[], $42::int[], $43::text[], $44::float8[], $45::float8[],
-                           $46::text[]) AS v, fence
+    INSERT INTO outbox (id, incident_id, revision, receiver, created_at, signal_at, state, claimed_by,
+                        lease_until)
+    SELECT v.*, $68::text, CASE WHEN $68::text IS NULL THEN NULL
+                                ELSE extract(epoch from clock_timestamp()) + $69::float8 END
+    FROM unnest($40::bigint[], $41::text[], $42::int[], $43::text[], $44::float8[], $45::float8[],
+                $46::text[]) AS v, fence
     RETURNING 1),
 dl AS (
     INSERT INTO deliveries (outbox_id, delivered_at, attempts)
