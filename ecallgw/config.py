@@ -132,7 +132,7 @@ class StoreConfig:
     statement_timeout_s: float = 30.0
     replica_id: str = ""
     lease_s: float = 5.0
-    outbox_lease_s: float = 30.0
+    outbox_lease_s: float = 10.0
     decision_wait_s: float = 2.0
     synchronous: Literal["full", "normal"] = "full"
     batch_max: int = 512
