@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "simulate": "simulate",
     "loadtest": "loadtest",
     "store": "store",
+    "config": "config",
 }
 
 
