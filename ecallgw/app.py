@@ -177,7 +177,14 @@ class Gateway:
         if cfg.http.enabled:
             self.http = await self._stack.enter_async_context(
                 HttpServer(
-                    cfg.http, cfg.auth, self.intake, self.store, self.stream, self.metrics, self.health
+                    cfg.http,
+                    cfg.auth,
+                    self.intake,
+                    self.store,
+                    self.stream,
+                    self.metrics,
+                    self.health,
+                    access_log=cfg.log.access,
                 )
             )
 

@@ -347,9 +347,12 @@ class LogConfig:
 
     Attributes:
         level: debug, info, warning or error.
+        access: one line per HTTP request at info on logger ``ecallgw.access`` (method, route
+            template, status, duration, the caller's role; never the path, a token or a VIN).
     """
 
     level: Literal["debug", "info", "warning", "error"] = "info"
+    access: bool = True
 
 
 @dataclass(**_frozen)

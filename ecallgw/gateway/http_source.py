@@ -56,6 +56,8 @@ from ecallgw.gateway.tls import cert_sha256, peer_common_name, server_context
 __all__ = ["HttpServer", "Principal"]
 
 log = logging.getLogger("ecallgw.http")
+access_log = logging.getLogger("ecallgw.access")
+_ROLE = web.RequestKey("ecallgw_role", str)  # the authenticated principal's role, for the access log
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _KINDS = frozenset({"msd", "cancel", "position"})
@@ -103,6 +105,7 @@ class HttpServer:
         stream: the operator event stream.
         metrics: the gateway's metrics.
         health: readiness checks.
+        access_log: log one line per request on ``ecallgw.access`` (``log.access``).
     """
 
     def __init__(
@@ -114,8 +117,11 @@ class HttpServer:
         stream: OperatorStream,
         metrics: Metrics,
         health: Health,
+        *,
+        access_log: bool = True,
     ) -> None:
         self._config = config
+        self._access_log = access_log
         self._pipeline = pipeline
         self._store = store
         self._stream = stream
@@ -160,7 +166,7 @@ class HttpServer:
     def _build(self) -> web.Application:
         app = web.Application(
             client_max_size=self._config.max_body_bytes,
-            middlewares=[self._json_errors],
+            middlewares=[self._access, self._json_errors],
             # A connection that has not sent a whole request head within read_timeout_s of its
             # opening (or of the previous answer) is closed: aiohttp's keep-alive timer fires while
             # the handler still waits for a complete message, partial headers or none.
@@ -254,6 +260,7 @@ class HttpServer:
             if who is None:
                 self._auth_failed(request, remote, _auth_failure(request))
                 return self._refuse(401, "missing or unknown bearer token", {"WWW-Authenticate": "Bearer"})
+            request[_ROLE] = who.role
             if who.role != role:
                 log.warning(
                     "authorization refused",
@@ -290,6 +297,33 @@ class HttpServer:
                     "failures": _AUTH_FAILURES,
                     "window_s": _AUTH_WINDOW_S,
                     "block_s": _AUTH_BLOCK_S,
+                },
+            )
+
+    @web.middleware
+    async def _access(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """One line per answered request: the route's template, never the path (tokens, VINs)."""
+        if not self._access_log:
+            return await handler(request)
+        t0 = time.monotonic()
+        status = 499  # the client went away before an answer (nginx's "client closed request")
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            access_log.info(
+                "request",
+                extra={
+                    "event": "access",
+                    "method": request.method,
+                    "route": _door(request),
+                    "status": status,
+                    "duration_ms": round((time.monotonic() - t0) * 1000.0, 3),
+                    "role": request.get(_ROLE, "-"),
                 },
             )
 
