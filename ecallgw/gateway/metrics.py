@@ -20,6 +20,7 @@ connected, operator actions, HTTP rejections, retention) stay prometheus-client 
 from __future__ import annotations
 
 import abc
+import platform
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
@@ -36,6 +37,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
+
+from ecallgw import __version__
 
 __all__ = [
     "LATENCY_BUCKETS_S",
@@ -467,6 +470,15 @@ class Metrics:
             "Outbox entries this replica claimed for delivery.",
             registry=r,
         )
+        # Which release and interpreter answer (a constant 1): join on it in queries, spot a mixed
+        # fleet during a rolling upgrade. Nothing about the host or its data.
+        self.build_info = Gauge(
+            "ecallgw_build_info",
+            "Always 1; the labels say which ecallgw release and Python version run.",
+            ["version", "python"],
+            registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
         r.register(_OutboxCollector(self))
 
     def received(self, transport: str, kind: str) -> None:

@@ -6,6 +6,7 @@ texts, label names, buckets): the same operations applied to both must give the 
 
 from __future__ import annotations
 
+import platform
 import re
 import threading
 import time
@@ -21,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
+import ecallgw
 from ecallgw.gateway.metrics import LATENCY_BUCKETS_S, CounterVec, HistogramVec, Metrics
 
 _COMMIT_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
@@ -143,6 +145,12 @@ class _Oracle:
         Counter(
             "ecallgw_outbox_claimed_total", "Outbox entries this replica claimed for delivery.", registry=r
         )
+        Gauge(
+            "ecallgw_build_info",
+            "Always 1; the labels say which ecallgw release and Python version run.",
+            ["version", "python"],
+            registry=r,
+        ).labels(ecallgw.__version__, platform.python_version()).set(1)
         r.register(_EmptyOutbox())
 
     def received(self, transport: str, kind: str) -> None:
@@ -371,3 +379,11 @@ def test_a_scrape_during_writes_on_another_thread_sees_consistent_histograms() -
     assert m.registry.get_sample_value("ecallgw_store_commit_seconds_count") == n
     at_most_1s = sum(1 for i in range(n) if (i % 1200) / 1000 <= 1.0)
     assert m.registry.get_sample_value("ecallgw_store_commit_seconds_bucket", {"le": "1.0"}) == at_most_1s
+
+
+def test_build_info_names_the_release_and_python_only() -> None:
+    m = Metrics()
+    labels = {"version": ecallgw.__version__, "python": platform.python_version()}
+    assert m.registry.get_sample_value("ecallgw_build_info", labels) == 1.0
+    lines = [line for line in m.render().decode().splitlines() if line.startswith("ecallgw_build_info")]
+    assert lines == [f'ecallgw_build_info{{python="{labels["python"]}",version="{labels["version"]}"}} 1.0']
