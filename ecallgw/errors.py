@@ -7,6 +7,7 @@
     ├── EncodeError                            our fault (or the caller's value): fails loudly
     ├── ConfigError (.key, .value)             refuse to start; names the key and the value
     ├── StoreError
+    │   └── StorePathError (also a ConfigError)  store.path cannot be opened: refuse to start
     └── DeliveryError (.receiver, .reason)
         ├── TransientDeliveryError             retry with backoff
         └── PermanentDeliveryError             dead-letter now
@@ -25,6 +26,7 @@ __all__ = [
     "EncodeError",
     "PermanentDeliveryError",
     "StoreError",
+    "StorePathError",
     "TransientDeliveryError",
 ]
 
@@ -88,6 +90,11 @@ class ConfigError(EcallgwError):
 
 class StoreError(EcallgwError):
     """The store could not complete an operation."""
+
+
+class StorePathError(ConfigError, StoreError):
+    """The store cannot be opened where ``store.path`` says: a configuration error (exit 2) that is
+    also a `StoreError` for code that only asks whether the store failed."""
 
 
 class DeliveryError(EcallgwError):

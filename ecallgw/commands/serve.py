@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 
 HELP = "run the gateway daemon (MQTT/HTTP ingest, triage, store, forwarding, operator API)"
 
@@ -25,6 +26,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", metavar="PATH", help="SQLite store file (same as --set store.path=PATH)")
     parser.add_argument("--mqtt-port", type=int, metavar="PORT", help="broker port (mqtt.port)")
     parser.add_argument("--http-port", type=int, metavar="PORT", help="HTTP port (http.port)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="on a start-up error, print the traceback as well as the one line naming the key",
+    )
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, str]:
@@ -53,8 +59,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, environ=os.environ, overrides=overrides_from(args))
     except ConfigError as exc:
-        print(f"ecallgw: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(args, exc, 2)
     import uvloop
 
     from ecallgw.errors import StoreError
@@ -62,10 +67,17 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         uvloop.run(run_gateway(config))
-    except (ConfigError, SchemaTooNewError) as exc:  # checks that need the policy or the store
-        print(f"ecallgw: {exc}", file=sys.stderr)
-        return 2
-    except StoreError as exc:  # the store cannot be opened: one line, not a traceback
-        print(f"ecallgw: {exc}", file=sys.stderr)
-        return 1
+    except (ConfigError, SchemaTooNewError) as exc:
+        # Checks that need the policy or the store; http.port taken, store.path unusable.
+        return _refuse(args, exc, 2)
+    except StoreError as exc:  # the store's server cannot be reached: one line, not a traceback
+        return _refuse(args, exc, 1)
     return 0
+
+
+def _refuse(args: argparse.Namespace, exc: BaseException, status: int) -> int:
+    """One line on stderr naming the key or path (the traceback before it with ``--debug``)."""
+    if getattr(args, "debug", False):
+        traceback.print_exception(exc)
+    print(f"ecallgw: {exc}", file=sys.stderr)
+    return status

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import math
+import os
 import re
 import time
 from collections import OrderedDict, deque
@@ -43,7 +45,7 @@ from aiohttp import web
 from ecallgw.codecs import document
 from ecallgw.codecs.envelope import MAX_ENVELOPE_BYTES
 from ecallgw.config import AuthConfig, HttpConfig
-from ecallgw.errors import EncodeError, StoreError
+from ecallgw.errors import ConfigError, EncodeError, StoreError
 from ecallgw.gateway.health import Health
 from ecallgw.gateway.intake import Intake
 from ecallgw.gateway.metrics import Metrics
@@ -202,7 +204,16 @@ class HttpServer:
             else None
         )
         site = web.TCPSite(self._runner, cfg.host, cfg.port, ssl_context=tls)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # port taken (or privileged), or a host that is not ours: refuse to start
+            await self._runner.cleanup()
+            key, value = (
+                ("http.host", cfg.host) if exc.errno == errno.EADDRNOTAVAIL else ("http.port", cfg.port)
+            )
+            # os.strerror: uvloop's own message repeats the address.
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ConfigError(key, value, f"cannot listen on {cfg.host}:{cfg.port}: {reason}") from exc
         for address in self._runner.addresses:  # the bound port when 0 was asked for
             self.port = int(address[1])
             break

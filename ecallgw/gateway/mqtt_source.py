@@ -383,6 +383,8 @@ class MqttSource:
                     )
                     if self._tls is not None and "[SSL" in str(exc):
                         self._tls_refused(str(exc), delay, attempt)
+                    elif self.connections == 0:
+                        self._unreachable_at_start(str(exc), delay, attempt)
                     else:
                         log.warning(
                             "mqtt connection lost, reconnecting",
@@ -398,6 +400,31 @@ class MqttSource:
                 if self._metrics is not None:
                     self._metrics.mqtt_connected.set(0)
                     self._metrics.mqtt_inflight.set(0)
+
+    def _unreachable_at_start(self, error: str, delay: float, attempt: int) -> None:
+        """No connection yet since start: one WARNING naming mqtt.host:port, DEBUG while it repeats.
+
+        The gateway keeps running (HTTP ingest, the operator API) and keeps retrying; "connection
+        lost" would be wrong before any connection.
+        """
+        broker = f"{self._config.host}:{self._config.port}"
+        extra = {
+            "event": "mqtt_unreachable",
+            "broker": broker,
+            "error": error,
+            "retry_in_s": round(delay, 3),
+            "attempt": attempt,
+        }
+        if attempt > 1:
+            log.debug("mqtt broker still unreachable", extra=extra)
+            return
+        log.warning(
+            "mqtt broker unreachable at mqtt.host:mqtt.port %s: %s; retrying with backoff, logged once "
+            "until a connection succeeds",
+            broker,
+            error,
+            extra=extra,
+        )
 
     def _tls_refused(self, error: str, delay: float, attempt: int) -> None:
         """Log a refused TLS handshake: WARNING once per distinct reason, DEBUG while it repeats."""

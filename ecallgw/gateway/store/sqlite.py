@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 from ecallgw.config import StoreConfig
-from ecallgw.errors import StoreError
+from ecallgw.errors import StoreError, StorePathError
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.records import (
     ActionRecord,
@@ -178,7 +178,7 @@ class SqliteStore:
             loop.call_soon_threadsafe(_set_exception, ready, exc)
             return
         except (sqlite3.Error, OSError) as exc:
-            err = StoreError(f"cannot open store {self._config.path}: {exc}")
+            err: StoreError = StorePathError("store.path", self._config.path, f"cannot open the store: {exc}")
             loop.call_soon_threadsafe(_set_exception, ready, err)
             return
         self._running = True
