@@ -27,7 +27,7 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal, TypeAlias, TypeVar, cast
+from typing import Any, TypeAlias, TypeVar, cast
 
 import asyncpg
 import orjson
@@ -46,7 +46,7 @@ from ecallgw.gateway.records import (
 from ecallgw.gateway.snapshots import load_snapshot
 from ecallgw.gateway.store.migrations import POSTGRES, migrate_postgres
 from ecallgw.gateway.store.plan import Plan, plan_units
-from ecallgw.gateway.store.protocol import IncidentRow, RevisionRow
+from ecallgw.gateway.store.protocol import IncidentRow, RevisionRow, journal_row
 from ecallgw.model import IncidentSnapshot
 
 __all__ = ["DB_ERRORS", "FencedError", "PostgresStore", "SequencedRow"]
@@ -1311,28 +1311,8 @@ def _result_json(unit: Unit) -> str:
 
 def _journal_row(r: Sequence[Any], *, at_column: int) -> JournalRow:
     """A journal row for replay: ``at`` is the ``now`` the sequencer used (column ``at_column``)."""
-    typ = cast(Literal["signal", "action", "tick", "prune"], r[1])
-    received = r[2]
-    at = r[at_column] if r[at_column] is not None else received
-    signal = None
-    action = None
-    if typ == "signal":
-        signal = RawSignal(
-            transport=r[3],
-            kind=r[4],
-            tps=r[5],
-            vehicle=r[6],
-            call_id=r[7],
-            payload=bytes(r[8]),
-            source=r[9] or "",
-            received_at=received,
-        )
-    elif typ == "action":
-        action = ActionRecord(
-            incident_id=r[10], action=r[11], actor=r[12], role=r[13], note=r[14] or "", at=received
-        )
-    seq = r[16] if r[16] is not None else r[0]  # the triage order once sequenced
-    return JournalRow(seq=seq, type=typ, at=at, signal=signal, action=action)
+    at = r[at_column] if r[at_column] is not None else r[2]
+    return journal_row(r, seq=r[16] if r[16] is not None else r[0], at=at)  # seq: the triage order
 
 
 POSTGRES_SCHEMA_VERSION = len(POSTGRES)

@@ -12,13 +12,13 @@ import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, cast
 
-from ecallgw.gateway.records import CommitResult, JournalRow, OutboxItem, Unit
+from ecallgw.gateway.records import ActionRecord, CommitResult, JournalRow, OutboxItem, RawSignal, Unit
 from ecallgw.gateway.snapshots import load_snapshot
 from ecallgw.model import IncidentSnapshot
 
-__all__ = ["IncidentRow", "RevisionRow", "Store"]
+__all__ = ["IncidentRow", "RevisionRow", "Store", "journal_row"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,3 +174,29 @@ class Store(Protocol):
     async def audit_log(self, incident_id: str | None = None) -> list[dict[str, Any]]:
         """Audit entries, oldest first."""
         ...
+
+
+def journal_row(r: Sequence[Any], *, seq: int, at: float) -> JournalRow:
+    """A stored journal row for replay, from its columns in the tables' order (``type`` at 1,
+    ``at`` (received) at 2, the signal's columns 3–9, the action's 10–14); ``at`` is the ``now``
+    triage was given for it (on SQLite the same as received, on PostgreSQL the sequencer's)."""
+    typ = cast(Literal["signal", "action", "tick", "prune"], r[1])
+    received = r[2]
+    signal = None
+    action = None
+    if typ == "signal":
+        signal = RawSignal(
+            transport=r[3],
+            kind=r[4],
+            tps=r[5],
+            vehicle=r[6],
+            call_id=r[7],
+            payload=bytes(r[8]),
+            source=r[9] or "",
+            received_at=received,
+        )
+    elif typ == "action":
+        action = ActionRecord(
+            incident_id=r[10], action=r[11], actor=r[12], role=r[13], note=r[14] or "", at=received
+        )
+    return JournalRow(seq=seq, type=typ, at=at, signal=signal, action=action)

@@ -25,23 +25,21 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from ecallgw.config import StoreConfig
 from ecallgw.errors import StoreError, StorePathError
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.records import (
-    ActionRecord,
     CommitResult,
     JournalRow,
     OutboxItem,
-    RawSignal,
     Unit,
 )
 from ecallgw.gateway.snapshots import load_snapshot
 from ecallgw.gateway.store.migrations import SQLITE, migrate_sqlite
 from ecallgw.gateway.store.plan import plan_units
-from ecallgw.gateway.store.protocol import IncidentRow, RevisionRow
+from ecallgw.gateway.store.protocol import IncidentRow, RevisionRow, journal_row
 from ecallgw.model import IncidentSnapshot
 
 __all__ = ["SCHEMA", "SqliteStore", "create_private"]
@@ -821,26 +819,7 @@ def _journal_values(seq: int, unit: Unit) -> tuple[Any, ...]:
 
 
 def _journal_row(r: Sequence[Any]) -> JournalRow:
-    seq, typ, at = r[0], cast(Literal["signal", "action", "tick", "prune"], r[1]), r[2]
-    signal = None
-    action = None
-    if typ == "signal":
-        signal = RawSignal(
-            transport=r[3],
-            kind=r[4],
-            tps=r[5],
-            vehicle=r[6],
-            call_id=r[7],
-            payload=bytes(r[8]),
-            source=r[9] or "",
-            received_at=at,
-        )
-    elif typ == "action":
-        action = ActionRecord(
-            incident_id=r[10], action=r[11], actor=r[12], role=r[13], note=r[14] or "", at=at
-        )
-    return JournalRow(seq=seq, type=typ, at=at, signal=signal, action=action)
-
+    return journal_row(r, seq=r[0], at=r[2])
 
 def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
     if not fut.done():
