@@ -6,7 +6,10 @@ path; in the environment the dots become double underscores::
 
     ECALLGW_MQTT__PORT=1884               mqtt.port = 1884
     ECALLGW_RECEIVERS__PSAP__URL=http://… receivers.psap.url = "http://…"
+    ECALLGW_RECEIVERS__PSAP_FALLBACK__URL receivers.psap-fallback.url (no receiver psap_fallback)
     ecallgw serve --set store.path=/var/lib/ecallgw/ecallgw.sqlite3
+
+An ``ECALLGW_*`` variable that names no key is an error naming the variable (`_env_key`).
 
 Every value is converted to the field's type and checked once, at start-up; a bad one raises
 `ConfigError` naming the key and the value. Secrets (tokens, passwords, keys) are `Secret`s whose
@@ -418,12 +421,65 @@ def load_config(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("--config", str(path), f"not valid TOML: {exc}") from exc
     for name, value in sorted((environ or {}).items()):
-        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
-            dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
-            _set_dotted(tree, dotted, value)
+        if name.startswith(ENV_PREFIX):
+            _set_dotted(tree, _env_key(name, value, tree), value)
     for dotted, value in (overrides or {}).items():
         _set_dotted(tree, dotted, value)
     return _build_config(tree)
+
+
+def _env_key(name: str, value: str, tree: Mapping[str, Any]) -> str:
+    """The dotted key an ``ECALLGW_*`` variable names, or a `ConfigError` naming the variable.
+
+    Names are case-insensitive (``ECALLGW_MQTT__PORT`` is ``mqtt.port``). A shell cannot export a
+    name with ``-``, so a receiver segment with ``_`` also names an existing receiver (a default or
+    one from the file) spelled with ``-`` (``RECEIVERS__PSAP_FALLBACK`` is ``psap-fallback``), unless
+    a receiver spelled exactly so exists; a segment matching no receiver names a new one. The value
+    is never printed (it may be a DSN or a token).
+    """
+    parts = name[len(ENV_PREFIX) :].lower().split("__")
+
+    def bad(reason: str) -> ConfigError:
+        return ConfigError(name, Secret(value), f"names no configuration key: {reason}")
+
+    if not all(parts):
+        raise bad("the form is ECALLGW_SECTION__KEY (each dot of the key as __)")
+    hints = typing.get_type_hints(Config)
+    section = parts[0]
+    if section not in hints:
+        raise bad(f"no section {section!r} (known: {', '.join(sorted(hints))}; each dot is __)")
+    shape: tuple[str, ...]
+    if section == "receivers":
+        fields_of: type[Any] | None = ReceiverConfig
+        shape = ("receivers", "<name>", "<key>")
+    elif section == "auth":
+        fields_of, shape = TokenConfig, ("auth", "tokens", "<name>", "<key>")
+    elif section == "triage":
+        from ecallgw.triage.policy import TriagePolicy  # triage owns its keys
+
+        fields_of, shape = TriagePolicy, ("triage", "<key>")
+    elif dataclasses.is_dataclass(hints[section]):
+        fields_of, shape = hints[section], (section, "<key>")
+    else:
+        fields_of, shape = None, (section,)
+    spelled = "ECALLGW_" + "__".join(p.upper() for p in shape)
+    if len(parts) != len(shape) or any(p != s for p, s in zip(parts, shape, strict=True) if s[0] != "<"):
+        raise bad(f"the form is {spelled}")
+    if fields_of is not None:
+        known = {f.name for f in dataclasses.fields(fields_of)} - {"name"}
+        if parts[-1] not in known:
+            where = ".".join(shape[:-1])
+            raise bad(f"{where} has no key {parts[-1]!r} (known: {', '.join(sorted(known))})")
+    if section == "receivers":
+        given = tree.get("receivers")
+        existing = [*DEFAULT_RECEIVERS, *(given if isinstance(given, Mapping) else ())]
+        if parts[1] not in existing:
+            same = sorted({n for n in existing if n.lower().replace("-", "_") == parts[1].replace("-", "_")})
+            if len(same) > 1:
+                raise bad(f"receivers {' and '.join(same)} both match: set it in the file")
+            if same:
+                parts[1] = same[0]
+    return ".".join(parts)
 
 
 def _merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ecallgw.config import Config, Secret, load_config
+from ecallgw.config import Config, ReceiverConfig, Secret, load_config
 from ecallgw.errors import ConfigError
 
 TOKEN = "p" * 20
@@ -161,3 +161,54 @@ def test_breaker_probe_initial_is_validated_against_the_cap() -> None:
         base={"receivers": {"p": {**table, "breaker_probe_initial_s": 0.5, "breaker_cooldown_s": 0.5}}}
     )
     assert ok.receivers["p"].breaker_probe_initial_s == 0.5
+
+
+def test_env_receiver_with_underscore_names_the_existing_dashed_one(tmp_path: Path) -> None:
+    # A shell cannot export ECALLGW_RECEIVERS__PSAP-FALLBACK__URL: `_` stands for `-` here.
+    env = {
+        "ECALLGW_RECEIVERS__PSAP_FALLBACK__KIND": "http",
+        "ECALLGW_RECEIVERS__PSAP_FALLBACK__URL": "http://127.0.0.1:9/in",
+    }
+    config = load_config(environ=env)
+    assert set(config.receivers) == {"operator", "test", "psap-fallback"}  # no new psap_fallback
+    assert config.receivers["psap-fallback"].url == "http://127.0.0.1:9/in"
+    # The dashed spelling (systemd, Docker, `env '…'`) names it too.
+    dashed = {k.replace("PSAP_FALLBACK", "PSAP-FALLBACK"): v for k, v in env.items()}
+    assert load_config(environ=dashed).receivers == config.receivers
+    # A receiver spelled exactly so wins; both spellings present is refused, naming the variable.
+    f = tmp_path / "gw.toml"
+    f.write_text('[receivers.psap_fallback]\nurl = "http://127.0.0.1:9/other"\n')
+    config = load_config(f, environ={"ECALLGW_RECEIVERS__PSAP_FALLBACK__MAX_ATTEMPTS": "3"})
+    assert config.receivers["psap_fallback"].max_attempts == 3
+    assert config.receivers["psap-fallback"].max_attempts == ReceiverConfig(name="x").max_attempts
+    # A name in the file with upper case or `-` is found too; two that fit one spelling are refused.
+    f.write_text('[receivers.Psap-North]\nurl = "http://127.0.0.1:9/n"\n')
+    config = load_config(f, environ={"ECALLGW_RECEIVERS__PSAP_NORTH__MAX_ATTEMPTS": "3"})
+    assert set(config.receivers) == {"operator", "test", "psap-fallback", "Psap-North"}
+    assert config.receivers["Psap-North"].max_attempts == 3
+    f.write_text('[receivers.psap-n]\nurl = "http://127.0.0.1:9/n"\n[receivers.psap-N]\nkind = "mqtt"\n')
+    with pytest.raises(ConfigError, match="both match") as info:
+        load_config(f, environ={"ECALLGW_RECEIVERS__PSAP_N__URL": "http://127.0.0.1:9/x"})
+    assert info.value.key == "ECALLGW_RECEIVERS__PSAP_N__URL"
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("ECALLGW_MQTT__PROT", "mqtt has no key 'prot'"),
+        ("ECALLGW_STORE_DSN", "no section 'store_dsn'"),
+        ("ECALLGW_HTTP__PORT__X", "the form is ECALLGW_HTTP__<KEY>"),
+        ("ECALLGW_", "the form is ECALLGW_SECTION__KEY"),
+        ("ECALLGW_MQTT____PORT", "the form is ECALLGW_SECTION__KEY"),
+        ("ECALLGW_TRIAGE__ESCALATION_DELAY", "triage has no key 'escalation_delay'"),
+        ("ECALLGW_RECEIVERS__DESK__URI", "receivers.<name> has no key 'uri'"),
+        ("ECALLGW_AUTH__TOKEN__ACME__TOKEN", "the form is ECALLGW_AUTH__TOKENS__<NAME>__<KEY>"),
+    ],
+)
+def test_an_env_variable_naming_no_key_is_an_error_naming_it(name: str, why: str) -> None:
+    secret = "postgresql://gw:hunter2@db/gw"
+    with pytest.raises(ConfigError) as info:
+        load_config(environ={name: secret, "UNRELATED": "x"})
+    assert info.value.key == name
+    assert why in str(info.value) and "names no configuration key" in str(info.value)
+    assert "hunter2" not in str(info.value)

@@ -106,3 +106,17 @@ def test_set_overrides_apply(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(["config", "check", str(f), "--set", "http.port=9123"]) == 0
     assert "http 127.0.0.1:9123" in capsys.readouterr().out
     assert main(["config", "check", str(f), "--set", "http.port=x"]) == 2
+
+
+def test_an_env_variable_naming_no_key_is_refused_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ECALLGW_STORE_DSN", "postgresql://gw:hunter2@db/gw")  # one `_` short
+    assert main(["config", "check", str(_write(tmp_path, ""))]) == 2
+    err = capsys.readouterr().err
+    assert "'ECALLGW_STORE_DSN'" in err and "names no configuration key" in err and "hunter2" not in err
+    monkeypatch.delenv("ECALLGW_STORE_DSN")
+    monkeypatch.setenv("ECALLGW_RECEIVERS__PSAP_FALLBACK__KIND", "http")
+    monkeypatch.setenv("ECALLGW_RECEIVERS__PSAP_FALLBACK__URL", "http://127.0.0.1:9/in")
+    assert main(["config", "check", str(_write(tmp_path, ""))]) == 0
+    assert "psap-fallback(http)" in capsys.readouterr().out
