@@ -383,12 +383,18 @@ class Receiver:
 
 
 class Gateway:
-    def __init__(self, workdir: Path, broker: Broker, receiver: Receiver, synchronous: str) -> None:
+    def __init__(
+        self, workdir: Path, broker: Broker, receiver: Receiver, synchronous: str, dsn: str = ""
+    ) -> None:
         self.http_port = free_port()
         self.config = workdir / "gw.toml"
+        store = (
+            f'[store]\nbackend = "postgresql"\ndsn = "{dsn}"\nreplica_id = "bench"\n'
+            if dsn
+            else f'[store]\npath = "{workdir / "gw.sqlite3"}"\nsynchronous = "{synchronous}"\n'
+        )
         self.config.write_text(
-            f'[store]\npath = "{workdir / "gw.sqlite3"}"\nsynchronous = "{synchronous}"\n'
-            f'[mqtt]\nport = {broker.port}\nclient_id = "bench-gateway"\n'
+            store + f'[mqtt]\nport = {broker.port}\nclient_id = "bench-gateway"\n'
             f"[http]\nport = {self.http_port}\n"
             f'[[auth.tokens]]\nname = "sre"\nrole = "sre"\ntoken = "{SRE_TOKEN}"\n'
             + receiver.receiver_toml()
@@ -448,12 +454,14 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def main(n: int, seconds: float, synchronous: str, sink: str, latency_rate: float) -> None:
+async def main(
+    n: int, seconds: float, synchronous: str, sink: str, latency_rate: float, dsn: str = ""
+) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="ecallgw-bench-"))
     broker = Broker(workdir / "mosquitto")
     receiver = Receiver(sink, broker.port)
     await receiver.start()
-    gateway = Gateway(workdir, broker, receiver, synchronous)
+    gateway = Gateway(workdir, broker, receiver, synchronous, dsn)
     try:
         # 1. bare receive rate
         note("bare: queueing")
@@ -570,7 +578,10 @@ async def main(n: int, seconds: float, synchronous: str, sink: str, latency_rate
         ("added by the gateway p50 / p99", f"{g50 - b50:.1f} / {g99 - b99:.1f} ms"),
         ("mean gateway latency", f"{statistics.fmean(gw_lat) * ms:.1f} ms"),
     ]
-    print(f"# bench/gateway.py  n={n}  latency {seconds:.0f} s  synchronous={synchronous}  sink={sink}")
+    print(
+        f"# bench/gateway.py  n={n}  latency {seconds:.0f} s  synchronous={synchronous}  sink={sink}  "
+        f"store={'postgresql' if dsn else 'sqlite'}"
+    )
     print("| what | figure |")
     print("|---|---|")
     for what, figure in rows:
@@ -599,5 +610,17 @@ if __name__ == "__main__":
     parser.add_argument(
         "--sink", choices=["http", "mqtt"], default="http", help="how the local PSAP receives"
     )
+    parser.add_argument(
+        "--backend",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="the gateway's store; postgresql: one replica on a private server (fsync on)",
+    )
     a = parser.parse_args()
-    uvloop.run(main(a.n, a.seconds, a.synchronous, a.sink, a.latency_rate))
+    if a.backend == "postgresql":
+        from ecallgw.simulators.pgserver import PgServer
+
+        with PgServer() as pg:
+            uvloop.run(main(a.n, a.seconds, a.synchronous, a.sink, a.latency_rate, pg.create_database()))
+    else:
+        uvloop.run(main(a.n, a.seconds, a.synchronous, a.sink, a.latency_rate))
