@@ -33,6 +33,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ecallgw.commands.argtypes import non_negative_float, positive_float, positive_int
+
 if TYPE_CHECKING:
     from ecallgw.app import Gateway
     from ecallgw.config import Config
@@ -45,9 +47,11 @@ HELP = "run the gateway with a simulated fleet, PSAP and operator, and print a l
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the command's options."""
     parser.add_argument(
-        "--duration", type=float, default=0.0, help="stop after this many seconds (0: at Ctrl-C)"
+        "--duration", type=non_negative_float, default=0.0, help="stop after this many seconds (0: at Ctrl-C)"
     )
-    parser.add_argument("--rate", type=float, default=2.0, help="new eCall scenarios per second (default 2)")
+    parser.add_argument(
+        "--rate", type=positive_float, default=2.0, help="new eCall scenarios per second (default 2)"
+    )
     parser.add_argument("--seed", type=int, default=7, help="seed of the fleet and scenarios")
     parser.add_argument(
         "--http", action="store_true", help="send over the HTTP source even if mosquitto exists"
@@ -55,7 +59,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the working directory (store, broker data)")
     parser.add_argument(
         "--replicas",
-        type=int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="run N gateways in this process as replicas r1..rN of one private PostgreSQL store (each "

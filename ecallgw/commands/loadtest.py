@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ecallgw.commands.argtypes import mix_text, non_negative_float, positive_float, positive_int
+
 if TYPE_CHECKING:
     from ecallgw.simulators.scenarios import Mix
 
@@ -22,8 +24,8 @@ HELP = "load-test a gateway: open-loop fleet over MQTT/HTTP, simulated PSAP, rep
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the sub-command's options."""
-    parser.add_argument("--rate", type=float, default=200.0, help="offered signals per second")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of sending per run")
+    parser.add_argument("--rate", type=positive_float, default=200.0, help="offered signals per second")
+    parser.add_argument("--duration", type=positive_float, default=10.0, help="seconds of sending per run")
     parser.add_argument("--seed", type=int, default=1, help="scenario seed (same seed, same traffic)")
     parser.add_argument(
         "--profile",
@@ -32,7 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="throughput: one automatic crash per signal (every signal must reach a receiver); "
         "realistic: the UK 2024 mix with an operator bot, for triage quality",
     )
-    parser.add_argument("--mix", default="", help="override shares, e.g. 'storm=0.001,redial=0.1'")
+    parser.add_argument(
+        "--mix", type=mix_text, default="", help="override shares, e.g. 'storm=0.001,redial=0.1'"
+    )
     parser.add_argument(
         "--operator-delay-scale",
         type=float,
@@ -46,11 +50,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="http-raw: MSDs as RFC 8147 bodies (application/EmergencyCallData.eCall.MSD + Call-Id)",
     )
     parser.add_argument(
-        "--drain", type=float, default=30.0, help="seconds to wait for documents after sending"
+        "--drain", type=non_negative_float, default=30.0, help="seconds to wait for documents after sending"
     )
-    parser.add_argument("--max-outstanding", type=int, default=2000, help="unacknowledged publishes at most")
+    parser.add_argument(
+        "--max-outstanding", type=positive_int, default=2000, help="unacknowledged publishes at most"
+    )
     parser.add_argument("--step", action="store_true", help="raise the rate until latency or loss breaks")
-    parser.add_argument("--start-rate", type=float, default=50.0, help="first rate of the step search")
+    parser.add_argument(
+        "--start-rate", type=positive_float, default=50.0, help="first rate of the step search"
+    )
     parser.add_argument("--factor", type=float, default=1.5, help="rate multiplier between steps")
     parser.add_argument("--max-rate", type=float, default=100_000.0, help="step mode: stop raising here")
     parser.add_argument(

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from typing import Any
 from urllib.parse import urlsplit
 
+from ecallgw.commands.argtypes import mix_text, non_negative_float, positive_int, start_time
 from ecallgw.model import CancelSignal, MsdSignal, PositionSignal
 from ecallgw.simulators.scenarios import (
     ALL_KINDS_MIX,
@@ -33,9 +34,10 @@ HELP = "print a seeded scenario sequence with ground-truth labels as JSON lines,
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the sub-command's options."""
     parser.add_argument("--seed", type=int, default=1, help="random seed (same seed, same output)")
-    parser.add_argument("-n", "--count", type=int, default=20, help="number of scenarios")
+    parser.add_argument("-n", "--count", type=positive_int, default=20, help="number of scenarios")
     parser.add_argument(
         "--mix",
+        type=mix_text,
         default="",
         help="override shares and modifiers, e.g. 'crash=0.2,storm=0.01,redial=0.1'; kinds: "
         + ", ".join(KINDS),
@@ -46,10 +48,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--start",
+        type=start_time,
         default="",
         help="epoch seconds of the first scenario, or 'now' (default: a fixed epoch; 'now' when publishing)",
     )
-    parser.add_argument("--gap", type=float, default=60.0, help="mean seconds between scenario starts")
+    parser.add_argument(
+        "--gap", type=non_negative_float, default=60.0, help="mean seconds between scenario starts"
+    )
     parser.add_argument(
         "--format",
         choices=("scenarios", "log"),
@@ -144,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         mix = _mix(args)
     except ValueError as exc:
-        print(f"ecallgw simulate: {exc}", file=sys.stderr)
+        print(f"ecallgw simulate: --mix: {exc}", file=sys.stderr)
         return 2
     kinds: list[Kind] = [k.strip() for k in args.kinds.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KINDS]

@@ -54,7 +54,9 @@ def test_bad_options_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["loadtest", "--mix", "nope=1"]) == 2
     # Bounded in count and time: no division by zero, no endless step search, no packet-id wrap,
     # no schedule too large to pre-encode.
-    assert main(["loadtest", "--rate", "0"]) == 2
+    with pytest.raises(SystemExit) as refused:  # refused by argparse, naming the option
+        main(["loadtest", "--rate", "0"])
+    assert refused.value.code == 2
     assert main(["loadtest", "--step", "--factor", "1"]) == 2
     assert main(["loadtest", "--max-outstanding", "65536"]) == 2
     assert main(["loadtest", "--rate", "2000", "--duration", "1000"]) == 2
