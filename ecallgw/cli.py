@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import select
+import signal
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -63,5 +66,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     module: ModuleType | None = getattr(args, "_module", None)
     if module is None:
         parser.error(f"command {args.command!r} is not available in this build")
-    status: int = module.run(args)
+    try:
+        status: int = module.run(args)
+        sys.stdout.flush()  # here, not at exit: a reader that left shows up inside the try
+    except BrokenPipeError:
+        if not _stdout_gone():
+            raise  # a socket's, not ours to hide
+        # `ecallgw decode … | head -c1`: the reader has what it wanted. The recipe of Python's
+        # signal module docs: stdout onto devnull, so the interpreter's flush at exit stays quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE  # what a shell reports for a writer SIGPIPE ended (141)
     return status
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll reports POLLERR on it)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False

@@ -83,8 +83,11 @@ def gateway_config(
 
 
 @asynccontextmanager
-async def running_gateway(config: Config) -> AsyncIterator[Gateway]:
-    """A gateway in this process, running until the block ends (then drained)."""
+async def running_gateway(config: Config, *, lead: bool = True) -> AsyncIterator[Gateway]:
+    """A gateway in this process, running until the block ends (then drained).
+
+    On PostgreSQL a lone replica leads: with ``lead`` the block starts once it has replayed.
+    """
     async with Gateway(config) as gw:
         task = asyncio.create_task(gw.run())
         try:
@@ -92,7 +95,7 @@ async def running_gateway(config: Config) -> AsyncIterator[Gateway]:
                 await gw.ready.wait()
                 if gw.mqtt is not None:
                     await gw.mqtt.connected.wait()
-                if gw.sequencer is not None:  # PostgreSQL: a lone replica leads once it has replayed
+                if lead and gw.sequencer is not None:
                     while gw.sequencer.pipeline is None:  # noqa: ASYNC110
                         await asyncio.sleep(0.01)
             yield gw
