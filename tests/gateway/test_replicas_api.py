@@ -17,13 +17,14 @@ from pathlib import Path
 import aiohttp
 
 from ecallgw.app import Gateway
+from ecallgw.config import Config
 from ecallgw.simulators.pgserver import PgServer
 from tests.gateway.harness import OPERATOR_TOKEN, PROVIDER_TOKEN, SRE_TOKEN, gateway_config, running_gateway
 from tests.gateway.helpers import make_msd, msd_envelope, until, vin_for
 from tests.gateway.receiver import Receiver
 
 
-def _config(tmp_path: Path, receiver: Receiver, dsn: str, name: str) -> object:
+def _config(tmp_path: Path, receiver: Receiver, dsn: str, name: str) -> Config:
     return gateway_config(
         tmp_path / name,
         broker=None,
@@ -51,10 +52,10 @@ async def test_every_replica_serves_the_operator_api(
 ) -> None:
     dsn = pg_server.create_database()
     async with AsyncExitStack() as stack:
-        r1 = await stack.enter_async_context(running_gateway(_config(tmp_path, receiver, dsn, "r1")))  # type: ignore[arg-type]
+        r1 = await stack.enter_async_context(running_gateway(_config(tmp_path, receiver, dsn, "r1")))
         r2 = await stack.enter_async_context(
             running_gateway(_config(tmp_path, receiver, dsn, "r2"), lead=False)
-        )  # type: ignore[arg-type]
+        )
         gateways: dict[str, Gateway] = {"r1": r1, "r2": r2}
         await until(
             lambda: sum(g.leadership is not None and g.leadership.leading for g in gateways.values()) == 1
