@@ -120,3 +120,18 @@ def test_an_env_variable_naming_no_key_is_refused_by_name(
     monkeypatch.setenv("ECALLGW_RECEIVERS__PSAP_FALLBACK__URL", "http://127.0.0.1:9/in")
     assert main(["config", "check", str(_write(tmp_path, ""))]) == 0
     assert "psap-fallback(http)" in capsys.readouterr().out
+
+
+def test_the_example_configuration_checks(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    example = str(Path(__file__).resolve().parents[2] / "examples" / "gateway.toml")
+    # Its tokens come from the environment: without them, refused naming the key.
+    assert main(["config", "check", example]) == 2
+    assert "auth.tokens[0].token" in capsys.readouterr().err
+    for name in ("ACME", "DESK", "SRE"):
+        monkeypatch.setenv(f"ECALLGW_AUTH__TOKENS__{name}__TOKEN", f"{name.lower()}-example-token-000000")
+    assert main(["config", "check", example]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ok: store sqlite ") and "tokens 3" in out and "psap-fallback(http)" in out
+    assert "example-token" not in out
