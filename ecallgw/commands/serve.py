@@ -72,6 +72,19 @@ def run(args: argparse.Namespace) -> int:
         return _refuse(args, exc, 2)
     except StoreError as exc:  # the store's server cannot be reached: one line, not a traceback
         return _refuse(args, exc, 1)
+    except ExceptionGroup as group:
+        # A store that fails while running (a commit refused: disk full, read-only) stops the
+        # gateway (fail-stop: nothing more is acknowledged; a restart replays the journal).
+        stored, rest = group.split(StoreError)
+        if stored is None or rest is not None:
+            raise
+        first: BaseException = stored
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        if getattr(args, "debug", False):
+            traceback.print_exception(group)
+        print(f"ecallgw: the store failed; a restart replays the journal: {first}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -8,6 +8,7 @@ WARNING naming ``mqtt.host:port`` and keeps retrying.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -16,10 +17,15 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from ecallgw.app import Gateway
+from ecallgw.cli import main
+from ecallgw.config import Config
+from ecallgw.gateway.store import SqliteStore
 from tests.gateway.broker import free_port
-from tests.gateway.harness import SRE_TOKEN
+from tests.gateway.harness import PROVIDER_TOKEN, SRE_TOKEN, gateway_config
 
 pytestmark = pytest.mark.slow
 
@@ -148,3 +154,44 @@ def test_broker_unreachable_at_start_logs_one_line_and_keeps_running(tmp_path: P
     assert len(mqtt) == 1, mqtt
     assert mqtt[0]["event"] == "mqtt_unreachable" and mqtt[0]["broker"] == f"127.0.0.1:{mqtt_port}"
     assert "mqtt.host" in mqtt[0]["msg"] and "connection lost" not in text
+
+
+def test_a_store_that_fails_while_running_exits_1_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real SQLITE_FULL while serving: the gateway fail-stops (nothing more acknowledged; the
+    restart replays the journal) and ``serve`` says so in one line, exit 1, not a traceback."""
+    cfg = gateway_config(tmp_path, broker=None, psap_url="http://127.0.0.1:9/psap")
+
+    async def run_until_full(config: Config) -> None:
+        async with Gateway(config) as gw:
+            assert gw.http is not None
+            task = asyncio.create_task(gw.run())
+            async with asyncio.timeout(10):
+                await gw.ready.wait()
+            store = gw.store
+            assert isinstance(store, SqliteStore)
+            pages = await store.run(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+            await store.run(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    f"http://127.0.0.1:{gw.http.port}/v1/ecall/acme/full/msd",
+                    data=b"\xc1" * 8000,
+                    headers={
+                        "Authorization": f"Bearer {PROVIDER_TOKEN}",
+                        "Content-Type": "application/msgpack",
+                    },
+                ) as resp,
+            ):
+                assert resp.status == 503
+            async with asyncio.timeout(10):
+                await task
+
+    monkeypatch.setattr("ecallgw.config.load_config", lambda *a, **k: cfg)
+    monkeypatch.setattr("ecallgw.app.run_gateway", run_until_full)
+    assert main(["serve"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    [line] = [x for x in err.splitlines() if x.startswith("ecallgw: ")]
+    assert line.startswith("ecallgw: the store failed;") and "disk is full" in line, err
