@@ -1,9 +1,10 @@
 """The MQTT source: QoS 1 subscription, persistent session, acknowledgement only after the store.
 
 aiomqtt 2.x lets paho PUBACK a QoS 1 message as soon as it is queued, before we stored it. We switch
-paho to manual acknowledgement before connecting (``manual_ack_set(True)`` on the wrapped client;
-aiomqtt has no public API for it yet, issue #345, hence the pinned minor version and the redelivery
-test) and PUBACK each message, in arrival order, once the store committed it.
+paho to manual acknowledgement before connecting (`mqtt_adapter.enable_manual_ack`: aiomqtt has no
+public API for it yet, issue #345, hence the pinned minor version and the redelivery test) and PUBACK
+each message, in arrival order, once the store committed it. Every private aiomqtt or paho attribute
+used here is reached through `ecallgw.gateway.mqtt_adapter`, which says why no public API serves.
 
 Backpressure: at most ``max_inflight`` messages are received and not yet acknowledged. At the bound
 we stop reading; the broker's inflight window then holds further messages on the broker side, so a
@@ -50,6 +51,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
 from ecallgw.config import MqttConfig
+from ecallgw.gateway import mqtt_adapter
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.records import RawSignal
 from ecallgw.gateway.retry import backoff_s
@@ -147,10 +149,10 @@ def _fail_before_connack(client: aiomqtt.Client) -> None:
     aiomqtt ignores a disconnect before the CONNACK and waits for its timeout, then reports
     "Operation timed out" (module docstring: a refused client certificate). paho logs the socket
     error first (``failed to receive on socket: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] ...``);
-    its latest error line becomes the attempt's error. Private, pinned aiomqtt (module docstring).
+    its latest error line becomes the attempt's error. Private, pinned aiomqtt (`mqtt_adapter`).
     """
     loop = asyncio.get_running_loop()
-    paho_client = client._client
+    paho_client = mqtt_adapter.paho_client(client)
     errors: list[str] = []
     aiomqtt_on_disconnect = paho_client.on_disconnect
 
@@ -158,10 +160,10 @@ def _fail_before_connack(client: aiomqtt.Client) -> None:
         if level == paho.MQTT_LOG_ERR:
             errors[:] = [buf]
 
-    first = client._connected  # aiomqtt replaces it after a failed attempt: leave that one alone
+    first = mqtt_adapter.connected_future(client)  # replaced after a failed attempt: leave that one
 
     def fail() -> None:
-        connected = client._connected
+        connected = mqtt_adapter.connected_future(client)
         if connected is first and not connected.done():
             reason = errors[-1] if errors else "no reason given"
             connected.set_exception(
@@ -189,7 +191,7 @@ async def _subscribe(client: aiomqtt.Client, topic: str) -> None:
     is already gone, which is what a client id conflict does between CONNACK and SUBACK.
     """
     subscribe = asyncio.ensure_future(client.subscribe(topic, qos=1))
-    disconnected = client._disconnected  # private, pinned aiomqtt (module docstring)
+    disconnected = mqtt_adapter.disconnected_future(client)
     try:
         await asyncio.wait((subscribe, disconnected), return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -212,7 +214,7 @@ def _closed_by_broker(client: aiomqtt.Client, exc: aiomqtt.MqttError) -> bool:
     """
     if _code(exc) == paho.MQTT_ERR_NO_CONN:
         return True
-    done = client._disconnected  # private, pinned aiomqtt (module docstring)
+    done = mqtt_adapter.disconnected_future(client)
     if not done.done() or done.cancelled():
         return False
     cause = done.exception()
@@ -257,7 +259,7 @@ class _Connection:
                 self.store_failed.set()
                 continue
             if self.open and qos > 0:
-                self.client._client.ack(mid, qos)  # private: see module docstring
+                mqtt_adapter.ack(self.client, mid, qos)
                 self.acked += 1
         if self.metrics is not None:
             self.metrics.mqtt_inflight.set(len(pending))
@@ -270,16 +272,16 @@ async def _broker_has_read(client: aiomqtt.Client, *, timeout_s: float) -> None:
     PUBACKs proves it has processed them. Without this barrier, mosquitto can drop the last PUBACKs
     sent just before a DISCONNECT (seen 1 in ~50 graceful stops), and messages already stored here
     come back after the restart. They would be recognised as redeliveries, but a drain should leave
-    nothing behind. Private paho calls (module docstring). A broker that does not answer in time
+    nothing behind. Private paho calls (`mqtt_adapter`). A broker that does not answer in time
     costs only that redelivery, so the wait is short.
     """
-    paho = client._client
-    if paho._send_pingreq() != 0:  # not MQTT_ERR_SUCCESS: the link is already gone
+    if mqtt_adapter.send_pingreq(client) != 0:  # not MQTT_ERR_SUCCESS: the link is already gone
         return
+    disconnected = mqtt_adapter.disconnected_future(client)
     try:
         async with asyncio.timeout(timeout_s):
-            # paho clears _ping_t on PINGRESP and offers no callback for it; shutdown-only polling.
-            while paho._ping_t != 0 and not client._disconnected.done():  # noqa: ASYNC110
+            # paho offers no callback for the PINGRESP; shutdown-only polling.
+            while not mqtt_adapter.broker_answered_ping(client) and not disconnected.done():  # noqa: ASYNC110
                 await asyncio.sleep(0.001)
     except TimeoutError:
         log.warning("broker did not answer the drain ping; the last acknowledgements may be resent")
@@ -520,7 +522,7 @@ class MqttSource:
             timeout=10,
             tls_context=self._tls,
         )
-        client._client.manual_ack_set(True)  # before connect; module docstring
+        mqtt_adapter.enable_manual_ack(client)  # before connect; module docstring
         _fail_before_connack(client)
         conn = _Connection(client, cfg.max_inflight, self._metrics)
         quiet: asyncio.TimerHandle | None = None
@@ -581,8 +583,8 @@ class MqttSource:
     async def _consume(self, client: aiomqtt.Client, conn: _Connection) -> None:
         prefix_parts = self._config.topic_prefix.count("/") + 1
         messages = aiter(client.messages)
-        queued = client._queue  # private, pinned aiomqtt: see below
-        disconnected = client._disconnected
+        queued = mqtt_adapter.message_queue(client)  # private, pinned aiomqtt: see below
+        disconnected = mqtt_adapter.disconnected_future(client)
         taken = 0
         while True:
             # Stop reading at the in-flight bound: backpressure onto the broker's window.

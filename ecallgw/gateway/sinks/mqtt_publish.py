@@ -1,9 +1,10 @@
 """MQTT sink: publish each revision (QoS 1) to ``psap/v1/{receiver}/incidents``; confirmed by PUBACK.
 
-The publish goes to paho directly and waits on a future that aiomqtt's own ``on_publish`` resolves
-(its ``_pending_publishes`` table, private, pinned aiomqtt): ``aiomqtt.Client.publish`` spends ~70 us
-per call around the same paho call (a task for ``asyncio.wait_for``, an Event, a list of every
-pending call to count them). The end-to-end test with the default MQTT PSAP sink covers it.
+The publish goes to paho's public ``publish`` directly and waits on a future that aiomqtt's own
+``on_publish`` resolves (its table of pending publishes: private, pinned aiomqtt, reached through
+`mqtt_adapter.pending_publishes`, which says why): ``aiomqtt.Client.publish`` spends ~70 us per call
+around the same paho call (a task for ``asyncio.wait_for``, an Event, a list of every pending call to
+count them). The end-to-end test with the default MQTT PSAP sink covers it.
 
 With ``mqtt.tls`` it connects over TLS with the source's context (`broker_tls_context`, built once
 here at start); a refused handshake is a transient delivery error (retried, the breaker opens).
@@ -19,6 +20,7 @@ import paho.mqtt.client as paho
 
 from ecallgw.config import MqttConfig, ReceiverConfig
 from ecallgw.errors import TransientDeliveryError
+from ecallgw.gateway import mqtt_adapter
 from ecallgw.gateway.mqtt_source import broker_tls_context
 from ecallgw.gateway.records import OutboxItem
 
@@ -87,19 +89,19 @@ class MqttPublishSink:
         return None
 
     async def _publish(self, client: aiomqtt.Client, body: bytes) -> None:
-        info = client._client.publish(self.topic, body, 1)  # private: module docstring
+        info = mqtt_adapter.paho_client(client).publish(self.topic, body, 1)  # module docstring
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
         if info.is_published():
             return
         confirmed = _Confirmation(asyncio.get_running_loop().create_future())
-        pending = client._pending_publishes
-        pending[info.mid] = confirmed  # type: ignore[assignment]  # aiomqtt only calls .set()
+        pending = mqtt_adapter.pending_publishes(client)
+        pending[info.mid] = confirmed  # aiomqtt only calls .set()
         try:
             async with asyncio.timeout(self._config.timeout_s):
                 await confirmed.future
         finally:
-            if pending.get(info.mid) is confirmed:  # type: ignore[comparison-overlap]
+            if pending.get(info.mid) is confirmed:
                 del pending[info.mid]
 
     async def _drop(self) -> None:
