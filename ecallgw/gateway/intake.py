@@ -130,7 +130,12 @@ class Intake:
         m = self._metrics
         m.received(raw.transport, raw.kind if raw.kind in _KINDS else "invalid")
         original = self._seen.get(raw.digest)
-        if original is not None and not (original.done() and original.exception() is not None):
+        failed = (
+            original is not None
+            and original.done()
+            and (original.cancelled() or original.exception() is not None)
+        )
+        if original is not None and not failed:
             m.signals_duplicate.labels(raw.transport).inc()
             return asyncio.ensure_future(_copy_of(original))
         fut: asyncio.Future[Ingested] = asyncio.get_running_loop().create_future()
