@@ -202,9 +202,11 @@ class Replica:
         last: int | None = None
         while True:
             try:
-                if last is None:
+                if last is None or not self._stream.subscribers:
+                    # Nobody listens here: skip the revisions (decoding their snapshots costs CPU
+                    # per revision per replica); a client that subscribes reads its backlog itself.
                     last = await self._store.last_revision_seq()
-                while True:
+                while self._stream.subscribers:
                     revs = await self._store.revisions_after(last, 500)
                     for rev in revs:
                         self._stream.publish(rev.seq, rev.snapshot)
