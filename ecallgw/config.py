@@ -117,6 +117,8 @@ class StoreConfig:
             (PostgreSQL); a dead replica's entries are taken over after it.
         decision_wait_s: how long an HTTP answer waits for the sequencer's decision
             (PostgreSQL) before answering with what is known (stored, no incident id yet).
+        allow_plaintext: allow a PostgreSQL server beyond this host without a verified TLS link
+            (``sslmode=verify-full`` or ``verify-ca`` in the DSN); refused by default.
         synchronous: SQLite ``synchronous`` in WAL mode: "full" fsyncs every group commit (survives
             power loss), "normal" survives a process crash but not a power cut.
         batch_max: units of work after which a group commit takes no more (the jobs of one
@@ -137,6 +139,7 @@ class StoreConfig:
     lease_s: float = 5.0
     outbox_lease_s: float = 10.0
     decision_wait_s: float = 2.0
+    allow_plaintext: bool = False
     synchronous: Literal["full", "normal"] = "full"
     batch_max: int = 512
     retention_days: float = 30.0
@@ -175,6 +178,7 @@ class MqttConfig:
         check_hostname: the broker's certificate must name ``host`` (an IP address as an IP
             subjectAltName); the chain is verified either way.
         tls_min_version: the oldest TLS version accepted, "TLSv1.2" or "TLSv1.3".
+        allow_plaintext: allow a broker beyond this host without TLS (refused by default).
     """
 
     enabled: bool = True
@@ -196,6 +200,7 @@ class MqttConfig:
     key_file: str = ""
     check_hostname: bool = True
     tls_min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    allow_plaintext: bool = False
 
 
 @dataclass(**_frozen)
@@ -690,6 +695,22 @@ def _check(c: Config) -> None:
                     pass
             except OSError as exc:
                 raise ConfigError(key, path, f"cannot read: {exc.strerror or exc}") from exc
+    mqtt_used = c.mqtt.enabled or any(r.kind == "mqtt" for r in c.receivers.values())
+    if mqtt_used and not c.mqtt.tls and not c.mqtt.allow_plaintext and not _is_loopback(c.mqtt.host):
+        raise ConfigError(
+            "mqtt.host",
+            c.mqtt.host,
+            "a broker beyond this host needs TLS: set mqtt.tls = true (or mqtt.allow_plaintext = true)",
+        )
+    if c.store.backend == "postgresql" and not c.store.allow_plaintext:
+        host, sslmode = _dsn_host_and_sslmode(c.store.dsn.reveal())
+        if host and not host.startswith("/") and not _is_loopback(host) and sslmode not in _VERIFIED:
+            raise ConfigError(
+                "store.dsn",
+                f"<host {host}, sslmode {sslmode or 'unset'}>",
+                "a server beyond this host needs a verified TLS link: add sslmode=verify-full and "
+                "sslrootcert=... (or store.allow_plaintext = true)",
+            )
     if bool(c.mqtt.cert_file) != bool(c.mqtt.key_file):
         missing, given = ("key_file", "cert_file") if c.mqtt.cert_file else ("cert_file", "key_file")
         raise ConfigError(f"mqtt.{missing}", "", f"mqtt.{given} is set: a client certificate needs its key")
@@ -727,6 +748,23 @@ def _check_http(c: Config) -> None:
                     getattr(tok, attr),
                     "client certificates need http.client_ca_file",
                 )
+
+
+_VERIFIED = frozenset({"verify-full", "verify-ca"})
+
+
+def _dsn_host_and_sslmode(dsn: str) -> tuple[str, str]:
+    """(first host, sslmode) of a libpq DSN, URL (``postgresql://…?sslmode=…``) or ``key=value`` form."""
+    if "://" in dsn:
+        parts = urllib.parse.urlsplit(dsn)
+        query = urllib.parse.parse_qs(parts.query)
+        netloc = parts.netloc.rpartition("@")[2]
+        host = netloc.split(",")[0]
+        host = host[1 : host.index("]")] if host.startswith("[") and "]" in host else host.rsplit(":", 1)[0]
+        host = urllib.parse.unquote(host) or query.get("host", [""])[0]
+        return host, query.get("sslmode", [""])[0]
+    fields: dict[str, str] = {m[1]: m[2] for m in re.finditer(r"(\w+)\s*=\s*('[^']*'|\S+)", dsn)}
+    return fields.get("host", "").strip("'").split(",")[0], fields.get("sslmode", "").strip("'")
 
 
 def _is_loopback(host: str) -> bool:

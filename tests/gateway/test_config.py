@@ -28,7 +28,7 @@ def test_embedded_defaults_need_no_file() -> None:
 def test_layers_file_then_env_then_flags(tmp_path: Path) -> None:
     f = tmp_path / "gw.toml"
     f.write_text(
-        '[mqtt]\nport = 1884\nhost = "broker"\n[http]\nport = 9000\n'
+        '[mqtt]\nport = 1884\nhost = "broker"\nallow_plaintext = true\n[http]\nport = 9000\n'
         '[receivers.psap]\nurl = "http://127.0.0.1:1/in"\nformat = "cap"\n'
         "[triage]\nsome_threshold = 3\n"
     )
@@ -212,3 +212,59 @@ def test_an_env_variable_naming_no_key_is_an_error_naming_it(name: str, why: str
     assert info.value.key == name
     assert why in str(info.value) and "names no configuration key" in str(info.value)
     assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"mqtt.host": "broker.example"}, "mqtt.host"),
+        (
+            {"mqtt.host": "10.0.0.7", "mqtt.enabled": "false", "receivers.psap-fallback.kind": "mqtt"},
+            "mqtt.host",
+        ),
+        (
+            {"store.backend": "postgresql", "store.dsn": "postgresql://gw:pw@db.example:5432/ecallgw"},
+            "store.dsn",
+        ),
+        (
+            {
+                "store.backend": "postgresql",
+                "store.dsn": "postgresql://gw@db.example/ecallgw?sslmode=require",
+            },
+            "store.dsn",
+        ),
+        (
+            {"store.backend": "postgresql", "store.dsn": "host=10.1.2.3 dbname=ecallgw sslmode=prefer"},
+            "store.dsn",
+        ),
+    ],
+)
+def test_a_link_beyond_this_host_without_verified_tls_is_refused(overrides: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=overrides)
+    assert err.value.key == key
+    assert "pw" not in str(err.value)  # a DSN's password never reaches the message
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"mqtt.host": "localhost"},
+        {"mqtt.host": "::1"},
+        {"mqtt.host": "broker.example", "mqtt.tls": "true"},
+        {"mqtt.host": "broker.example", "mqtt.allow_plaintext": "true"},
+        {"store.backend": "postgresql", "store.dsn": "postgresql://gw@127.0.0.1:5432/ecallgw"},
+        {"store.backend": "postgresql", "store.dsn": "postgresql:///ecallgw?host=/var/run/postgresql"},
+        {
+            "store.backend": "postgresql",
+            "store.dsn": "postgresql://gw@db.example/ecallgw?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+        },
+        {
+            "store.backend": "postgresql",
+            "store.dsn": "postgresql://gw@db.example/e",
+            "store.allow_plaintext": "true",
+        },
+    ],
+)
+def test_loopback_verified_tls_or_an_explicit_allowance_starts(overrides: dict[str, str]) -> None:
+    load_config(overrides=overrides)
