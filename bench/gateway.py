@@ -45,6 +45,7 @@ import uvloop
 from aiohttp import web
 
 from ecallgw.codecs import msd as msd_codec
+from ecallgw.gateway import mqtt_adapter
 from ecallgw.model import (
     ControlType,
     Msd,
@@ -196,7 +197,7 @@ async def relay(port: int, url: str, db: str, n: int) -> None:
 
     def committed(batch: list[tuple[int, str, bytes]]) -> None:
         for mid, _, payload in batch:
-            client._client.ack(mid, 1)
+            mqtt_adapter.ack(client, mid, 1)
             outgoing.put_nowait(msgpack.unpackb(payload)["call_id"])
 
     def hand_over() -> None:
@@ -209,13 +210,13 @@ async def relay(port: int, url: str, db: str, n: int) -> None:
     thread = threading.Thread(target=writer, daemon=True)
     thread.start()
     client = aiomqtt.Client("127.0.0.1", port, identifier="bench-relay", clean_session=False)
-    client._client.manual_ack_set(True)  # as the gateway's MQTT source does
+    mqtt_adapter.enable_manual_ack(client)  # as the gateway's MQTT source does
 
     async def consume() -> None:
         # Queued messages straight from aiomqtt's queue, as the gateway's source takes them (its
         # iterator makes a task per message).
         messages = aiter(client.messages)
-        queued = client._queue
+        queued = mqtt_adapter.message_queue(client)
         while True:
             message = queued.get_nowait() if queued.qsize() else await anext(messages)
             assert isinstance(message.payload, bytes)

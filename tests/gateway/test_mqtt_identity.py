@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from ecallgw.config import MqttConfig, load_config
 from ecallgw.errors import ConfigError
-from ecallgw.gateway import mqtt_source
+from ecallgw.gateway import mqtt_adapter, mqtt_source
 from ecallgw.gateway.mqtt_source import MqttSource, derive_client_id
 from ecallgw.gateway.records import RawSignal
 from tests.gateway.broker import Mosquitto
@@ -177,8 +177,9 @@ async def intrude(broker: Mosquitto, client_id: str, seconds: float) -> int:
             async with client:
                 n += 1
                 await asyncio.sleep(0.05)
-        if client._disconnected.done():  # taken over in turn: retrieve it (asyncio logs it otherwise)
-            client._disconnected.exception()
+        gone = mqtt_adapter.disconnected_future(client)
+        if gone.done():  # taken over in turn: retrieve it (asyncio logs it otherwise)
+            gone.exception()
     return n
 
 
