@@ -256,7 +256,10 @@ class _Connection:
             if stored.cancelled() or stored.exception() is not None:
                 # Not stored: leave it unacknowledged; the broker redelivers it on the next connection.
                 log.error("store failed, message left unacknowledged", extra={"mid": mid})
-                self.store_failed.set()
+                if not stored.cancelled():
+                    # A store that refused it (and may recover: a PostgreSQL restart): reconnect,
+                    # so that the broker redelivers it. A cancelled one means we are stopping.
+                    self.store_failed.set()
                 continue
             if self.open and qos > 0:
                 mqtt_adapter.ack(self.client, mid, qos)
