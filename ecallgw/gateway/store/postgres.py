@@ -46,7 +46,14 @@ from ecallgw.gateway.records import (
 from ecallgw.gateway.snapshots import load_snapshot
 from ecallgw.gateway.store.migrations import POSTGRES, migrate_postgres
 from ecallgw.gateway.store.plan import Plan, plan_units
-from ecallgw.gateway.store.protocol import IncidentRow, RevisionRow, journal_row
+from ecallgw.gateway.store.protocol import (
+    AUDIT_KEYS,
+    DEAD_LETTER_KEYS,
+    QUARANTINE_KEYS,
+    IncidentRow,
+    RevisionRow,
+    journal_row,
+)
 from ecallgw.model import IncidentSnapshot
 
 __all__ = ["DB_ERRORS", "FencedError", "PostgresStore", "SequencedRow"]
@@ -875,19 +882,7 @@ class PostgresStore:
                 )
             )
 
-        keys = (
-            "id",
-            "at",
-            "transport",
-            "source",
-            "kind",
-            "tps",
-            "vehicle",
-            "payload",
-            "codec",
-            "reason",
-            "path",
-        )
+        keys = QUARANTINE_KEYS
         return [
             {k: (bytes(v) if isinstance(v, memoryview) else v) for k, v in zip(keys, tuple(r), strict=True)}
             for r in await self.read(fn)
@@ -904,7 +899,7 @@ class PostgresStore:
                 )
             )
 
-        keys = ("incident_id", "revision", "receiver", "at", "attempts", "reason", "detail")
+        keys = DEAD_LETTER_KEYS
         return [dict(zip(keys, tuple(r), strict=True)) for r in await self.read(fn)]
 
     async def audit_log(self, incident_id: str | None = None) -> list[dict[str, Any]]:
@@ -919,7 +914,7 @@ class PostgresStore:
                 )
             )
 
-        keys = ("at", "actor", "role", "action", "incident_id", "note", "outcome")
+        keys = AUDIT_KEYS
         return [dict(zip(keys, tuple(r), strict=True)) for r in await self.read(fn)]
 
 

@@ -18,7 +18,33 @@ from ecallgw.gateway.records import ActionRecord, CommitResult, JournalRow, Outb
 from ecallgw.gateway.snapshots import load_snapshot
 from ecallgw.model import IncidentSnapshot
 
-__all__ = ["IncidentRow", "RevisionRow", "Store", "journal_row"]
+__all__ = [
+    "AUDIT_KEYS",
+    "DEAD_LETTER_KEYS",
+    "QUARANTINE_KEYS",
+    "IncidentRow",
+    "RevisionRow",
+    "Store",
+    "journal_row",
+]
+
+
+# The keys of the dicts the read API returns, in the order both stores select the columns.
+QUARANTINE_KEYS = (
+    "id",
+    "at",
+    "transport",
+    "source",
+    "kind",
+    "tps",
+    "vehicle",
+    "payload",
+    "codec",
+    "reason",
+    "path",
+)
+DEAD_LETTER_KEYS = ("incident_id", "revision", "receiver", "at", "attempts", "reason", "detail")
+AUDIT_KEYS = ("at", "actor", "role", "action", "incident_id", "note", "outcome")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

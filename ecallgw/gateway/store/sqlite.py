@@ -39,7 +39,14 @@ from ecallgw.gateway.records import (
 from ecallgw.gateway.snapshots import load_snapshot
 from ecallgw.gateway.store.migrations import SQLITE, migrate_sqlite
 from ecallgw.gateway.store.plan import plan_units
-from ecallgw.gateway.store.protocol import IncidentRow, RevisionRow, journal_row
+from ecallgw.gateway.store.protocol import (
+    AUDIT_KEYS,
+    DEAD_LETTER_KEYS,
+    QUARANTINE_KEYS,
+    IncidentRow,
+    RevisionRow,
+    journal_row,
+)
 from ecallgw.model import IncidentSnapshot
 
 __all__ = ["SCHEMA", "SqliteStore", "create_private"]
@@ -664,19 +671,7 @@ class SqliteStore:
                 (limit,),
             ).fetchall()
 
-        keys = (
-            "id",
-            "at",
-            "transport",
-            "source",
-            "kind",
-            "tps",
-            "vehicle",
-            "payload",
-            "codec",
-            "reason",
-            "path",
-        )
+        keys = QUARANTINE_KEYS
         return [dict(zip(keys, r, strict=True)) for r in await self.run(fn)]
 
     async def dead_letters(self) -> list[dict[str, Any]]:
@@ -688,7 +683,7 @@ class SqliteStore:
                 "FROM dead_letters l JOIN outbox o ON o.id = l.outbox_id ORDER BY l.outbox_id"
             ).fetchall()
 
-        keys = ("incident_id", "revision", "receiver", "at", "attempts", "reason", "detail")
+        keys = DEAD_LETTER_KEYS
         return [dict(zip(keys, r, strict=True)) for r in await self.run(fn)]
 
     async def audit_log(self, incident_id: str | None = None) -> list[dict[str, Any]]:
@@ -700,7 +695,7 @@ class SqliteStore:
                 return conn.execute(sql + " ORDER BY id").fetchall()
             return conn.execute(sql + " WHERE incident_id=? ORDER BY id", (incident_id,)).fetchall()
 
-        keys = ("at", "actor", "role", "action", "incident_id", "note", "outcome")
+        keys = AUDIT_KEYS
         return [dict(zip(keys, r, strict=True)) for r in await self.run(fn)]
 
 
@@ -820,6 +815,7 @@ def _journal_values(seq: int, unit: Unit) -> tuple[Any, ...]:
 
 def _journal_row(r: Sequence[Any]) -> JournalRow:
     return journal_row(r, seq=r[0], at=r[2])
+
 
 def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
     if not fut.done():
