@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from ecallgw.simulators.pgserver import PgServer
+from tests.browserkit import Browser, launch
 from tests.tlskit import Pki, make_pki
 
 # CI runs the same properties with fewer examples than a developer's run; the long runs
@@ -47,3 +48,11 @@ def pg_dsn(pg_server: PgServer) -> Iterator[str]:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A CA, server and client certificates (and a rogue CA's), made once per session."""
     return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Headless Debian Chromium driven by Playwright (tests/browserkit.py); requests leaving
+    127.0.0.1 are refused and recorded in ``browser.foreign_requests``."""
+    async with launch() as b:
+        yield b
