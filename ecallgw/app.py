@@ -58,9 +58,12 @@ class Gateway:
         configure_log: install the JSON-lines log handler on stderr (the ``serve`` command does).
     """
 
-    def __init__(self, config: Config, *, configure_log: bool = False) -> None:
+    def __init__(self, config: Config, *, configure_log: bool = False, tune_gc: bool = False) -> None:
         self.config = config
         self._configure_log = configure_log
+        # Process-wide collector settings (heap.py): only a daemon that owns its process turns
+        # them on (`serve`), never a test or a library user by inheritance.
+        self._tune_gc = tune_gc
         self.metrics = Metrics()
         self.stream = OperatorStream()
         self._stack = contextlib.AsyncExitStack()
@@ -256,7 +259,8 @@ class Gateway:
         self.forwarder.add(pending)
         # The replayed triage state and the imports live as long as the process: out of the
         # cyclic collector's view (heap.py says why and how the rest is kept out of it).
-        heap.settle()
+        if self._tune_gc:
+            heap.settle()
         log.info(
             "state rebuilt from the journal",
             extra={
@@ -323,8 +327,9 @@ class Gateway:
             core += [
                 tg.create_task(self.forwarder.run(), name="forwarder"),
                 tg.create_task(self._retention(), name="retention"),
-                tg.create_task(heap.keep_frozen(), name="heap"),
             ]
+            if self._tune_gc:
+                core.append(tg.create_task(heap.keep_frozen(), name="heap"))
             source = tg.create_task(self.mqtt.run(), name="mqtt") if self.mqtt is not None else None
             self.health.started = True
             self.ready.set()
@@ -384,7 +389,7 @@ async def run_gateway(config: Config, *, on_ready: Callable[[Gateway], None] | N
     import signal
 
     loop = asyncio.get_running_loop()
-    async with Gateway(config, configure_log=True) as gw:
+    async with Gateway(config, configure_log=True, tune_gc=config.pipeline.gc_tuning) as gw:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, gw.stop)
         if on_ready is not None:

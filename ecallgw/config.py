@@ -338,6 +338,9 @@ class PipelineConfig:
             key of the VIN pseudonyms in logs only, kept out of the store; "" uses the triage key
             above for logs too. Rotating it never changes incident ids.
         sender: CAP ``sender`` of forwarded documents.
+        gc_tuning: ``serve`` keeps CPython's cyclic collector off the per-message path
+            (ecallgw/gateway/heap.py; the figures are in docs/performance.md). Process-wide, so
+            only the daemon applies it; off is CPython's defaults.
     """
 
     queue_size: int = 1024
@@ -347,6 +350,7 @@ class PipelineConfig:
     pseudonym_key: Secret = field(default_factory=lambda: Secret(""))
     pseudonym_key_file: str = ""
     sender: str = "ecallgw@localhost"
+    gc_tuning: bool = True
 
 
 @dataclass(**_frozen)
