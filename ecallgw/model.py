@@ -15,7 +15,9 @@ from typing import Any, Literal
 __all__ = [
     "MAS_PER_DEGREE",
     "POSITION_UNKNOWN",
+    "Activation",
     "AdditionalData",
+    "Call",
     "CancelSignal",
     "ControlType",
     "CoordinateSystemType",
@@ -472,6 +474,31 @@ class Severity:
     reasons: tuple[Reason, ...] = ()
 
 
+Activation = Literal["automatic", "manual", "test"]
+
+
+@dataclass(**_frozen)
+class Call:
+    """One eCall of an incident: a provider's call, as of the revision that carries it.
+
+    An incident holds every call that joined it (a redial of the vehicle, the same VIN reported by
+    a second provider); the first is the primary call, whose fields are the snapshot's own
+    (``tps``, ``vehicle``, ``call_id``, ``callback``, ``lang``). Every field here is of this call
+    alone, so a document never mixes two calls. ``activation`` is its latest MSD's; ``first_at`` and
+    ``last_at`` are receipt times of its first and latest signal (MSD, cancel or position).
+    """
+
+    tps: str
+    vehicle: str
+    call_id: str
+    activation: Activation
+    first_at: float
+    last_at: float
+    msd_version: int | None = None
+    callback: str | None = None
+    lang: str | None = None
+
+
 @dataclass(**_frozen)
 class IncidentSnapshot:
     """One revision of an incident, as triage decided it and as documents render it.
@@ -479,7 +506,9 @@ class IncidentSnapshot:
     ``received_at`` is when the first signal of the incident was received (epoch seconds UTC);
     ``updated_at`` when this revision was decided. ``scene_id`` links incidents of different
     vehicles at one scene. ``reasons`` are triage's reasons for this revision (dedup, false-trigger
-    checks, routing), shown to operators.
+    checks, routing), shown to operators. ``calls`` are the incident's calls, the primary first
+    (empty in revisions stored before calls were kept). ``members`` are the incident ids a storm
+    aggregate (``incident_id`` starting ``storm-``, for the operator desk only) stands for.
     """
 
     incident_id: str
@@ -499,3 +528,5 @@ class IncidentSnapshot:
     lang: str | None = None
     scene_id: str | None = None
     reasons: tuple[Reason, ...] = ()
+    calls: tuple[Call, ...] = ()
+    members: tuple[str, ...] = ()

@@ -335,7 +335,7 @@ class Pipeline:
             journal_type="action",
             at=now,
             action=record,
-            decisions=(self._record(decision, now),),
+            decisions=self._records(decision, now),
             audit_outcome=str(decision.outcome),
             confirm_on_commit=self._at_commit,
             journal_id=journal_id,
@@ -374,7 +374,7 @@ class Pipeline:
             journal_type="signal",
             at=now,
             signal=raw,
-            decisions=(self._record(decision, now),),
+            decisions=self._records(decision, now),
             confirm_on_commit=self._at_commit,
             journal_id=journal_id,
             outcome=str(decision.outcome),
@@ -389,7 +389,7 @@ class Pipeline:
         unit = Unit(
             journal_type="tick",
             at=now,
-            decisions=tuple(self._record(d, now) for d in decisions),
+            decisions=tuple(r for d in decisions for r in self._records(d, now)),
             confirm_on_commit=self._at_commit,
         )
         return unit, decisions
@@ -551,13 +551,12 @@ class Pipeline:
             journal_type="signal",
             at=raw.received_at,
             signal=raw,
-            decisions=(self._record(decision, raw.received_at),),
+            decisions=self._records(decision, raw.received_at),
             confirm_on_commit=self._at_commit,
         )
         snap = decision.incident
-        result = Ingested(
-            outcome=str(decision.outcome), incident_id=snap.incident_id if snap is not None else None
-        )
+        # The incident the signal made, changed or joined, also without a revision (issue 12).
+        result = Ingested(outcome=str(decision.outcome), incident_id=decision.incident_id)
         self._submit_unit(unit, fut, result, decision, raw.digest)
         if decision.outcome == "new_incident" and isinstance(signal, MsdSignal) and snap is not None:
             log.info(
@@ -627,6 +626,12 @@ class Pipeline:
             raise DecodeError("topic", f"not an ingest topic or path: {raw.source[:100]!r}", path="kind")
         return decode_envelope(raw.kind, raw.tps, raw.vehicle, raw.payload)
 
+    def _records(self, decision: Decision, now: float) -> tuple[DecisionRecord, ...]:
+        # A decision may carry further ones the same input caused (a storm seen in hindsight).
+        if not decision.also:
+            return (self._record(decision, now),)
+        return (self._record(decision, now), *(self._record(d, now) for d in decision.also))
+
     def _record(self, decision: Decision, now: float) -> DecisionRecord:
         return DecisionRecord(
             outcome=str(decision.outcome),
@@ -634,6 +639,7 @@ class Pipeline:
             snapshot=decision.incident,
             routes=tuple((r.receiver, r.incident_id, r.revision) for r in decision.routes),
             signal_at=now,
+            incident_id=decision.incident_id,
         )
 
     def _count(self, decision: Decision) -> None:

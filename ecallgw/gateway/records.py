@@ -94,6 +94,8 @@ class DecisionRecord:
         snapshot: the new incident revision, or None.
         routes: (receiver, incident_id, revision) to deliver.
         signal_at: receipt time of what caused it (start of the end-to-end latency clock).
+        incident_id: the incident the input concerned, also without a revision (a redial
+            joined, a resend): what the ingest answer names.
     """
 
     outcome: str
@@ -101,6 +103,7 @@ class DecisionRecord:
     snapshot: IncidentSnapshot | None
     routes: tuple[tuple[str, str, int], ...]
     signal_at: float
+    incident_id: str | None = None
 
 
 @dataclass(**_frozen)

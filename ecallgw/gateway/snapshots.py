@@ -11,7 +11,7 @@ from typing import Any
 
 import msgpack
 
-from ecallgw.model import IncidentSnapshot, Msd, Position, Reason, Severity
+from ecallgw.model import Call, IncidentSnapshot, Msd, Position, Reason, Severity
 
 __all__ = ["dump_snapshot", "load_snapshot"]
 
@@ -29,6 +29,28 @@ def _position(p: Position) -> dict[str, Any]:
     # Position holds scalars only: a shallow dict is what dataclasses.asdict gives, without its
     # recursive deepcopy (~15 us per revision in the store thread, under the GIL).
     return {name: getattr(p, name) for name in _POSITION_FIELDS}
+
+
+def _call(c: Call) -> list[Any]:
+    return [
+        *(c.tps, c.vehicle, c.call_id, c.activation),
+        *(c.first_at, c.last_at, c.msd_version, c.callback, c.lang),
+    ]
+
+
+def _load_call(r: list[Any]) -> Call:
+    tps, vehicle, call_id, activation, first_at, last_at, version, callback, lang = r
+    return Call(
+        tps=tps,
+        vehicle=vehicle,
+        call_id=call_id,
+        activation=activation,
+        first_at=first_at,
+        last_at=last_at,
+        msd_version=version,
+        callback=callback,
+        lang=lang,
+    )
 
 
 def dump_snapshot(snapshot: IncidentSnapshot) -> bytes:
@@ -66,6 +88,9 @@ def dump_snapshot(snapshot: IncidentSnapshot) -> bytes:
         "lang": snapshot.lang,
         "scene_id": snapshot.scene_id,
         "reasons": _reasons(snapshot.reasons),
+        # Issue 12; absent in revisions stored before (loaded as empty).
+        "calls": [_call(c) for c in snapshot.calls],
+        "members": list(snapshot.members),
     }
     packed: bytes = msgpack.packb(record, use_bin_type=True)
     return packed
@@ -107,4 +132,6 @@ def load_snapshot(data: bytes) -> IncidentSnapshot:
         lang=r["lang"],
         scene_id=r["scene_id"],
         reasons=tuple(Reason(code=c, text=t) for c, t in r["reasons"]),
+        calls=tuple(_load_call(c) for c in r.get("calls", [])),
+        members=tuple(r.get("members", [])),
     )

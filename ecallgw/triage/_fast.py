@@ -12,10 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from ecallgw.model import IncidentSnapshot, Msd, Position, Reason, Severity, Status
+from ecallgw.model import Activation, Call, IncidentSnapshot, Msd, Position, Reason, Severity, Status
 from ecallgw.triage.decision import Decision, Outcome, Route
 
-__all__ = ["make_decision", "make_position", "make_reason", "make_route", "make_snapshot", "twin"]
+__all__ = [
+    "make_call",
+    "make_decision",
+    "make_position",
+    "make_reason",
+    "make_route",
+    "make_snapshot",
+    "twin",
+]
 
 
 def twin(cls: type) -> type | None:
@@ -60,6 +68,8 @@ def make_snapshot(
     lang: str | None,
     scene_id: str | None,
     reasons: tuple[Reason, ...],
+    calls: tuple[Call, ...] = (),
+    members: tuple[str, ...] = (),
 ) -> IncidentSnapshot:
     """``IncidentSnapshot(...)`` with every field given, built the fast way when possible."""
     if _SNAPSHOT is None:  # pragma: no cover - the probe passes on CPython 3.11+
@@ -81,6 +91,8 @@ def make_snapshot(
             lang=lang,
             scene_id=scene_id,
             reasons=reasons,
+            calls=calls,
+            members=members,
         )
     o: Any = _SNAPSHOT()
     o.incident_id = incident_id
@@ -100,6 +112,8 @@ def make_snapshot(
     o.lang = lang
     o.scene_id = scene_id
     o.reasons = reasons
+    o.calls = calls
+    o.members = members
     o.__class__ = IncidentSnapshot
     snapshot: IncidentSnapshot = o
     return snapshot
@@ -126,6 +140,48 @@ def make_position(
     o.__class__ = Position
     position: Position = o
     return position
+
+
+_CALL = twin(Call)
+
+
+def make_call(
+    tps: str,
+    vehicle: str,
+    call_id: str,
+    activation: Activation,
+    first_at: float,
+    last_at: float,
+    msd_version: int | None,
+    callback: str | None,
+    lang: str | None,
+) -> Call:
+    """``Call(...)`` with every field given, built the fast way when possible."""
+    if _CALL is None:  # pragma: no cover - the probe passes on CPython 3.11+
+        return Call(
+            tps=tps,
+            vehicle=vehicle,
+            call_id=call_id,
+            activation=activation,
+            first_at=first_at,
+            last_at=last_at,
+            msd_version=msd_version,
+            callback=callback,
+            lang=lang,
+        )
+    o: Any = _CALL()
+    o.tps = tps
+    o.vehicle = vehicle
+    o.call_id = call_id
+    o.activation = activation
+    o.first_at = first_at
+    o.last_at = last_at
+    o.msd_version = msd_version
+    o.callback = callback
+    o.lang = lang
+    o.__class__ = Call
+    call: Call = o
+    return call
 
 
 _ROUTE = twin(Route)
@@ -163,15 +219,28 @@ def make_decision(
     reasons: tuple[Reason, ...],
     incident: IncidentSnapshot | None,
     routes: tuple[Route, ...],
+    incident_id: str | None = None,
+    also: tuple[Decision, ...] = (),
 ) -> Decision:
-    """``Decision(...)``, built the fast way when possible."""
+    """``Decision(...)``, built the fast way when possible; ``incident_id`` defaults to the revision's."""
+    if incident is not None and incident_id is None:
+        incident_id = incident.incident_id
     if _DECISION is None:  # pragma: no cover - the probe passes on CPython 3.11+
-        return Decision(outcome=outcome, reasons=reasons, incident=incident, routes=routes)
+        return Decision(
+            outcome=outcome,
+            reasons=reasons,
+            incident=incident,
+            routes=routes,
+            incident_id=incident_id,
+            also=also,
+        )
     o: Any = _DECISION()
     o.outcome = outcome
     o.reasons = reasons
     o.incident = incident
     o.routes = routes
+    o.incident_id = incident_id
+    o.also = also
     o.__class__ = Decision
     decision: Decision = o
     return decision

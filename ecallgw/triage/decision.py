@@ -51,9 +51,15 @@ class Decision:
         reasons: why, with stable codes; never empty.
         incident: the new revision receivers should see, or None when nothing they see changed.
         routes: deliveries to make now (empty when ``incident`` is None).
+        incident_id: the incident the input concerned (made, joined, changed or only matched), also
+            when no revision came of it; None for an orphan or an unknown incident.
+        also: further decisions the same input caused, in order (a storm recognised in hindsight:
+            the revisions of its earlier members and of the storm's aggregate for the operator).
     """
 
     outcome: Outcome
     reasons: tuple[Reason, ...]
     incident: IncidentSnapshot | None = None
     routes: tuple[Route, ...] = ()
+    incident_id: str | None = None
+    also: tuple[Decision, ...] = ()

@@ -17,6 +17,8 @@ import math
 from collections.abc import Hashable
 
 from ecallgw.model import (
+    Activation,
+    Call,
     CancelSignal,
     IncidentSnapshot,
     Msd,
@@ -52,9 +54,19 @@ def _r(code: str, text: str) -> Reason:
     return _fast.make_reason(code, text)
 
 
-def _plain(outcome: Outcome, reasons: tuple[Reason, ...]) -> Decision:
+def _plain(outcome: Outcome, reasons: tuple[Reason, ...], incident_id: str | None = None) -> Decision:
     """A decision without a revision (nothing receivers see changed)."""
-    return _fast.make_decision(outcome, reasons, None, ())
+    return _fast.make_decision(outcome, reasons, None, (), incident_id)
+
+
+def _about(d: Decision, incident_id: str) -> Decision:
+    """A shared constant decision, naming the incident it concerned (the ingest answer says it)."""
+    return _fast.make_decision(d.outcome, d.reasons, None, (), incident_id)
+
+
+def _activation(msd: Msd) -> Activation:
+    c = msd.msd.msd_structure.control
+    return "test" if c.test_call else "automatic" if c.automatic_activation else "manual"
 
 
 # Reasons without parameters are built once: most decisions are duplicates and should cost little.
@@ -69,6 +81,12 @@ _POS_SAME = (_r("position_unchanged", "position did not move enough to matter"),
 _CANCEL_REPEAT = (_r("cancel_repeat", "cancel already requested for this incident"),)
 _NEW_CALL = _r("new_call", "first MSD of a new call")
 _REDIAL = _r("redial_joined", "new call of the same vehicle within the redial window, near the same place")
+_PROVIDER_JOINED = _r(
+    "provider_joined",
+    "a call of the same vehicle (VIN) via another provider joined the incident, near the same place",
+)
+_CALLBACK_ADDED = _r("callback_added", "a joined call brings another call-back number")
+_CALLBACK_CHANGED = _r("callback_changed", "call-back number changed")
 _REDIAL_AFTER_CLOSE = _r(
     "redial_after_close", "the vehicle called again within the redial window after its incident was closed"
 )
@@ -113,14 +131,57 @@ _ALREADY_AT_PSAP = _plain(Outcome.rejected, (_r("already_at_psap", "already forw
 _DUP_CLOSED_RESEND = _plain(Outcome.duplicate, (_CLOSED, *_RESEND_UNCHANGED))
 
 
+class _Call:
+    """Mutable per-call state: one provider's call of an incident (receivers see ``Call``)."""
+
+    __slots__ = (
+        "activation",
+        "call_id",
+        "callback",
+        "first_at",
+        "lang",
+        "last_at",
+        "mid",
+        "tps",
+        "vehicle",
+        "version",
+    )
+
+    def __init__(self, sig: MsdSignal, now: float) -> None:
+        self.tps = sig.tps
+        self.vehicle = sig.vehicle
+        self.call_id = sig.call_id
+        self.callback = sig.callback
+        self.lang = sig.lang
+        msd = sig.msd
+        self.activation: Activation = _activation(msd)
+        self.first_at = now
+        self.last_at = now
+        self.version: int = msd.version
+        # The latest messageIdentifier of the call: a lower one is a late older MSD.
+        self.mid: int = msd.msd.msd_structure.message_identifier
+
+    def frozen(self) -> Call:
+        return _fast.make_call(
+            self.tps,
+            self.vehicle,
+            self.call_id,
+            self.activation,
+            self.first_at,
+            self.last_at,
+            self.version,
+            self.callback,
+            self.lang,
+        )
+
+
 class _Incident:
     """Mutable per-incident state; receivers see it only through ``IncidentSnapshot``."""
 
     __slots__ = (
         "acked",
         "automatic",
-        "call_id",
-        "callback",
+        "calls",
         "closed",
         "escalated",
         "escalation_due",
@@ -130,10 +191,7 @@ class _Incident:
         "generation",
         "id",
         "is_test",
-        "lang",
         "last_at",
-        "mid",
-        "mids",
         "msd",
         "position",
         "position_sent_at",
@@ -146,10 +204,10 @@ class _Incident:
         "seen",
         "severity",
         "shown",
+        "shown_calls",
         "status",
         "tps",
         "updated_at",
-        "vehicle",
         "vkey",
     )
 
@@ -160,20 +218,16 @@ class _Incident:
         self.id = iid
         self.generation = generation
         self.vkey = vkey
-        self.tps = sig.tps
-        self.vehicle = sig.vehicle
-        self.call_id = sig.call_id
-        self.callback = sig.callback
-        self.lang = sig.lang
+        self.tps = sig.tps  # the opening call's provider (its storm detector)
+        # Every call of the incident, the primary first (the opening one, or the first automatic
+        # call that joined a manual incident): documents' call block is the primary's alone.
+        self.calls: list[_Call] = [_Call(sig, now)]
+        self.shown_calls: tuple[Call, ...] = ()
         self.received_at = now
         self.last_at = now
         msd = self.msd = sig.msd
         s = msd.msd.msd_structure
         control = s.control
-        # The latest messageIdentifier of the opening call lives in a slot; other calls that join
-        # (redials) get a dict only then: most incidents have one call, and a dict costs ~180 B each.
-        self.mid: int = s.message_identifier
-        self.mids: dict[str, int] | None = None
         self.automatic = control.automatic_activation
         self.is_test = control.test_call
         position: Position | None = msd_position(msd)
@@ -320,10 +374,11 @@ class TriageEngine:
         inc = self._incidents.get(incident_id)
         if inc is None:
             return _UNKNOWN_INCIDENT
+        iid = inc.id
         if action not in ACTIONS:
-            return _plain(Outcome.rejected, (_r("unknown_action", f"unknown action {action!r}"),))
+            return _plain(Outcome.rejected, (_r("unknown_action", f"unknown action {action!r}"),), iid)
         if inc.closed:
-            return _plain(Outcome.rejected, (_CLOSED,))
+            return _plain(Outcome.rejected, (_CLOSED,), iid)
         if now > inc.last_at:  # noqa: PLR1730 - max() without the call
             inc.last_at = now
         if action == "ack":
@@ -331,19 +386,20 @@ class TriageEngine:
             inc.flags.pop(_ESC_PENDING, None)
             inc.flags.pop(_ESC_HELD.code, None)
             if inc.acked:
-                return _ALREADY_ACKED
+                return _about(_ALREADY_ACKED, iid)
             inc.acked = True
             if not actor:
-                return _ACKED
+                return _about(_ACKED, iid)
             return _plain(
                 Outcome.acknowledged,
                 (_r("acknowledged", f"acknowledged by {actor}: {_ACKED_TEXT}"),),
+                iid,
             )
         if action == "escalate":
             if inc.is_test:
-                return _TEST_NOT_ESCALATED
+                return _about(_TEST_NOT_ESCALATED, iid)
             if self._has_psap(inc):
-                return _ALREADY_AT_PSAP
+                return _about(_ALREADY_AT_PSAP, iid)
             inc.escalated = True
             inc.escalation_due = None
             reason = _BY_OPERATOR["escalate"]
@@ -412,7 +468,7 @@ class TriageEngine:
             fp = msd.raw or msd
             seen = inc.seen
             if fp == inc.fp0 or (seen is not None and fp in seen):
-                return _DUP_EXACT
+                return _about(_DUP_EXACT, inc.id)
             # _remember(), inlined
             if inc.fp0 is None:  # pragma: no cover - an incident starts with its MSD's fingerprint
                 inc.fp0 = fp
@@ -430,16 +486,38 @@ class TriageEngine:
             # incident, since it may be a new emergency, with the history for the operator.
             return self._new_incident(sig, ck, vkey, now, veh, after_close=True)
         if veh is not None and near:
-            open_inc = veh.incident
-            self._calls[ck] = open_inc
-            self._remember(open_inc, fingerprint(sig))
-            reasons = [_REDIAL]
-            visible = self._apply_msd(open_inc, sig, now, reasons)
-            self._fold_orphans(open_inc, ck, now, reasons)
-            if visible or len(reasons) > 1:
-                return self._emit(open_inc, Outcome.joined_incident, reasons, now)
-            return _plain(Outcome.joined_incident, tuple(reasons))
+            return self._join(veh.incident, sig, ck, now)
         return self._new_incident(sig, ck, vkey, now, veh)
+
+    def _join(self, inc: _Incident, sig: MsdSignal, ck: CallKey, now: float) -> Decision:
+        """A new call of the vehicle joins its open incident: a redial, or another provider's call.
+
+        Always a revision, so the operator desk and the incident's history show the call; it goes
+        to the other receivers (a PSAP) only when what they were told changed (position, occupants,
+        flags, a new call-back number...).
+        """
+        self._calls[ck] = inc
+        self._remember(inc, fingerprint(sig))
+        calls = inc.calls
+        same_provider = any(c.tps == sig.tps for c in calls)
+        callbacks = {c.callback for c in calls}
+        call = _Call(sig, now)
+        calls.append(call)
+        reasons = [_REDIAL if same_provider else _PROVIDER_JOINED]
+        visible = self._apply_msd(inc, call, sig, now, reasons)
+        if sig.callback and sig.callback not in callbacks:
+            reasons.append(_CALLBACK_ADDED)
+            visible = True
+        self._fold_orphans(inc, ck, now, reasons)
+        everyone = visible or len(reasons) > 1
+        return self._emit(inc, Outcome.joined_incident, reasons, now, everyone=everyone)
+
+    @staticmethod
+    def _call_of(inc: _Incident, tps: str, vehicle: str, call_id: str) -> _Call:
+        for c in inc.calls:
+            if c.call_id == call_id and c.vehicle == vehicle and c.tps == tps:
+                return c
+        raise AssertionError("a call mapped to an incident that does not hold it")  # pragma: no cover
 
     def _near(self, inc: _Incident, msd: Msd, now: float) -> bool:
         # EN 16062 §7.14.3: a dropped call is redialled within 2 minutes from (nearly) the same place.
@@ -459,7 +537,7 @@ class TriageEngine:
             if not msd_changes(inc.msd, sig.msd, self.policy.position_change_m) and (
                 inc.automatic or not sig.msd.automatic
             ):
-                return _DUP_CLOSED_RESEND
+                return _about(_DUP_CLOSED_RESEND, inc.id)
             # The vehicle raised something new after the incident was closed: a new incident, so a
             # cancelled alert is never silently reopened and a new activation is never swallowed.
             ck: CallKey = (sig.tps, sig.vehicle, sig.call_id)
@@ -467,23 +545,26 @@ class TriageEngine:
             veh = self._vehicles.get((vkey, sig.msd.test))
             return self._new_incident(sig, ck, vkey, now, veh, generation=inc.generation + 1)
         reasons: list[Reason] = []
-        visible = self._apply_msd(inc, sig, now, reasons)
+        call = self._call_of(inc, sig.tps, sig.vehicle, sig.call_id)
+        visible = self._apply_msd(inc, call, sig, now, reasons)
         if visible:
             return self._emit(inc, Outcome.new_revision, reasons, now)
-        return _fast.make_decision(Outcome.duplicate, tuple(reasons), None, ()) if reasons else _DUP_RESEND
+        if reasons:
+            return _fast.make_decision(Outcome.duplicate, tuple(reasons), None, (), inc.id)
+        return _about(_DUP_RESEND, inc.id)
 
-    def _apply_msd(self, inc: _Incident, sig: MsdSignal, now: float, reasons: list[Reason]) -> bool:
-        """Fold an MSD of a known incident into it; True when receivers should see a new revision."""
+    def _apply_msd(
+        self, inc: _Incident, call: _Call, sig: MsdSignal, now: float, reasons: list[Reason]
+    ) -> bool:
+        """Fold an MSD of one of the incident's calls into it; True when receivers should see a revision."""
         msd = sig.msd
         visible = False
         if now > inc.last_at:  # noqa: PLR1730 - max() without the call
             inc.last_at = now
+        if now > call.last_at:  # noqa: PLR1730 - max() without the call
+            call.last_at = now
         mid = msd.msd.msd_structure.message_identifier
-        call_id = sig.call_id
-        if call_id == inc.call_id:
-            last_mid = inc.mid
-        else:
-            last_mid = -1 if inc.mids is None else inc.mids.get(call_id, -1)
+        last_mid = call.mid
         min_move = self.policy.position_change_m
         # Most MSDs of an open call are plain retransmissions: compare first, derive only on change.
         changes = msd_changes(inc.msd, msd, min_move)
@@ -499,6 +580,11 @@ class TriageEngine:
             inc.flags.pop(_ESC_HELD.code, None)
             reasons.append(_UPGRADED)
             visible = True
+            calls = inc.calls
+            if call is not calls[0]:
+                # The automatic call becomes the primary: the call block says automatic, from one call.
+                calls.remove(call)
+                calls.insert(0, call)
         if inc.is_test and not msd.test:
             inc.is_test = False
             reasons.append(_NOT_TEST)
@@ -506,20 +592,22 @@ class TriageEngine:
             if not inc.automatic:
                 self._arm_escalation(inc, now)
             visible = True
-        if sig.callback and sig.callback != inc.callback:
-            inc.callback = sig.callback
-            reasons.append(_r("callback_changed", "call-back number changed"))
+        if sig.callback and sig.callback != call.callback:
+            # Only this call's number changes: another provider's never leaks into the primary's.
+            call.callback = sig.callback
+            reasons.append(_CALLBACK_CHANGED)
             visible = True
         if mid < last_mid:
             # A late older MSD: its evidence is kept (above), its position and fields are not.
             reasons.extend(_OUT_OF_ORDER)
             return visible
-        if call_id == inc.call_id:
-            inc.mid = mid
-        elif inc.mids is None:
-            inc.mids = {call_id: mid}
-        else:
-            inc.mids[call_id] = mid
+        call.mid = mid
+        call.version = msd.version
+        if sig.lang:
+            call.lang = sig.lang
+        act = _activation(msd)
+        if act not in (call.activation, "test") and (act == "automatic" or call.activation == "test"):
+            call.activation = act  # an automatic call stays automatic in a later manual MSD
         if changes:
             inc.msd = msd
             reasons.extend(changes)
@@ -695,12 +783,13 @@ class TriageEngine:
             return _ORPHAN_DECISION
         fp = ("cancel", sig.sent_at, sig.reason)  # dedup.fingerprint, inlined
         if fp == inc.fp0 or (inc.seen is not None and fp in inc.seen):
-            return _DUP_EXACT
+            return _about(_DUP_EXACT, inc.id)
         self._remember(inc, fp)
+        self._touch(inc, sig, now)
         reasons: list[Reason] = []
         outcome = self._apply_cancel(inc, sig, now, reasons)
         if outcome is None:
-            return _fast.make_decision(Outcome.duplicate, tuple(reasons), None, ())
+            return _fast.make_decision(Outcome.duplicate, tuple(reasons), None, (), inc.id)
         return self._emit(inc, outcome, reasons, now)
 
     def _apply_cancel(
@@ -751,12 +840,19 @@ class TriageEngine:
         p = sig.position
         fp = ("position", sig.sent_at, p.lat, p.lon, p.trusted, p.at)  # dedup.fingerprint, inlined
         if fp == inc.fp0 or (inc.seen is not None and fp in inc.seen):
-            return _DUP_EXACT
+            return _about(_DUP_EXACT, inc.id)
         self._remember(inc, fp)
+        self._touch(inc, sig, now)
         reasons: list[Reason] = []
         if self._apply_position(inc, sig, now, reasons):
             return self._emit(inc, Outcome.new_revision, reasons, now)
-        return _fast.make_decision(Outcome.duplicate, tuple(reasons), None, ())
+        return _fast.make_decision(Outcome.duplicate, tuple(reasons), None, (), inc.id)
+
+    def _touch(self, inc: _Incident, sig: Signal, now: float) -> None:
+        # The signal belongs to its call: the call's last signal time follows it.
+        call = self._call_of(inc, sig.tps, sig.vehicle, sig.call_id)
+        if now > call.last_at:  # noqa: PLR1730 - max() without the call
+            call.last_at = now
 
     def _apply_position(self, inc: _Incident, sig: PositionSignal, now: float, reasons: list[Reason]) -> bool:
         if now > inc.last_at:  # noqa: PLR1730 - max() without the call
@@ -790,6 +886,7 @@ class TriageEngine:
             if self._was_seen(inc, fp):
                 continue
             self._remember(inc, fp)
+            self._touch(inc, sig, max(at, now))
             if isinstance(sig, CancelSignal):
                 self._apply_cancel(inc, sig, max(at, now), reasons)
             elif isinstance(sig, PositionSignal):
@@ -842,8 +939,17 @@ class TriageEngine:
             receivers.append(operator)
 
     def _emit(
-        self, inc: _Incident, outcome: Outcome, reasons: list[Reason], now: float, *, with_flags: bool = False
+        self,
+        inc: _Incident,
+        outcome: Outcome,
+        reasons: list[Reason],
+        now: float,
+        *,
+        with_flags: bool = False,
+        everyone: bool = True,
     ) -> Decision:
+        """A new revision of ``inc``, to every receiver that has it (or only to the operator desk
+        when ``everyone`` is false: what the others were told did not change)."""
         if inc.status not in _CLOSED_STATUSES:
             inc.status = "open" if inc.revision == 0 else "updated"
         inc.revision += 1
@@ -852,7 +958,10 @@ class TriageEngine:
         if not inc.closed or not inc.receivers:
             # A closed incident keeps its receivers; one closed at birth (its cancel came first)
             # still goes to the operator, so nothing disappears unseen.
+            had = len(inc.receivers)
             self._route(inc, reasons)
+            if len(inc.receivers) != had:
+                everyone = True  # a receiver that is new to the incident gets it
         if inc.severity is None or inc.scored is not inc.evidence or inc.scored_test != inc.is_test:
             # Rescore only when the evidence object changed (merge returns the same one otherwise).
             key = (inc.evidence, inc.is_test)
@@ -885,35 +994,42 @@ class TriageEngine:
                 shown = rs
         inc.shown = shown
         inc.updated_at = now
+        inc.shown_calls = tuple([c.frozen() for c in inc.calls])
         snap = self._snapshot(inc, shown, now)
         iid, rev = inc.id, inc.revision
         make_route = _fast.make_route
-        routes = tuple([make_route(r, iid, rev) for r in inc.receivers])
-        return _fast.make_decision(outcome, rs, snap, routes)
+        receivers = inc.receivers
+        if not everyone and self.policy.operator_receiver in receivers:
+            receivers = [self.policy.operator_receiver]
+        routes = tuple([make_route(r, iid, rev) for r in receivers])
+        return _fast.make_decision(outcome, rs, snap, routes, iid)
 
     @staticmethod
     def _snapshot(inc: _Incident, shown: tuple[Reason, ...], updated_at: float) -> IncidentSnapshot:
         sev = inc.severity
         if sev is None:  # pragma: no cover - every emitted incident was scored
             raise AssertionError("incident emitted without a severity")
+        calls = inc.shown_calls
+        primary = calls[0]  # the snapshot's call fields are the primary call's, all of them
         return _fast.make_snapshot(
             inc.id,
             inc.revision,
             inc.status,
             sev,
-            inc.tps,
-            inc.vehicle,
-            inc.call_id,
+            primary.tps,
+            primary.vehicle,
+            primary.call_id,
             inc.automatic,
             inc.is_test,
             inc.received_at,
             updated_at,
             inc.msd,
             inc.position,
-            inc.callback,
-            inc.lang,
+            primary.callback,
+            primary.lang,
             inc.scene_id,
             shown,
+            calls,
         )
 
     @staticmethod

@@ -91,10 +91,11 @@ CASES: dict[str, list[Step]] = {
         S("msd", 1, Oc.new_incident, {OP, VIE}, mid=2),
         S("msd", 2, Oc.duplicate, codes={"msd_out_of_order"}, mid=1, position=FAR),
     ],
-    # EN 16062: a dropped call redialled within 2 minutes near the same place is the same incident.
+    # EN 16062: a dropped call redialled within 2 minutes near the same place is the same incident;
+    # the operator desk sees the call come back (issue 12), the PSAP was told nothing new.
     "redial-joins": [
         S("msd", 1, Oc.new_incident, {OP, VIE}),
-        S("msd", 60, Oc.joined_incident, codes={"redial_joined"}, call_id="call-2"),
+        S("msd", 60, Oc.joined_incident, {OP}, {"redial_joined"}, call_id="call-2"),
     ],
     # ... and when it comes from 100 m further on, receivers see the move.
     "redial-joins-moved": [
@@ -117,7 +118,7 @@ CASES: dict[str, list[Step]] = {
             60,
             Oc.joined_incident,
             {OP, VIE},
-            {"redial_joined", "callback_changed"},
+            {"redial_joined", "callback_added"},
             call_id="call-2",
             callback="+431234567",
         ),
@@ -135,7 +136,7 @@ CASES: dict[str, list[Step]] = {
     # Position unknown: the same vehicle within the window is the likelier truth.
     "redial-unknown-position": [
         S("msd", 1, Oc.new_incident, {OP, VIE}),
-        S("msd", 60, Oc.joined_incident, call_id="call-2", position=None),
+        S("msd", 60, Oc.joined_incident, {OP}, {"redial_joined"}, call_id="call-2", position=None),
     ],
     # An untrusted position may be kilometres off: it cannot rule out a redial of the same vehicle.
     "redial-untrusted-far": [

@@ -10,7 +10,7 @@ def test_fast_builders_equal_the_constructors() -> None:
 
     import pytest
 
-    from ecallgw.model import IncidentSnapshot, Position, Reason, Severity
+    from ecallgw.model import Call, IncidentSnapshot, Position, Reason, Severity
     from ecallgw.triage import Decision, Outcome, Route, _fast
 
     sev = Severity(level="high", score=50)
@@ -45,8 +45,16 @@ def test_fast_builders_equal_the_constructors() -> None:
     route = _fast.make_route("operator", "inc-1", 1)
     assert route == Route(receiver="operator", incident_id="inc-1", revision=1) and type(route) is Route
     d = _fast.make_decision(Outcome.new_incident, reasons, snap, (route,))
-    assert d == Decision(outcome=Outcome.new_incident, reasons=reasons, incident=snap, routes=(route,))
-    for obj in (pos, snap, route, d):
+    assert d == Decision(
+        outcome=Outcome.new_incident, reasons=reasons, incident=snap, routes=(route,), incident_id="inc-1"
+    )
+    call = _fast.make_call("acme", "v", "c", "manual", 1.0, 2.0, 2, "+43", None)
+    ref_call = Call(
+        tps="acme", vehicle="v", call_id="c", activation="manual", first_at=1.0, last_at=2.0,
+        msd_version=2, callback="+43",
+    )  # fmt: skip
+    assert call == ref_call and hash(call) == hash(ref_call) and type(call) is Call
+    for obj in (pos, snap, route, d, call):
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(obj, dataclasses.fields(obj)[0].name, None)
     assert _fast.twin(type("NoSlots", (), {})) is None

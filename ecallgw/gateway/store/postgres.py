@@ -1290,7 +1290,10 @@ def _result_json(unit: Unit) -> str:
     d = unit.decisions[0] if unit.decisions else None
     snap = d.snapshot if d is not None else None
     incident = (
-        snap.incident_id if snap is not None else (d.routes[0][1] if d is not None and d.routes else None)
+        None
+        if d is None
+        else d.incident_id  # also when no revision came of it (issue 12)
+        or (snap.incident_id if snap is not None else (d.routes[0][1] if d.routes else None))
     )
     if incident is None and unit.action is not None:
         incident = unit.action.incident_id
