@@ -509,6 +509,8 @@ class IncidentSnapshot:
     checks, routing), shown to operators. ``calls`` are the incident's calls, the primary first
     (empty in revisions stored before calls were kept). ``members`` are the incident ids a storm
     aggregate (``incident_id`` starting ``storm-``, for the operator desk only) stands for.
+    ``operator_note`` is the latest note an operator wrote on the incident by the time of this
+    revision (plain text, the gateway's API), so that it reaches receivers with the next revision.
     """
 
     incident_id: str
@@ -530,3 +532,4 @@ class IncidentSnapshot:
     reasons: tuple[Reason, ...] = ()
     calls: tuple[Call, ...] = ()
     members: tuple[str, ...] = ()
+    operator_note: str | None = None

@@ -205,6 +205,7 @@ INCIDENT_SCHEMA: dict[str, Any] = {
             ),
             "scene_id": _nullable({"type": "string", "minLength": 1}),
             "reasons": {"type": "array", "items": {"$ref": "#/$defs/reason"}},
+            "operator_note": _nullable({"type": "string", "maxLength": 2000}),
             "received_at": _TIME,
             "updated_at": _TIME,
             "forwarded_at": _TIME,

@@ -170,7 +170,7 @@ def _position_json(p: Position) -> dict[str, Any]:
         "altitude_m": _number(p.altitude_m, "altitude_m"),
         "satellites": p.satellites,
         "hdop": _number(p.hdop, "hdop"),
-    }
+    } | ({} if p.accuracy_m is None else {"accuracy_m": _number(p.accuracy_m, "accuracy_m")})
 
 
 def json_document(snapshot: IncidentSnapshot, *, forwarded_at: float) -> dict[str, Any]:
@@ -208,6 +208,7 @@ def json_document(snapshot: IncidentSnapshot, *, forwarded_at: float) -> dict[st
         "position": None if s.position is None else _position_json(s.position),
         "scene_id": s.scene_id,
         "reasons": _reasons(s.reasons),
+        "operator_note": s.operator_note,
         "received_at": iso_time(s.received_at),
         "updated_at": iso_time(s.updated_at),
         "forwarded_at": iso_time(forwarded_at),
@@ -494,8 +495,10 @@ def render_cap(
     w.leaf("scope", "Restricted")
     w.leaf("restriction", "eCall data for emergency services only (EU Regulation 2015/758 art. 6)")
     w.leaf("code", "TPS-eCall")
-    if s.status in ("cancelled", "resolved"):
-        w.leaf("note", "; ".join(f"{r.code}: {r.text}" for r in s.reasons) or s.status)
+    if s.status in ("cancelled", "resolved") or s.operator_note:
+        note = "; ".join(f"{r.code}: {r.text}" for r in s.reasons) or s.status
+        # The operator's own words travel with the next revision (issue 13).
+        w.leaf("note", f"{note}; operator note: {s.operator_note}" if s.operator_note else note)
     if msg_type != "Alert" and first_sent_at is not None:  # (_msg_type gives Alert when it is None)
         first = cap_identifier(s.incident_id, first_revision)
         w.leaf("references", f"{sender},{first},{cap_time(first_sent_at)}")
@@ -521,6 +524,8 @@ def render_cap(
     lines = [f"{kind} eCall from vehicle {s.vehicle} via telematics provider {s.tps}, call {s.call_id}."]
     lines += [f"Severity: {r.text} [{r.code}]" for r in s.severity.reasons]
     lines += [f"Triage: {r.text} [{r.code}]" for r in s.reasons]
+    if s.operator_note:
+        lines.append(f"Operator note: {s.operator_note}")
     w.leaf("description", "\n".join(lines))
     if s.callback is not None:
         w.leaf("instruction", f"Call the occupants back at {s.callback}.")

@@ -91,6 +91,8 @@ def dump_snapshot(snapshot: IncidentSnapshot) -> bytes:
         # Issue 12; absent in revisions stored before (loaded as empty).
         "calls": [_call(c) for c in snapshot.calls],
         "members": list(snapshot.members),
+        # Issue 13; absent in revisions stored before (loaded as None).
+        "operator_note": snapshot.operator_note,
     }
     packed: bytes = msgpack.packb(record, use_bin_type=True)
     return packed
@@ -134,4 +136,5 @@ def load_snapshot(data: bytes) -> IncidentSnapshot:
         reasons=tuple(Reason(code=c, text=t) for c, t in r["reasons"]),
         calls=tuple(_load_call(c) for c in r.get("calls", [])),
         members=tuple(r.get("members", [])),
+        operator_note=r.get("operator_note"),
     )
