@@ -355,10 +355,14 @@ async def test_an_https_receiver_with_an_unknown_ca_is_retried_not_delivered(
     async with running_gateway(cfg) as gw:
         assert gw.http is not None
         await _post_plain(gw.http.port, 8)
-        transient = gw.metrics.delivery_attempts.labels(PSAP, "transient")
-        await until(lambda: transient.value >= 3)
+        sample = gw.metrics.registry.get_sample_value
+
+        def attempts(result: str) -> float:
+            return sample("ecallgw_delivery_attempts_total", {"receiver": PSAP, "result": result}) or 0.0
+
+        await until(lambda: attempts("transient") >= 3)
         assert await gw.store.dead_letters() == []
-        assert gw.metrics.delivery_attempts.labels(PSAP, "ok").value == 0
+        assert attempts("ok") == 0
     assert tls_psap.requests == []
     # The sink says why: the certificate, transiently (a receiver mid-rotation may come right).
     sink = HttpWebhookSink(
