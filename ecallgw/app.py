@@ -21,7 +21,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from ecallgw.config import Config, ReceiverConfig
+from ecallgw.config import Config
 from ecallgw.errors import ConfigError
 from ecallgw.gateway import heap
 from ecallgw.gateway.forwarder import Forwarder
@@ -37,10 +37,8 @@ from ecallgw.gateway.pipeline import Pipeline
 from ecallgw.gateway.records import CommitResult
 from ecallgw.gateway.replica import Replica
 from ecallgw.gateway.sequencer import Sequencer
-from ecallgw.gateway.sinks import Sink
-from ecallgw.gateway.sinks.http_webhook import HttpWebhookSink
-from ecallgw.gateway.sinks.mqtt_publish import MqttPublishSink
-from ecallgw.gateway.sinks.operator_stream import OperatorSink, OperatorStream
+from ecallgw.gateway.sinks.kinds import SinkContext, build_sink
+from ecallgw.gateway.sinks.operator_stream import OperatorStream
 from ecallgw.gateway.store import SqliteStore, Store
 from ecallgw.gateway.store.postgres import PostgresStore
 from ecallgw.triage import TriageEngine, TriagePolicy
@@ -123,7 +121,8 @@ class Gateway:
         if self._configure_log:
             handler = configure_logging(cfg.log.level, self.log_key)
             self._stack.callback(logging.getLogger().removeHandler, handler)
-        sinks = {name: self._sink(r) for name, r in cfg.receivers.items()}
+        context = SinkContext(mqtt=cfg.mqtt, mqtt_client_id=self.mqtt_client_id)
+        sinks = {name: build_sink(r, context) for name, r in cfg.receivers.items()}
         self.forwarder = await self._stack.enter_async_context(
             Forwarder(
                 cfg.receivers,
@@ -134,7 +133,7 @@ class Gateway:
                 rng=random.Random(),
             )
         )
-        at_commit = frozenset(n for n, r in cfg.receivers.items() if r.kind == "operator")
+        at_commit = self.forwarder.confirmed_at_commit  # the store writes these delivered
         self.pipeline = Pipeline(
             cfg.pipeline,
             self.store,
@@ -229,7 +228,7 @@ class Gateway:
 
     def _sequenced(self, result: CommitResult) -> None:
         # Outbox entries reach forwarders by claims and revisions reach SSE by NOTIFY, on every
-        # replica alike; here only the operator desk's confirmations are counted.
+        # replica alike; here only the confirmations at commit (the operator desk) are counted.
         if result.confirmed:
             self.forwarder.confirmed_on_commit(result.confirmed)
 
@@ -269,13 +268,6 @@ class Gateway:
                 "seconds": round(time.monotonic() - t0, 3),
             },
         )
-
-    def _sink(self, r: ReceiverConfig) -> Sink:
-        if r.kind == "http":
-            return HttpWebhookSink(r)
-        if r.kind == "mqtt":
-            return MqttPublishSink(r, self.config.mqtt, client_id=self.mqtt_client_id)
-        return OperatorSink()
 
     def _committed(self, result: CommitResult) -> None:
         if result.outbox:

@@ -281,9 +281,11 @@ class ReceiverConfig:
     Attributes:
         name: the receiver's name as triage routes to it.
         kind: "http" (webhook POST), "mqtt" (publish to ``psap/v1/{name}/incidents`` on the
-            ``[mqtt]`` broker) or "operator" (the operators' event stream of this gateway).
+            ``[mqtt]`` broker) or "operator" (the operators' event stream of this gateway): a
+            name in ``ecallgw.gateway.sinks.kinds.SINK_KINDS``.
         url: webhook URL (kind http).
-        format: document format, "json" or "cap".
+        format: document format, "json", "cap" or "eido": a name in
+            ``ecallgw.codecs.renderers.FORMATS``.
         token: optional bearer token sent to the receiver.
         timeout_s: one attempt's timeout.
         max_attempts: attempts before the revision is dead-lettered.
@@ -304,9 +306,9 @@ class ReceiverConfig:
     """
 
     name: str
-    kind: Literal["http", "mqtt", "operator"] = "http"
+    kind: str = "http"
     url: str = ""
-    format: Literal["json", "cap"] = "json"
+    format: str = "json"
     token: Secret = field(default_factory=lambda: Secret(""))
     timeout_s: float = 5.0
     max_attempts: int = 12
@@ -585,7 +587,17 @@ def _build_config(tree: Mapping[str, Any]) -> Config:
 
 
 def _check_receiver(r: ReceiverConfig) -> None:
+    # The registries are imported here, not at the top: the sinks import this module, and the
+    # renderers pull in the codecs, which commands that never read a configuration need not load.
+    from ecallgw.codecs.renderers import FORMATS
+    from ecallgw.gateway.sinks.kinds import SINK_KINDS
+
     key = f"receivers.{r.name}"
+    for attr, known in (("kind", SINK_KINDS), ("format", FORMATS)):
+        if getattr(r, attr) not in known:
+            raise ConfigError(
+                f"{key}.{attr}", getattr(r, attr), f"must be one of {', '.join(map(repr, known))}"
+            )
     if r.kind == "http" and not re.match(r"^https?://", r.url):
         raise ConfigError(f"{key}.url", r.url, "an http receiver needs an http:// or https:// URL")
     https = r.kind == "http" and r.url.startswith("https://")

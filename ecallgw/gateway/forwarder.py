@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TypeVar
 
+from ecallgw.codecs.renderers import Renderer, renderer
 from ecallgw.config import ReceiverConfig
 from ecallgw.errors import (
     DeliveryError,
@@ -36,7 +37,7 @@ from ecallgw.errors import (
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.records import OutboxItem
 from ecallgw.gateway.retry import backoff_s
-from ecallgw.gateway.sinks import Documents, Sink
+from ecallgw.gateway.sinks import Sink
 from ecallgw.gateway.store import Store
 from ecallgw.model import IncidentSnapshot
 
@@ -167,11 +168,13 @@ class CircuitBreaker:
 class _Lane:
     """One receiver: ordering per incident, bounded concurrency, retries, breaker."""
 
-    def __init__(self, fwd: Forwarder, config: ReceiverConfig, sink: Sink, documents: Documents) -> None:
+    def __init__(self, fwd: Forwarder, config: ReceiverConfig, sink: Sink, renderer: Renderer) -> None:
         self.fwd = fwd
         self.config = config
         self.sink = sink
-        self.documents = documents
+        self.renderer = renderer  # looked up once here: the format costs nothing per message
+        # The store confirms this receiver's entries in their commit: no worker, no rendering.
+        self.at_commit = sink.confirmed_at_commit
         # incident -> (revision, sent time) of the first revision this receiver confirmed (CAP refs)
         self.first: dict[str, tuple[int, float]] = {}
         self.breaker = CircuitBreaker(
@@ -193,14 +196,13 @@ class _Lane:
         self.m_permanent = m.delivery_attempts.labels(name, "permanent")
         self.m_latency = m.end_to_end.labels(name)
         self.m_breaker = m.breaker_open.labels(name)
-        self.at_once = bool(getattr(sink, "confirms_at_once", False))
 
     def add(self, item: OutboxItem) -> None:
         if item.id in self.pending:
             return
-        if self.at_once and item.snapshot is not None and item.incident_id not in self.waiting:
-            # A sink that confirms on the spot (the operator stream) needs no worker, queue or
-            # retry: confirming here, in commit order, keeps each incident's revisions in order.
+        if self.at_commit:
+            # Only an entry written before this receiver was confirmed at commit gets here (the
+            # store writes the others delivered): the revision is committed, so it is delivered.
             self._confirmed(item, tries=1, status=None, sent_at=None)
             return
         self.pending[item.id] = item.signal_at
@@ -265,30 +267,29 @@ class _Lane:
     ) -> int | None:
         """One request: None when the entry is settled (confirmed or dead), else the attempts so far."""
         cfg = self.config
-        body, content_type, sent_at = b"", "", None
-        if self.sink.needs_body:
-            sent_at = time.time()
-            first = self.first.get(item.incident_id)
-            if first is None and item.revision > 1 and self.documents.format == "cap":
-                first = await self._read(lambda: self.fwd.store.first_delivery(item.incident_id, cfg.name))
-            try:
-                body, content_type = self.documents.render(snapshot, forwarded_at=sent_at, first=first)
-            except EncodeError as exc:
-                await self._dead(item, tries, PermanentDeliveryError(cfg.name, "render", str(exc)))
-                return None
-            except Exception as exc:
-                # A renderer bug must cost this document, not the worker and with it the daemon
-                # (which would die again on the same entry after every restart).
-                log.exception("rendering a document failed", extra={"receiver": cfg.name})
-                detail = f"{type(exc).__name__}: {exc}"
-                await self._dead(item, tries, PermanentDeliveryError(cfg.name, "render", detail))
-                return None
+        documents = self.renderer
+        sent_at = time.time()
+        first = self.first.get(item.incident_id)
+        if first is None and item.revision > 1 and documents.needs_first:
+            first = await self._read(lambda: self.fwd.store.first_delivery(item.incident_id, cfg.name))
+        try:
+            body = documents.render(snapshot, forwarded_at=sent_at, first=first)
+        except EncodeError as exc:
+            await self._dead(item, tries, PermanentDeliveryError(cfg.name, "render", str(exc)))
+            return None
+        except Exception as exc:
+            # A renderer bug must cost this document, not the worker and with it the daemon
+            # (which would die again on the same entry after every restart).
+            log.exception("rendering a document failed", extra={"receiver": cfg.name})
+            detail = f"{type(exc).__name__}: {exc}"
+            await self._dead(item, tries, PermanentDeliveryError(cfg.name, "render", detail))
+            return None
         # A failed probe says the receiver is still down, not that this document fails: it does
         # not count, so an outage delays deliveries without dead-lettering them.
         attempt += 0 if probe else 1
         try:
             try:
-                status = await self.sink.deliver(item, body, content_type)
+                status = await self.sink.deliver(item, body, documents.media_type)
             except DeliveryError:
                 raise
             except Exception as exc:
@@ -426,7 +427,7 @@ class Forwarder:
         sinks: one sink per receiver name.
         store: where outcomes are recorded and unloaded revisions read.
         metrics: the gateway's metrics.
-        sender: CAP ``sender`` of the documents.
+        sender: the gateway's identity in documents (CAP ``sender``, EIDO issuing element).
         rng: jitter source.
     """
 
@@ -444,7 +445,7 @@ class Forwarder:
         self.metrics = metrics
         self.rng = rng or random.Random()
         self.lanes = {
-            name: _Lane(self, cfg, sinks[name], Documents(cfg.format, sender))
+            name: _Lane(self, cfg, sinks[name], renderer(cfg.format, sender=sender))
             for name, cfg in receivers.items()
         }
         self.delivered = 0
@@ -468,6 +469,12 @@ class Forwarder:
                 log.error("outbox entry for an unconfigured receiver", extra={"receiver": item.receiver})
                 continue
             lane.add(item)
+
+    @property
+    def confirmed_at_commit(self) -> frozenset[str]:
+        """Receivers whose sink is confirmed at commit (`Sink.confirmed_at_commit`): the pipeline
+        passes them to the store as ``Unit.confirm_on_commit``."""
+        return frozenset(name for name, lane in self.lanes.items() if lane.at_commit)
 
     def confirmed_on_commit(self, items: Iterable[OutboxItem]) -> None:
         """Count entries the store wrote delivered with their commit (`Unit.confirm_on_commit`)."""
@@ -497,7 +504,7 @@ class Forwarder:
         """Run every lane's workers until cancelled."""
         async with asyncio.TaskGroup() as tg:
             for lane in self.lanes.values():
-                for _ in range(lane.config.concurrency):
+                for _ in range(0 if lane.at_commit else lane.config.concurrency):
                     tg.create_task(lane.worker())
 
     async def wait_idle(self) -> None:

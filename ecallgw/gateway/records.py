@@ -118,8 +118,9 @@ class Unit:
         quarantine: set when the signal could not be decoded.
         decisions: triage decisions to record.
         audit_outcome: for actions, what triage made of it (written to the audit log).
-        confirm_on_commit: receivers that have a revision once it is committed (the operator
-            stream): their outbox entries are written delivered, in the same transaction.
+        confirm_on_commit: receivers whose sink is confirmed at commit (`Sink.confirmed_at_commit`,
+            listed by `Forwarder.confirmed_at_commit`): their outbox entries are written
+            delivered, in the same transaction.
         journal_id: a journal row already stored by an intake (PostgreSQL replicas): the unit
             sequences it (assigns its place in the triage order) instead of writing a new row.
         outcome: what the sequencer made of that row, kept with it for the waiting intake

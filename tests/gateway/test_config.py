@@ -268,3 +268,27 @@ def test_a_link_beyond_this_host_without_verified_tls_is_refused(overrides: dict
 )
 def test_loopback_verified_tls_or_an_explicit_allowance_starts(overrides: dict[str, str]) -> None:
     load_config(overrides=overrides)
+
+
+@pytest.mark.parametrize(
+    ("attr", "value", "known"),
+    [("format", "xml", "'json', 'cap', 'eido'"), ("kind", "smtp", "'http', 'mqtt', 'operator'")],
+)
+def test_an_unknown_format_or_kind_is_one_line_naming_the_registered_ones(
+    attr: str, value: str, known: str
+) -> None:
+    overrides = {"receivers.psap.url": "http://127.0.0.1:1/in", f"receivers.psap.{attr}": value}
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=overrides)
+    assert (info.value.key, info.value.value) == (f"receivers.psap.{attr}", value)
+    assert str(info.value) == f"config 'receivers.psap.{attr}' has value {value!r}: must be one of {known}"
+
+
+def test_every_registered_format_is_accepted() -> None:
+    from ecallgw.codecs.renderers import FORMATS
+
+    for name in FORMATS:
+        config = load_config(
+            overrides={"receivers.psap.url": "http://127.0.0.1:1/in", "receivers.psap.format": name}
+        )
+        assert config.receivers["psap"].format == name

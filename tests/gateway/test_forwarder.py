@@ -15,11 +15,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ecallgw.codecs.renderers import JsonRenderer
 from ecallgw.config import ReceiverConfig, Secret, StoreConfig
 from ecallgw.gateway.forwarder import CircuitBreaker, Forwarder, probe_delay_s
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.records import DecisionRecord, OutboxItem, Unit
-from ecallgw.gateway.sinks import Documents
 from ecallgw.gateway.sinks.http_webhook import HttpWebhookSink
 from ecallgw.gateway.store import SqliteStore
 from ecallgw.model import IncidentSnapshot
@@ -394,7 +394,7 @@ def test_release_lets_the_next_caller_probe() -> None:
 class _BrokenSink:
     """A sink breaking its contract: raises something other than DeliveryError, then recovers."""
 
-    needs_body = True
+    confirmed_at_commit = False
 
     def __init__(self) -> None:
         self.calls = 0
@@ -409,12 +409,12 @@ class _BrokenSink:
         return None
 
 
-class _BrokenDocuments(Documents):
+class _BrokenRenderer(JsonRenderer):
     """Renders every incident but "bad", on which it raises a non-EncodeError (a renderer bug)."""
 
     def render(
         self, snapshot: IncidentSnapshot, *, forwarded_at: float, first: tuple[int, float] | None
-    ) -> tuple[bytes, str]:
+    ) -> bytes:
         if snapshot.incident_id == "bad":
             raise KeyError("bug in a renderer")
         return super().render(snapshot, forwarded_at=forwarded_at, first=first)
@@ -429,7 +429,7 @@ async def test_unexpected_errors_in_render_or_sink_do_not_kill_the_worker(tmp_pa
         SqliteStore(StoreConfig(path=str(tmp_path / "gw.sqlite3")), metrics) as store,
         Forwarder({"psap": cfg}, {"psap": sink}, store, metrics, rng=random.Random(3)) as fwd,
     ):
-        fwd.lanes["psap"].documents = _BrokenDocuments("json", "test")
+        fwd.lanes["psap"].renderer = _BrokenRenderer("test")
         task = asyncio.create_task(fwd.run())
         try:
             items = await commit(store, make_snapshot("bad"))

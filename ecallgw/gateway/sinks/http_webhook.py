@@ -419,7 +419,7 @@ class HttpWebhookSink:
         config: the receiver.
     """
 
-    needs_body = True
+    confirmed_at_commit = False
 
     def __init__(self, config: ReceiverConfig) -> None:
         self._config = config

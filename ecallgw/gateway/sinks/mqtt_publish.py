@@ -36,7 +36,7 @@ class MqttPublishSink:
         client_id: this replica's MQTT client id (gets a ``-pub-{receiver}`` suffix).
     """
 
-    needs_body = True
+    confirmed_at_commit = False
 
     def __init__(self, config: ReceiverConfig, broker: MqttConfig, *, client_id: str = "") -> None:
         self._config = config

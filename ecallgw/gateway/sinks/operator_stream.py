@@ -70,15 +70,15 @@ class OperatorStream:
 class OperatorSink:
     """The ``operator`` receiver kind: a revision is with the operators once it is committed.
 
-    Committed revisions are on the operator stream and in the incidents API already, so delivery
-    confirms at once; the outbox still records that the operator desk was routed the revision.
+    Committed revisions are on the operator stream and in the incidents API already, so the store
+    records the delivery in the same commit (`Sink.confirmed_at_commit`); the outbox still shows
+    that the operator desk was routed the revision.
     """
 
-    needs_body = False
-    confirms_at_once = True  # the forwarder confirms in `add`, without a worker (see `deliver`)
+    confirmed_at_commit = True
 
     async def deliver(self, item: OutboxItem, body: bytes, content_type: str) -> int | None:
-        """Confirm at once (see the class docstring)."""
+        """Never called for a sink confirmed at commit; confirms, should anything call it."""
         return None
 
     async def aclose(self) -> None:
