@@ -231,14 +231,22 @@ class Metrics:
         )
         self.build_info.labels(__version__, platform.python_version()).set(1)
         r.register(_OutboxCollector(self))
+        self._received: dict[tuple[str, str], Counter] = {}
+        self._outcomes: dict[tuple[str, str], Counter] = {}
 
     def received(self, transport: str, kind: str) -> None:
-        """Count one received signal."""
-        self.signals_received.labels(transport, kind).inc()
+        """Count one received signal (the child held: ``labels()`` takes a lock on every call)."""
+        child = self._received.get((transport, kind))
+        if child is None:
+            child = self._received[(transport, kind)] = self.signals_received.labels(transport, kind)
+        child.inc()
 
     def outcome(self, outcome: str, reason: str) -> None:
-        """Count one triage decision under its first reason code."""
-        self.triage_outcomes.labels(outcome, reason).inc()
+        """Count one triage decision under its first reason code (the child held)."""
+        child = self._outcomes.get((outcome, reason))
+        if child is None:
+            child = self._outcomes[(outcome, reason)] = self.triage_outcomes.labels(outcome, reason)
+        child.inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""
