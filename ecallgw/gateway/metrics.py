@@ -3,9 +3,9 @@
 Labels come from small fixed sets only (transport, kind, codec, reason codes, receiver names from the
 configuration, outcome): never a VIN, vehicle key, incident id or position. Every instrument is a
 prometheus-client object; hot call sites (the forwarder's per-receiver series) hold their labelled
-child. Our own lock-free instruments were measured against these: a message costs about 6 µs more
-with prometheus-client (two ``labels()`` lookups and six updates, ~1.7 % of a message's CPU;
-docs/performance.md), under the 2 % that would justify a second implementation of the library.
+child. Lock-free instruments of our own were measured against these (bench/metrics.py): a
+message costs about 4 µs more with prometheus-client, 1.2-1.5 % of the gateway's CPU per signal
+(docs/performance.md), under the 2 % that would justify a second implementation of the library.
 
 ``_created`` series are prometheus-client's default; ``serve`` turns them off for the process
 (`prometheus_client.disable_created_metrics`), as a scrape-side timestamp makes them redundant.
