@@ -380,6 +380,11 @@ async def run_gateway(config: Config, *, on_ready: Callable[[Gateway], None] | N
     """Run a gateway until SIGTERM or SIGINT, then drain (the ``serve`` command's body)."""
     import signal
 
+    import prometheus_client
+
+    # Process-wide, so the daemon's body sets it: a *_created series per counter and histogram
+    # doubles the series count for a timestamp that Prometheus itself records.
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     loop = asyncio.get_running_loop()
     async with Gateway(config, configure_log=True, tune_gc=config.pipeline.gc_tuning) as gw:
         for sig in (signal.SIGTERM, signal.SIGINT):
