@@ -31,6 +31,7 @@ from ecallgw.gateway.intake import Intake
 from ecallgw.gateway.pipeline import Pipeline
 from ecallgw.gateway.sinks.operator_stream import OperatorStream
 from ecallgw.gateway.store import IncidentRow, Store
+from ecallgw.triage import ACTIONS
 
 __all__ = ["OperatorApi"]
 
@@ -121,8 +122,8 @@ class OperatorApi:
             return self._refuse(400, "body must be a JSON object")
         action = body.get("action")
         note = body.get("note", "")
-        if action not in ("ack", "cancel", "escalate", "resolve"):
-            return self._refuse(400, "action must be ack, cancel, escalate or resolve")
+        if action not in ACTIONS:  # confirm_storm/dismiss_storm act on a storm's aggregate (issue 12)
+            return self._refuse(400, "action must be one of " + ", ".join(ACTIONS))
         if not isinstance(note, str) or len(note) > 2000:
             return self._refuse(400, "note must be a string of at most 2000 characters")
         try:

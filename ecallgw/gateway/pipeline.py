@@ -46,7 +46,7 @@ from ecallgw.gateway.records import (
 from ecallgw.gateway.slots import Slots
 from ecallgw.gateway.store import Store
 from ecallgw.model import MsdSignal, Signal
-from ecallgw.triage import Decision, TriageEngine
+from ecallgw.triage import ACTIONS, Decision, TriageEngine
 
 __all__ = ["ActionResult", "Ingested", "Pipeline", "codec_label", "quarantine_unit", "reason_label"]
 
@@ -660,7 +660,7 @@ class Pipeline:
 _REPLAY_YIELD = 200  # journal rows replayed between two yields to the event loop
 _ENVELOPE_KINDS = frozenset({"msd", "cancel", "position"})
 _KINDS = frozenset({"msd", "cancel", "position", "msd_raw"})
-_ACTIONS = frozenset({"ack", "cancel", "escalate", "resolve"})
+_ACTIONS = frozenset(ACTIONS)
 
 
 def _set(fut: asyncio.Future[Ingested], value: Ingested) -> None:

@@ -10,6 +10,7 @@ passes a probe at import; otherwise the normal constructor runs. Every builder s
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from ecallgw.model import Activation, Call, IncidentSnapshot, Msd, Position, Reason, Severity, Status
@@ -46,8 +47,30 @@ def twin(cls: type) -> type | None:
     return mutable
 
 
+def _rest(cls: type, given: str) -> tuple[tuple[str, Any], ...]:
+    """(name, default) of the fields of ``cls`` a builder below does not set: a field added to the
+    model with a default is set to it, never left unset (which would make reading it raise)."""
+    names = set(given.split())
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.name in names:
+            continue
+        if f.default is dataclasses.MISSING:  # pragma: no cover - a new required field needs a builder change
+            raise TypeError(f"{cls.__name__}.{f.name} has no default: the fast builder must set it")
+        out.append((f.name, f.default))
+    return tuple(out)
+
+
 _SNAPSHOT = twin(IncidentSnapshot)
+_SNAPSHOT_REST = _rest(
+    IncidentSnapshot,
+    "incident_id revision status severity tps vehicle call_id automatic test received_at updated_at msd "
+    "position callback lang scene_id reasons calls members",
+)
 _POSITION = twin(Position)
+_POSITION_REST = _rest(
+    Position, "lat lon trusted source at quality heading_deg speed_kmh altitude_m satellites hdop"
+)
 
 
 def make_snapshot(
@@ -114,6 +137,8 @@ def make_snapshot(
     o.reasons = reasons
     o.calls = calls
     o.members = members
+    for name, value in _SNAPSHOT_REST:
+        setattr(o, name, value)
     o.__class__ = IncidentSnapshot
     snapshot: IncidentSnapshot = o
     return snapshot
@@ -137,6 +162,8 @@ def make_position(
     o.altitude_m = None
     o.satellites = None
     o.hdop = None
+    for name, value in _POSITION_REST:
+        setattr(o, name, value)
     o.__class__ = Position
     position: Position = o
     return position

@@ -46,8 +46,11 @@ from ecallgw.triage.scoring import Evidence, evidence_from_msd, score
 __all__ = ["ACTIONS", "Decision", "Outcome", "Route", "TriageEngine"]
 
 
-ACTIONS = ("ack", "cancel", "escalate", "resolve")
-"""Operator actions ``on_operator_action`` understands."""
+ACTIONS = ("ack", "cancel", "escalate", "resolve", "confirm_storm", "dismiss_storm")
+"""Operator actions ``on_operator_action`` understands (the last two on a storm's aggregate)."""
+
+STORM_PREFIX = "storm-"
+"""Ids of storm aggregates (the operator desk's view of a provider storm) start with this."""
 
 
 def _r(code: str, text: str) -> Reason:
@@ -112,6 +115,32 @@ _HOLDING_OR_CANCEL = _HOLDING | {_CANCEL_REQ}
 _CANCEL_REQUESTED_TEXT = "an operator must confirm before receivers are told"
 _CANCEL_REQUESTED = _r(_CANCEL_REQ, f"the vehicle cancelled: {_CANCEL_REQUESTED_TEXT}")
 _CLOSED_STATUSES = frozenset({"cancelled", "resolved"})
+_STORM = "provider_storm"
+_STORM_HINDSIGHT = _r(
+    _STORM,
+    "provider storm recognised after this incident opened: escalation waits for an operator",
+)
+_STORM_SEVERITY = Severity(
+    level="low",
+    score=0,
+    reasons=(_r("storm_aggregate", "a provider storm: its members carry their own severity"),),
+)
+_STORM_MEMBER = _r("storm_member_added", "another incident of the provider joined the storm")
+_STORM_CONFIRMED = _r("storm_confirmed", "an operator confirmed the provider storm")
+_STORM_DISMISSED = _r("storm_dismissed", "an operator dismissed the provider storm: not a storm")
+_STORM_CANCELLED = _r(
+    "storm_confirmed", "an operator confirmed the provider storm: cancelled as a false trigger"
+)
+_STORM_RELEASED = _r(
+    "storm_dismissed", "an operator dismissed the provider storm: escalation by timer resumes"
+)
+_STORM_ONLY = _plain(
+    Outcome.rejected,
+    (_r("storm_action_only", "a storm takes confirm_storm or dismiss_storm; act on members one by one"),),
+)
+_NOT_A_STORM = _plain(
+    Outcome.rejected, (_r("not_a_storm", "confirm_storm and dismiss_storm act on a storm aggregate"),)
+)
 
 
 # Decisions are frozen: the common constant ones are built once and shared.
@@ -256,6 +285,23 @@ class _Incident:
         self.closed = False
 
 
+class _Storm:
+    """A recognised provider storm: one aggregate of its member incidents for the operator desk."""
+
+    __slots__ = ("closed", "id", "last_at", "members", "received_at", "revision", "shown", "status", "tps")
+
+    def __init__(self, sid: str, tps: str, now: float) -> None:
+        self.id = sid
+        self.tps = tps
+        self.received_at = now
+        self.last_at = now  # when the latest member joined
+        self.members: list[str] = []
+        self.revision = 0
+        self.status: Status = "open"
+        self.closed = False
+        self.shown: IncidentSnapshot | None = None
+
+
 class _Vehicle:
     """Per-vehicle state under its pseudonym: its latest incident and recent manual incidents."""
 
@@ -309,6 +355,9 @@ class TriageEngine:
         self._vehicles: dict[tuple[bytes, bool], _Vehicle] = {}
         self._orphans: dict[CallKey, list[tuple[Signal, float]]] = {}
         self._storms: dict[str, StormDetector] = {}
+        self._storm_of: dict[str, _Storm] = {}  # provider -> its latest storm aggregate
+        self._storm_ids: dict[str, _Storm] = {}
+        self._storm_quiet: dict[str, float] = {}  # provider -> no storm flags until (dismissed)
         self._timers: list[tuple[float, int, str]] = []
         self._timer_seq = 0
         self._grid: dict[_Cell, list[_Incident]] = {}
@@ -338,7 +387,8 @@ class TriageEngine:
         """The latest revision of an incident, or None when unknown or pruned."""
         inc = self._incidents.get(incident_id)
         if inc is None or inc.revision == 0:
-            return None
+            storm = self._storm_ids.get(incident_id)
+            return None if storm is None else storm.shown
         return self._snapshot(inc, inc.shown, inc.updated_at)
 
     def on_signal(self, signal: Signal, *, now: float) -> Decision:
@@ -373,8 +423,12 @@ class TriageEngine:
         """
         inc = self._incidents.get(incident_id)
         if inc is None:
+            if incident_id.startswith(STORM_PREFIX):
+                return self._storm_action(incident_id, action, now)
             return _UNKNOWN_INCIDENT
         iid = inc.id
+        if action in ("confirm_storm", "dismiss_storm"):
+            return _about(_NOT_A_STORM, iid)
         if action not in ACTIONS:
             return _plain(Outcome.rejected, (_r("unknown_action", f"unknown action {action!r}"),), iid)
         if inc.closed:
@@ -455,6 +509,9 @@ class TriageEngine:
         self._orphans = {
             k: live for k, v in self._orphans.items() if (live := [(s, t) for s, t in v if t >= cutoff])
         }
+        if self._storm_ids:
+            self._storm_ids = {k: v for k, v in self._storm_ids.items() if v.last_at >= cutoff}
+            self._storm_of = {k: v for k, v in self._storm_of.items() if v.last_at >= cutoff}
         return len(dead)
 
     # --- MSD --------------------------------------------------------------------------------------
@@ -649,6 +706,7 @@ class TriageEngine:
         self._incidents[iid] = inc
         self._calls[ck] = inc
         reasons: list[Reason] = [_NEW_CALL]
+        storm_reason: Reason | None = None
         if after_close:
             reasons.append(_REDIAL_AFTER_CLOSE)
         if test:
@@ -678,8 +736,10 @@ class TriageEngine:
             storm = self._storms.get(sig.tps)
             if storm is None:
                 storm = self._storms[sig.tps] = StormDetector(policy)
-            for r in storm.observe(now):
-                flags[r.code] = r
+            stormy = storm.observe(now)
+            if stormy and self._storm_quiet.get(sig.tps, -math.inf) < now:
+                storm_reason = stormy[0]
+                flags[_STORM] = storm_reason
             self._link_scene(inc, now)
             if inc.automatic:
                 reasons.append(_AUTO_PSAP)
@@ -696,7 +756,125 @@ class TriageEngine:
                 veh.incident = inc
         self._fold_orphans(inc, ck, now, reasons)
         # The decision shows every suspicion and the escalation plan, not only the snapshot.
-        return self._emit(inc, Outcome.new_incident, reasons, now, with_flags=True)
+        d = self._emit(inc, Outcome.new_incident, reasons, now, with_flags=True)
+        if storm_reason is None:
+            return d
+        also = self._storm_join(inc, storm_reason, now)
+        return _fast.make_decision(d.outcome, d.reasons, d.incident, d.routes, d.incident_id, also)
+
+    # --- storms -------------------------------------------------------------------------------------
+
+    def _storm_join(self, inc: _Incident, reason: Reason, now: float) -> tuple[Decision, ...]:
+        """``inc`` is flagged as part of a provider storm: add it to the provider's aggregate.
+
+        When the storm is new, it is seen in hindsight too: the provider's incidents of the storm
+        window opened before it was recognised join it, and those still waiting for an operator
+        (manual, not at a PSAP) are held like later members. An automatic one is only flagged: it is
+        at its PSAP already (safety invariant), the operator decides.
+        """
+        tps = inc.tps
+        window = self.policy.storm_window_s
+        storm = self._storm_of.get(tps)
+        out: list[Decision] = []
+        if storm is None or storm.closed or now - storm.last_at > window:
+            sid = STORM_PREFIX + keys.incident_id(self._id_key, b"storm", tps, "", now)[4:]
+            storm = self._storm_of[tps] = self._storm_ids[sid] = _Storm(sid, tps, now)
+            horizon = now - window
+            # A scan, once per storm: no per-incident index is kept for a rare event.
+            for other in self._incidents.values():
+                if (
+                    other is inc
+                    or other.tps != tps
+                    or other.is_test
+                    or other.closed
+                    or other.received_at < horizon
+                    or _STORM in other.flags  # a member of an earlier storm
+                ):
+                    continue
+                storm.members.append(other.id)
+                other.flags[_STORM] = _STORM_HINDSIGHT
+                if other.automatic or other.escalated or self._has_psap(other):
+                    continue  # flagged for its next revision; it is where it must be
+                self._arm_escalation(other, now)
+                out.append(self._emit(other, Outcome.new_revision, [_STORM_HINDSIGHT], now))
+            first = True
+        else:
+            first = False
+        storm.members.append(inc.id)
+        storm.last_at = now
+        outcome = Outcome.new_incident if first else Outcome.new_revision
+        out.append(self._storm_emit(storm, outcome, [reason] if first else [_STORM_MEMBER, reason], now))
+        return tuple(out)
+
+    def _storm_emit(self, storm: _Storm, outcome: Outcome, reasons: list[Reason], now: float) -> Decision:
+        # The aggregate goes to the operator desk only: it is the desk's tool, no PSAP's business.
+        storm.revision += 1
+        if storm.status not in _CLOSED_STATUSES:
+            storm.status = "open" if storm.revision == 1 else "updated"
+        rs = tuple(reasons)
+        snap = storm.shown = _fast.make_snapshot(
+            storm.id,
+            storm.revision,
+            storm.status,
+            _STORM_SEVERITY,
+            storm.tps,
+            "",
+            "",
+            False,
+            False,
+            storm.received_at,
+            now,
+            None,
+            None,
+            None,
+            None,
+            None,
+            rs,
+            (),
+            tuple(storm.members),
+        )
+        route = _fast.make_route(self.policy.operator_receiver, storm.id, storm.revision)
+        return _fast.make_decision(outcome, rs, snap, (route,), storm.id)
+
+    def _storm_action(self, sid: str, action: str, now: float) -> Decision:
+        """``confirm_storm``: the held members (manual, not at a PSAP) are cancelled as false
+        triggers; ``dismiss_storm``: the members lose the storm flag, held ones escalate by timer
+        again, and the provider is not flagged for one storm window. Automatic members are never
+        touched: they are at their PSAP, and an operator cancels them one by one."""
+        storm = self._storm_ids.get(sid)
+        if storm is None:
+            return _UNKNOWN_INCIDENT
+        if action not in ("confirm_storm", "dismiss_storm"):
+            return _about(_STORM_ONLY, sid)
+        if storm.closed:
+            return _plain(Outcome.rejected, (_CLOSED,), sid)
+        storm.closed = True
+        out: list[Decision] = []
+        confirm = action == "confirm_storm"
+        if not confirm:
+            self._storm_quiet[storm.tps] = now + self.policy.storm_window_s
+        for mid in storm.members:
+            m = self._incidents.get(mid)
+            if m is None or m.closed:
+                continue
+            if not confirm:
+                m.flags.pop(_STORM, None)
+            if m.automatic or m.is_test or self._has_psap(m):
+                continue
+            if confirm:
+                out.append(self._close(m, "cancelled", Outcome.cancelled, _STORM_CANCELLED, now))
+            else:
+                m.flags.pop(_ESC_HELD.code, None)
+                self._arm_escalation(m, now)  # held still if another suspicion holds it
+                out.append(self._emit(m, Outcome.new_revision, [_STORM_RELEASED], now))
+        storm.status = "resolved" if confirm else "cancelled"
+        d = self._storm_emit(
+            storm,
+            Outcome.resolved if confirm else Outcome.cancelled,
+            [_STORM_CONFIRMED if confirm else _STORM_DISMISSED],
+            now,
+        )
+        return _fast.make_decision(d.outcome, d.reasons, d.incident, d.routes, d.incident_id, tuple(out))
 
     def _arm_escalation(self, inc: _Incident, now: float) -> None:
         if inc.acked or inc.escalated or inc.automatic or inc.is_test:
