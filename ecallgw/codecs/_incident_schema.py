@@ -154,6 +154,20 @@ _MSD = {
 
 # --- The incident document (docs/interfaces.md §"Forwarding to emergency services") ---------------
 
+_CALL = _obj(
+    {
+        "tps": _NAME,
+        "vehicle": _NAME,
+        "call_id": {"type": "string", "minLength": 1},
+        "activation": {"enum": ["automatic", "manual", "test"]},
+        "first_at": _TIME,
+        "last_at": _TIME,
+        "msd_version": _nullable(_int(1, 3)),
+        "callback": _nullable({"type": "string"}),
+        "lang": _nullable({"type": "string"}),
+    }
+)
+
 INCIDENT_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": SCHEMA_ID,
@@ -173,17 +187,23 @@ INCIDENT_SCHEMA: dict[str, Any] = {
                     "reasons": {"type": "array", "items": {"$ref": "#/$defs/reason"}},
                 }
             ),
-            "call": _obj(
-                {
-                    "tps": _NAME,
-                    "vehicle": _NAME,
-                    "call_id": {"type": "string", "minLength": 1},
-                    "automatic": {"type": "boolean"},
-                    "test": {"type": "boolean"},
-                    "callback": _nullable({"type": "string"}),
-                    "lang": _nullable({"type": "string"}),
-                }
+            # The primary call, every field from that one call (null: a storm's aggregate, for the
+            # operator desk only); ``calls`` lists every call, the primary first (issue 12).
+            "call": _nullable(
+                _obj(
+                    {
+                        "tps": _NAME,
+                        "vehicle": _NAME,
+                        "call_id": {"type": "string", "minLength": 1},
+                        "automatic": {"type": "boolean"},
+                        "test": {"type": "boolean"},
+                        "callback": _nullable({"type": "string"}),
+                        "lang": _nullable({"type": "string"}),
+                    }
+                )
             ),
+            "calls": {"type": "array", "items": {"$ref": "#/$defs/call"}},
+            "members": {"type": "array", "items": {"type": "string", "minLength": 1}, "uniqueItems": True},
             "msd": _nullable({"$ref": "#/$defs/msd"}),
             "msd_raw": _nullable({"type": "string", "contentEncoding": "base64", "minLength": 4}),
             "position": _nullable(
@@ -211,5 +231,5 @@ INCIDENT_SCHEMA: dict[str, Any] = {
             "forwarded_at": _TIME,
         }
     ),
-    "$defs": {"reason": _REASON, "msd": _MSD, **_MSD_DEFS},
+    "$defs": {"reason": _REASON, "call": _CALL, "msd": _MSD, **_MSD_DEFS},
 }

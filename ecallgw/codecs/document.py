@@ -30,7 +30,7 @@ import orjson
 from ecallgw.codecs import msd as msd_codec
 from ecallgw.codecs._incident_schema import INCIDENT_SCHEMA
 from ecallgw.errors import DecodeError, EncodeError
-from ecallgw.model import IncidentSnapshot, Level, Msd, Position, Reason
+from ecallgw.model import Call, IncidentSnapshot, Level, Msd, Position, Reason
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
@@ -173,6 +173,20 @@ def _position_json(p: Position) -> dict[str, Any]:
     } | ({} if p.accuracy_m is None else {"accuracy_m": _number(p.accuracy_m, "accuracy_m")})
 
 
+def _call_json(c: Call) -> dict[str, Any]:
+    return {
+        "tps": c.tps,
+        "vehicle": c.vehicle,
+        "call_id": c.call_id,
+        "activation": c.activation,
+        "first_at": iso_time(c.first_at),
+        "last_at": iso_time(c.last_at),
+        "msd_version": c.msd_version,
+        "callback": c.callback,
+        "lang": c.lang,
+    }
+
+
 def json_document(snapshot: IncidentSnapshot, *, forwarded_at: float) -> dict[str, Any]:
     """The incident document as a dict (what :func:`render_json` serialises).
 
@@ -194,7 +208,10 @@ def json_document(snapshot: IncidentSnapshot, *, forwarded_at: float) -> dict[st
             "score": s.severity.score,
             "reasons": _reasons(s.severity.reasons),
         },
-        "call": {
+        # The primary call, every field from that one call; null for a storm's aggregate (no call).
+        "call": None
+        if not s.call_id
+        else {
             "tps": s.tps,
             "vehicle": s.vehicle,
             "call_id": s.call_id,
@@ -203,6 +220,8 @@ def json_document(snapshot: IncidentSnapshot, *, forwarded_at: float) -> dict[st
             "callback": s.callback,
             "lang": s.lang,
         },
+        "calls": [_call_json(c) for c in s.calls],
+        "members": list(s.members),
         "msd": None if s.msd is None else msd_codec.to_json_dict(s.msd),
         "msd_raw": None if s.msd is None else base64.b64encode(_msd_raw(s.msd)).decode("ascii"),
         "position": None if s.position is None else _position_json(s.position),
@@ -364,6 +383,26 @@ def _msd_parameters(msd: Msd) -> Iterator[tuple[str, str]]:
         yield f"msd:{name.removeprefix('msd.')}", value
 
 
+def _call_parameters(s: IncidentSnapshot) -> Iterator[tuple[str, str]]:
+    # Every call of the incident, numbered from 1 (the primary, whose fields the parameters above
+    # repeat), each parameter of call N from call N alone (docs/documents.md); a storm's members.
+    for n, c in enumerate(s.calls, 1):
+        yield f"call:{n}:tps", c.tps
+        yield f"call:{n}:vehicle", c.vehicle
+        yield f"call:{n}:call_id", c.call_id
+        yield f"call:{n}:activation", c.activation
+        yield f"call:{n}:first_at", iso_time(c.first_at)
+        yield f"call:{n}:last_at", iso_time(c.last_at)
+        if c.msd_version is not None:
+            yield f"call:{n}:msd_version", str(c.msd_version)
+        if c.callback is not None:
+            yield f"call:{n}:callback", c.callback
+        if c.lang is not None:
+            yield f"call:{n}:lang", c.lang
+    for member in s.members:
+        yield "member", member
+
+
 def _parameters(s: IncidentSnapshot) -> Iterator[tuple[str, str]]:
     yield "incident_id", s.incident_id
     yield "revision", str(s.revision)
@@ -385,6 +424,7 @@ def _parameters(s: IncidentSnapshot) -> Iterator[tuple[str, str]]:
         yield "lang", s.lang
     if s.scene_id is not None:
         yield "scene_id", s.scene_id
+    yield from _call_parameters(s)
     yield "received_at", iso_time(s.received_at)
     yield "updated_at", iso_time(s.updated_at)
     if s.position is not None:

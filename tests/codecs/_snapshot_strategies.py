@@ -14,10 +14,10 @@ from dataclasses import replace
 from hypothesis import strategies as st
 
 from ecallgw.codecs import msd as msd_codec
-from ecallgw.model import IncidentSnapshot, Msd, Position, Reason, Severity
+from ecallgw.model import Call, IncidentSnapshot, Msd, Position, Reason, Severity
 from tests.codecs._strategies import msds
 
-__all__ = ["positions", "reasons", "snapshots", "times"]
+__all__ = ["calls", "positions", "reasons", "snapshots", "times"]
 
 # 2001-09-09 .. 2100: epoch seconds with sub-millisecond parts, as the gateway's clock gives them.
 times = st.floats(1e9, 4.1e9, allow_nan=False)
@@ -51,9 +51,52 @@ positions = st.builds(
 )
 
 
+callbacks = st.none() | st.from_regex(r"\+[1-9][0-9]{1,14}", fullmatch=True)
+langs = st.none() | st.sampled_from(["de", "en-GB", "ro-RO", "sr-Latn-RS"])
+
+
+@st.composite
+def calls(draw: st.DrawFn) -> Call:
+    """A call that joined an incident (a redial, another provider's call)."""
+    first = draw(times)
+    return Call(
+        tps=draw(names),
+        vehicle=draw(names),
+        call_id=draw(st.text(min_size=1, max_size=40)),
+        activation=draw(st.sampled_from(["automatic", "manual", "test"])),
+        first_at=first,
+        last_at=first + draw(st.floats(0, 600)),
+        msd_version=draw(st.none() | st.sampled_from([1, 2, 3])),
+        callback=draw(callbacks),
+        lang=draw(langs),
+    )
+
+
 @st.composite
 def snapshots(draw: st.DrawFn) -> IncidentSnapshot:
-    """Any incident snapshot: every status and level, with or without MSD and position."""
+    """Any incident snapshot: every status and level, with or without MSD and position, one call or
+    several (the primary's fields are the snapshot's), or none (stored before calls were kept)."""
+    snap = draw(_snapshots())
+    shape = draw(st.sampled_from(["none", "one", "more"]))
+    if shape == "none":
+        return snap
+    primary = Call(
+        tps=snap.tps,
+        vehicle=snap.vehicle,
+        call_id=snap.call_id,
+        activation="test" if snap.test else "automatic" if snap.automatic else "manual",
+        first_at=snap.received_at,
+        last_at=snap.updated_at,
+        msd_version=None if snap.msd is None else snap.msd.version,
+        callback=snap.callback,
+        lang=snap.lang,
+    )
+    others = draw(st.lists(calls(), min_size=1, max_size=3)) if shape == "more" else []
+    return replace(snap, calls=(primary, *others))
+
+
+@st.composite
+def _snapshots(draw: st.DrawFn) -> IncidentSnapshot:
     received_at = draw(times)
     return IncidentSnapshot(
         incident_id=draw(
@@ -75,8 +118,8 @@ def snapshots(draw: st.DrawFn) -> IncidentSnapshot:
         updated_at=received_at + draw(st.floats(0, 7200)),
         msd=draw(st.none() | msd_values),
         position=draw(st.none() | positions),
-        callback=draw(st.none() | st.from_regex(r"\+[1-9][0-9]{1,14}", fullmatch=True)),
-        lang=draw(st.none() | st.sampled_from(["de", "en-GB", "ro-RO", "sr-Latn-RS"])),
+        callback=draw(callbacks),
+        lang=draw(langs),
         scene_id=draw(st.none() | st.text(min_size=1, max_size=20)),
         reasons=tuple(draw(st.lists(reasons, max_size=3))),
     )
