@@ -64,6 +64,14 @@ CREATE TABLE IF NOT EXISTS audit (
     incident_id TEXT, note TEXT, outcome TEXT
 );
 """,
+    # 2: operator console sessions (ecallgw/console/session.py), by the SHA-256 of the cookie.
+    """
+CREATE TABLE IF NOT EXISTS console_sessions (
+    id TEXT PRIMARY KEY, operator TEXT NOT NULL, token_sha256 TEXT NOT NULL, created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS console_sessions_expiry ON console_sessions (expires_at);
+""",
 )
 
 POSTGRES: tuple[str, ...] = (
@@ -134,6 +142,14 @@ CREATE FUNCTION ecallgw_fenced(why TEXT) RETURNS INTEGER LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION USING ERRCODE = 'EC001', MESSAGE = why;
 END $$;
+""",
+    # 3: operator console sessions (ecallgw/console/session.py), shared by every replica.
+    """
+CREATE TABLE console_sessions (
+    id TEXT PRIMARY KEY, operator TEXT NOT NULL, token_sha256 TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
 """,
 )
 

@@ -917,6 +917,51 @@ class PostgresStore:
         keys = AUDIT_KEYS
         return [dict(zip(keys, tuple(r), strict=True)) for r in await self.read(fn)]
 
+    # --- operator console sessions (ecallgw/console/session.py) ------------------------------------
+
+    async def session_put(
+        self, session_id: str, *, operator: str, token_sha256: str, created_at: float, expires_at: float
+    ) -> None:
+        """Keep a console session (by the SHA-256 of its cookie); expired ones are dropped meanwhile."""
+
+        async def fn(conn: Conn) -> None:
+            await conn.execute("DELETE FROM console_sessions WHERE expires_at <= $1", created_at)
+            await conn.execute(
+                "INSERT INTO console_sessions VALUES ($1, $2, $3, $4, $5)",
+                session_id,
+                operator,
+                token_sha256,
+                created_at,
+                expires_at,
+            )
+
+        await self.run(fn)
+
+    async def session_get(self, session_id: str, *, now: float) -> tuple[str, str, float] | None:
+        """(operator, token SHA-256, expires_at) of an unexpired session, or None."""
+
+        async def fn(conn: Conn) -> Any:
+            return await conn.fetchrow(
+                "SELECT operator, token_sha256, expires_at FROM console_sessions "
+                "WHERE id = $1 AND expires_at > $2",
+                session_id,
+                now,
+            )
+
+        # Not behind this replica's write queue: a session is read on every console request.
+        row = await self._query(fn)
+        return None if row is None else (row[0], row[1], row[2])
+
+    async def session_delete(self, session_id: str) -> None:
+        """End a session (sign-out), on every replica at once."""
+
+        async def fn(conn: Conn) -> None:
+            await conn.execute("DELETE FROM console_sessions WHERE id = $1", session_id)
+
+        await self.run(fn)
+
+    # --- end of console sessions ---------------------------------------------------------------------
+
 
 # --- statements -----------------------------------------------------------------------------------
 

@@ -201,6 +201,24 @@ class Store(Protocol):
         """Audit entries, oldest first."""
         ...
 
+    # --- operator console sessions (ecallgw/console/session.py) ------------------------------------
+
+    async def session_put(
+        self, session_id: str, *, operator: str, token_sha256: str, created_at: float, expires_at: float
+    ) -> None:
+        """Keep a console session (by the SHA-256 of its cookie); expired ones are dropped meanwhile."""
+        ...
+
+    async def session_get(self, session_id: str, *, now: float) -> tuple[str, str, float] | None:
+        """(operator, token SHA-256, expires_at) of an unexpired session, or None."""
+        ...
+
+    async def session_delete(self, session_id: str) -> None:
+        """End a session (sign-out)."""
+        ...
+
+    # --- end of console sessions ---------------------------------------------------------------------
+
 
 def journal_row(r: Sequence[Any], *, seq: int, at: float) -> JournalRow:
     """A stored journal row for replay, from its columns in the tables' order (``type`` at 1,

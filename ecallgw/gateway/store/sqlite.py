@@ -698,6 +698,41 @@ class SqliteStore:
         keys = AUDIT_KEYS
         return [dict(zip(keys, r, strict=True)) for r in await self.run(fn)]
 
+    # --- operator console sessions (ecallgw/console/session.py) ------------------------------------
+
+    async def session_put(
+        self, session_id: str, *, operator: str, token_sha256: str, created_at: float, expires_at: float
+    ) -> None:
+        """Keep a console session (by the SHA-256 of its cookie); expired ones are dropped meanwhile."""
+
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM console_sessions WHERE expires_at <= ?", (created_at,))
+            conn.execute(
+                "INSERT INTO console_sessions VALUES (?,?,?,?,?)",
+                (session_id, operator, token_sha256, created_at, expires_at),
+            )
+
+        await self.run(fn)
+
+    async def session_get(self, session_id: str, *, now: float) -> tuple[str, str, float] | None:
+        """(operator, token SHA-256, expires_at) of an unexpired session, or None."""
+
+        def fn(conn: sqlite3.Connection) -> tuple[str, str, float] | None:
+            row = conn.execute(
+                "SELECT operator, token_sha256, expires_at FROM console_sessions "
+                "WHERE id=? AND expires_at > ?",
+                (session_id, now),
+            ).fetchone()
+            return None if row is None else (row[0], row[1], row[2])
+
+        return await self.run(fn)
+
+    async def session_delete(self, session_id: str) -> None:
+        """End a session (sign-out)."""
+        await self.run(lambda conn: conn.execute("DELETE FROM console_sessions WHERE id=?", (session_id,)))
+
+    # --- end of console sessions ---------------------------------------------------------------------
+
 
 # --- helpers run in the writer thread -------------------------------------------------------------
 
