@@ -187,6 +187,7 @@ class Gateway:
                     self.metrics,
                     self.health,
                     access_log=cfg.log.access,
+                    console=cfg.console,
                 )
             )
 

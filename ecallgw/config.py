@@ -38,6 +38,7 @@ from ecallgw.errors import ConfigError
 __all__ = [
     "AuthConfig",
     "Config",
+    "ConsoleConfig",
     "HttpConfig",
     "LogConfig",
     "MqttConfig",
@@ -370,6 +371,25 @@ class LogConfig:
 
 
 @dataclass(**_frozen)
+class ConsoleConfig:
+    """The operator console served at ``/console/`` (ecallgw/console/, docs/console.md).
+
+    Attributes:
+        enabled: serve the console and accept its session cookie on the operator API.
+        session_hours: a sign-in lasts this long (then the operator signs in again).
+        tile_url: map tiles, an ``https://`` (or loopback ``http://``) template with ``{z}``, ``{x}``
+            and ``{y}`` ("" : no tiles; the map still shows the position and trail on a blank
+            background); its host is the only one the page's Content-Security-Policy allows.
+        tile_attribution: the text shown under the map for those tiles (plain text).
+    """
+
+    enabled: bool = True
+    session_hours: float = 12.0
+    tile_url: str = ""
+    tile_attribution: str = ""
+
+
+@dataclass(**_frozen)
 class Config:
     """The whole configuration.
 
@@ -380,6 +400,7 @@ class Config:
         auth: bearer tokens.
         pipeline: decode/triage stage.
         log: logging.
+        console: the operator console.
         receivers: destinations by name (`DEFAULT_RECEIVERS` unless configured).
         triage: the ``[triage]`` table, handed to ``TriagePolicy.from_mapping``.
         drain_deadline_s: on SIGTERM, how long to keep delivering before exiting.
@@ -391,6 +412,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     receivers: Mapping[str, ReceiverConfig] = field(default_factory=lambda: types.MappingProxyType({}))
     triage: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
     drain_deadline_s: float = 10.0
@@ -691,6 +713,7 @@ def _check(c: Config) -> None:
         if not 0 <= port <= 65535:
             raise ConfigError(key, port, "a port is 0..65535")
     _check_http(c)
+    _check_console(c)
     if c.mqtt.share_group and not _NAME.match(c.mqtt.share_group):
         raise ConfigError("mqtt.share_group", c.mqtt.share_group, "group names are [A-Za-z0-9_-]{1,64}")
     if c.mqtt.client_id and not _NAME.match(c.mqtt.client_id):
@@ -730,6 +753,24 @@ def _check(c: Config) -> None:
     if bool(c.mqtt.cert_file) != bool(c.mqtt.key_file):
         missing, given = ("key_file", "cert_file") if c.mqtt.cert_file else ("cert_file", "key_file")
         raise ConfigError(f"mqtt.{missing}", "", f"mqtt.{given} is set: a client certificate needs its key")
+
+
+def _check_console(c: Config) -> None:
+    _positive("console.session_hours", c.console.session_hours)
+    url = c.console.tile_url
+    if url:
+        parts = urllib.parse.urlsplit(url)
+        secure = parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname or ""))
+        if not secure or not parts.hostname or any(t not in url for t in ("{z}", "{x}", "{y}")):
+            raise ConfigError(
+                "console.tile_url",
+                url,
+                "a tile URL template: https://host/.../{z}/{x}/{y}.png (http:// on loopback only)",
+            )
+    if len(c.console.tile_attribution) > 200:
+        raise ConfigError(
+            "console.tile_attribution", c.console.tile_attribution[:40], "at most 200 characters"
+        )
 
 
 def _positive(key: str, value: float) -> None:

@@ -76,6 +76,20 @@ class Authenticator:
         """The holder of a bearer token, or None."""
         return self._tokens.get(hashlib.sha256(token.strip().encode()).digest())
 
+    # --- console sessions (ecallgw/console/session.py) remember a token by its digest -------------
+
+    @staticmethod
+    def token_sha256(token: str) -> str:
+        """The hex SHA-256 a console session keeps of the token it was opened with."""
+        return hashlib.sha256(token.strip().encode()).hexdigest()
+
+    def by_token_sha256(self, digest: str) -> Principal | None:
+        """The holder of the token with this hex SHA-256, while it is still configured."""
+        try:
+            return self._tokens.get(bytes.fromhex(digest))
+        except ValueError:
+            return None
+
     def principal(self, request: web.Request) -> Principal | None:
         """The holder of the request's bearer token, or of its verified client certificate."""
         header = request.headers.get("Authorization", "")

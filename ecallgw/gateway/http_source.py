@@ -16,6 +16,7 @@ POST /v1/incidents/{id}/actions             operator   ack, cancel, escalate, re
 GET  /v1/quarantine, /v1/dead-letters       sre        what could not be decoded (audited) or delivered
 GET  /metrics, /readyz                      sre        Prometheus text; readiness
 GET  /healthz                               (none)     the process is alive
+GET  /console/ (and its assets, sign-in)    (none)     the operator console (ecallgw/console/)
 =========================================== ========== =============================================
 
 Ingest answers 202 with the incident id only after the signal is durably stored, 400 naming the
@@ -39,7 +40,8 @@ from aiohttp import web
 
 from ecallgw.codecs import document
 from ecallgw.codecs.envelope import MAX_ENVELOPE_BYTES
-from ecallgw.config import AuthConfig, HttpConfig
+from ecallgw.config import AuthConfig, ConsoleConfig, HttpConfig
+from ecallgw.console import Console
 from ecallgw.errors import ConfigError, StoreError
 from ecallgw.gateway.health import Health
 from ecallgw.gateway.http_auth import (
@@ -101,6 +103,7 @@ class HttpServer:
         metrics: the gateway's metrics.
         health: readiness checks.
         access_log: log one line per request on ``ecallgw.access`` (``log.access``).
+        console: the ``[console]`` table; its session cookie stands for an operator token.
     """
 
     def __init__(
@@ -114,6 +117,7 @@ class HttpServer:
         health: Health,
         *,
         access_log: bool = True,
+        console: ConsoleConfig | None = None,
     ) -> None:
         self._config = config
         self._access_log = access_log
@@ -139,6 +143,11 @@ class HttpServer:
         self._runner: web.AppRunner | None = None
         self._accepting = True
         self.port = config.port
+        self._console = (
+            Console(console, self._auth, store, self._refuse, self._throttle, config.tls_cert_file != "")
+            if console is not None and console.enabled
+            else None
+        )
         self.app = self._build(pipeline, store, stream, metrics, health)
 
     def _build(
@@ -161,6 +170,8 @@ class HttpServer:
         r.add_post("/v1/ecall/{tps}/{vehicle}/{kind}", self._role("provider", self._ingest))
         OperatorApi(self._config, pipeline, store, stream, self._refuse).register(r, self._role)
         SreApi(pipeline, store, metrics, health).register(r, self._role)
+        if self._console is not None:
+            self._console.register(r)
         return app
 
     async def __aenter__(self) -> HttpServer:
@@ -225,6 +236,17 @@ class HttpServer:
                     {"Retry-After": str(retry_after)},
                 )
             who = self._auth.principal(request)
+            if who is None and self._console is not None and "Authorization" not in request.headers:
+                # A console session cookie stands for its operator's token; state changes need
+                # its CSRF token too (ecallgw/console/session.py).
+                who = await self._console.operator(request)
+                refusal = self._console.csrf_refusal(request) if who is not None else None
+                if refusal is not None:
+                    log.warning(
+                        "console request refused",
+                        extra={"event": "csrf_refused", "remote": remote, "door": door(request)},
+                    )
+                    return self._refuse(403, refusal)
             if who is None:
                 self._auth_failed(request, remote, auth_failure(request))
                 return self._refuse(401, "missing or unknown bearer token", {"WWW-Authenticate": "Bearer"})
