@@ -188,6 +188,7 @@ class Gateway:
                     self.health,
                     access_log=cfg.log.access,
                     console=cfg.console,
+                    caller=cfg,  # issue 14
                 )
             )
 

@@ -246,13 +246,192 @@ class HttpConfig:
     allow_plaintext: bool = False
 
 
+# --- Caller links, SMS and breakdown assistance (issue 14; docs/caller.md) -----------------------
+
+
+@dataclass(**_frozen)
+class SmsConfig:
+    """The SMS gateway: a generic HTTP webhook (POST JSON ``{to, text, sender, idempotency_key}``).
+
+    Attributes:
+        url: the gateway's endpoint ("" : no SMS; links are still created and shown to operators).
+        token: bearer token sent to the gateway.
+        sender: the sender name or number asked for.
+        timeout_s: one attempt's timeout.
+        max_attempts: attempts before the SMS is given up (the link says so to operators).
+        backoff_base_s: first retry delay ceiling (full jitter, doubled per attempt).
+        backoff_cap_s: largest retry delay ceiling.
+        ca_file: CAs trusted for an ``https://`` gateway ("" : the system's).
+        allow_plaintext: allow an ``http://`` URL to a host that is not loopback.
+    """
+
+    url: str = ""
+    token: Secret = field(default_factory=lambda: Secret(""))
+    sender: str = "ecallgw"
+    timeout_s: float = 5.0
+    max_attempts: int = 8
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 60.0
+    ca_file: str = ""
+    allow_plaintext: bool = False
+
+
+@dataclass(**_frozen)
+class CallerConfig:
+    """Links sent to callers (location share, case tracking) and the public pages they open.
+
+    Attributes:
+        public_url: the base of links in SMS (``https://ecall.example.org``); "" : this server's
+            own ``http(s)://host:port``.
+        location_ttl_s: a location link's lifetime.
+        location_max_uses: positions a location link may send.
+        tracking_ttl_s: a tracking link's lifetime.
+        assist_ttl_s: an assistance-form link's lifetime.
+        auto_location_link: triage policy switch: a new non-test call whose MSD position is
+            missing or not trusted gets a location link by SMS to its callback number.
+        token_rate_per_min: requests one link's token may make per minute (pages and posts).
+        address_rate_per_min: requests one client address may make to the public pages per minute.
+    """
+
+    public_url: str = ""
+    location_ttl_s: float = 1800.0
+    location_max_uses: int = 3
+    tracking_ttl_s: float = 86400.0
+    assist_ttl_s: float = 3600.0
+    auto_location_link: bool = False
+    token_rate_per_min: int = 30
+    address_rate_per_min: int = 120
+
+
+CAPABILITIES = ("tow", "repair", "taxi", "replacement_car")
+
+
+@dataclass(**_frozen)
+class ProviderConfig:
+    """One assistance provider (tow truck company, garage).
+
+    Attributes:
+        name: its name; with ``token`` it is the holder of an ``assistance`` API token.
+        lat: its base, WGS84 degrees.
+        lon: likewise.
+        radius_km: how far from its base it serves (great-circle distance).
+        capabilities: what it does: tow, repair, taxi, replacement_car.
+        webhook_url: where cases are POSTed.
+        webhook_token: bearer token sent with them.
+        token: its own token for ``POST /v1/assistance/cases/{id}/answer`` (role ``assistance``).
+        available: at start (operators and the provider change it through the API).
+    """
+
+    name: str
+    lat: float
+    lon: float
+    webhook_url: str
+    radius_km: float = 50.0
+    capabilities: tuple[str, ...] = ("tow",)
+    webhook_token: Secret = field(default_factory=lambda: Secret(""))
+    token: Secret = field(default_factory=lambda: Secret(""))
+    available: bool = True
+
+
+@dataclass(**_frozen)
+class AssistanceConfig:
+    """Breakdown assistance (bCall): the providers and how cases are dispatched to them.
+
+    Attributes:
+        answer_timeout_s: a provider that has not answered a case within this is skipped.
+        webhook_timeout_s: one webhook attempt's timeout.
+        webhook_attempts: attempts of one webhook before the provider is skipped.
+        providers: the registry (``[[assistance.providers]]``).
+    """
+
+    answer_timeout_s: float = 120.0
+    webhook_timeout_s: float = 5.0
+    webhook_attempts: int = 3
+    providers: tuple[ProviderConfig, ...] = ()
+
+
+def _build_assistance(raw: object) -> AssistanceConfig:
+    """``[assistance]`` with its ``[[assistance.providers]]`` array (the generic builder has no arrays)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("assistance", raw, "must be a table")
+    table = dict(raw)
+    providers_raw = table.pop("providers", [])
+    if not isinstance(providers_raw, list):
+        raise ConfigError("assistance.providers", providers_raw, "must be an array of tables")
+    providers: list[ProviderConfig] = []
+    for i, p in enumerate(providers_raw):
+        key = f"assistance.providers[{i}]"
+        if not isinstance(p, Mapping):
+            raise ConfigError(key, p, "must be a table")
+        table_p = dict(p)
+        caps = table_p.pop("capabilities", ["tow"])
+        if not isinstance(caps, list) or not caps or any(c not in CAPABILITIES for c in caps):
+            raise ConfigError(f"{key}.capabilities", caps, f"a list of {', '.join(CAPABILITIES)}")
+        provider = dataclasses.replace(_build(ProviderConfig, table_p, key), capabilities=tuple(caps))
+        if not _NAME.match(provider.name) or any(q.name == provider.name for q in providers):
+            raise ConfigError(f"{key}.name", provider.name, "a unique name of [A-Za-z0-9_-]{1,64}")
+        if not (-90 <= provider.lat <= 90 and -180 <= provider.lon <= 180):
+            raise ConfigError(f"{key}.lat", (provider.lat, provider.lon), "a WGS84 position in degrees")
+        if not provider.radius_km > 0:
+            raise ConfigError(f"{key}.radius_km", provider.radius_km, "must be > 0")
+        parts = urllib.parse.urlsplit(provider.webhook_url)
+        if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(parts.hostname or "")):
+            raise ConfigError(
+                f"{key}.webhook_url", provider.webhook_url, "an https:// URL (http:// on loopback)"
+            )
+        if provider.token.reveal() and len(provider.token.reveal()) < 16:
+            raise ConfigError(f"{key}.token", provider.token, "tokens are at least 16 characters")
+        providers.append(provider)
+    cfg: AssistanceConfig = _build(AssistanceConfig, table, "assistance")
+    for k in ("answer_timeout_s", "webhook_timeout_s"):
+        if not getattr(cfg, k) > 0:
+            raise ConfigError(f"assistance.{k}", getattr(cfg, k), "must be > 0")
+    if cfg.webhook_attempts < 1:
+        raise ConfigError("assistance.webhook_attempts", cfg.webhook_attempts, "must be >= 1")
+    return dataclasses.replace(cfg, providers=tuple(providers))
+
+
+def _check_caller(c: Config) -> None:
+    s = c.sms
+    if s.url:
+        parts = urllib.parse.urlsplit(s.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError("sms.url", s.url, "an http:// or https:// URL")
+        if parts.scheme == "http" and not s.allow_plaintext and not _is_loopback(parts.hostname):
+            raise ConfigError("sms.url", s.url, "https:// beyond this host (sms.allow_plaintext to allow)")
+    for key, value in (
+        ("sms.timeout_s", s.timeout_s),
+        ("sms.backoff_base_s", s.backoff_base_s),
+        ("sms.backoff_cap_s", s.backoff_cap_s),
+        ("caller.location_ttl_s", c.caller.location_ttl_s),
+        ("caller.tracking_ttl_s", c.caller.tracking_ttl_s),
+        ("caller.assist_ttl_s", c.caller.assist_ttl_s),
+    ):
+        if not value > 0:
+            raise ConfigError(key, value, "must be > 0")
+    for key, n in (
+        ("sms.max_attempts", s.max_attempts),
+        ("caller.location_max_uses", c.caller.location_max_uses),
+        ("caller.token_rate_per_min", c.caller.token_rate_per_min),
+        ("caller.address_rate_per_min", c.caller.address_rate_per_min),
+    ):
+        if n < 1:
+            raise ConfigError(key, n, "must be >= 1")
+    if c.caller.public_url and not re.match(r"^https?://[^/]+", c.caller.public_url):
+        raise ConfigError("caller.public_url", c.caller.public_url, "an http:// or https:// base URL")
+
+
+# --- end of issue 14's section -------------------------------------------------------------------
+
+
 @dataclass(**_frozen)
 class TokenConfig:
     """One bearer token and what it may do.
 
     Attributes:
         name: who holds it (written to the audit log).
-        role: provider (ingest under its own tps), operator (incidents API), sre (metrics, readyz).
+        role: provider (ingest under its own tps), operator (incidents API), sre (metrics, readyz),
+            assistance (an assistance provider answering its cases; see ``[[assistance.providers]]``).
         token: the bearer token ("" when a client certificate identifies the holder instead).
         tps: for a provider, the ``{tps}`` it may write under.
         cert_cn: a client certificate (from ``http.client_ca_file``) with this subject CN is this
@@ -261,7 +440,7 @@ class TokenConfig:
     """
 
     name: str
-    role: Literal["provider", "operator", "sre"]
+    role: Literal["provider", "operator", "sre", "assistance"]
     token: Secret = field(default_factory=lambda: Secret(""))
     tps: str = ""
     cert_cn: str = ""
@@ -416,6 +595,9 @@ class Config:
     receivers: Mapping[str, ReceiverConfig] = field(default_factory=lambda: types.MappingProxyType({}))
     triage: Mapping[str, Any] = field(default_factory=lambda: types.MappingProxyType({}))
     drain_deadline_s: float = 10.0
+    sms: SmsConfig = field(default_factory=SmsConfig)  # issue 14
+    caller: CallerConfig = field(default_factory=CallerConfig)  # issue 14
+    assistance: AssistanceConfig = field(default_factory=AssistanceConfig)  # issue 14
 
 
 # --- Loading ------------------------------------------------------------------------------------
@@ -572,6 +754,12 @@ def _build_config(tree: Mapping[str, Any]) -> Config:
     if not isinstance(tokens_raw, list):
         raise ConfigError("auth.tokens", tokens_raw, "must be an array of tables")
     tokens = tuple(_build(TokenConfig, t, f"auth.tokens[{i}]") for i, t in enumerate(tokens_raw))
+    assistance = _build_assistance(tree.pop("assistance", {}))  # issue 14: providers hold tokens too
+    tokens += tuple(
+        TokenConfig(name=p.name, role="assistance", token=p.token)
+        for p in assistance.providers
+        if p.token.reveal()
+    )
     for i, tok in enumerate(tokens):
         if tok.role == "provider" and not _NAME.match(tok.tps):
             raise ConfigError(f"auth.tokens[{i}].tps", tok.tps, "a provider token needs its tps")
@@ -603,7 +791,9 @@ def _build_config(tree: Mapping[str, Any]) -> Config:
         receivers=types.MappingProxyType(receivers),
         triage=types.MappingProxyType(dict(triage)),
         auth=AuthConfig(tokens=tokens),
+        assistance=assistance,
     )
+    _check_caller(config)
     _check(config)
     return config
 

@@ -403,7 +403,7 @@ class Position:
     lat: float
     lon: float
     trusted: bool
-    source: Literal["msd", "nmea"]
+    source: Literal["msd", "nmea", "caller_link"]
     at: float | None = None
     quality: str | None = None
     heading_deg: float | None = None
@@ -411,6 +411,7 @@ class Position:
     altitude_m: float | None = None
     satellites: int | None = None
     hdop: float | None = None
+    accuracy_m: float | None = None  # a caller's browser position: its stated accuracy (95 %)
 
 
 @dataclass(**_frozen)

@@ -212,7 +212,7 @@ INCIDENT_SCHEMA: dict[str, Any] = {
                         "lat": {"type": "number", "minimum": -90, "maximum": 90},
                         "lon": {"type": "number", "minimum": -180, "maximum": 180},
                         "trusted": {"type": "boolean"},
-                        "source": {"enum": ["msd", "nmea"]},
+                        "source": {"enum": ["msd", "nmea", "caller_link"]},
                         "at": _nullable(_TIME),
                         "quality": _nullable({"type": "string"}),
                         "heading_deg": _nullable({"type": "number", "minimum": 0, "maximum": 360}),
@@ -220,7 +220,9 @@ INCIDENT_SCHEMA: dict[str, Any] = {
                         "altitude_m": _nullable({"type": "number"}),
                         "satellites": _nullable({"type": "integer", "minimum": 0}),
                         "hdop": _nullable({"type": "number", "minimum": 0}),
-                    }
+                    },
+                    # A caller's browser position (source caller_link) states its accuracy.
+                    {"accuracy_m": {"type": "number", "minimum": 0}},
                 )
             ),
             "scene_id": _nullable({"type": "string", "minLength": 1}),

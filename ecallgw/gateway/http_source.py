@@ -43,6 +43,7 @@ from ecallgw.codecs.envelope import MAX_ENVELOPE_BYTES
 from ecallgw.config import AuthConfig, ConsoleConfig, HttpConfig
 from ecallgw.console import Console
 from ecallgw.errors import ConfigError, StoreError
+from ecallgw.gateway.caller_api import CallerApi, CallerSettings
 from ecallgw.gateway.health import Health
 from ecallgw.gateway.http_auth import (
     UNKNOWN_TOKEN,
@@ -118,6 +119,7 @@ class HttpServer:
         *,
         access_log: bool = True,
         console: ConsoleConfig | None = None,
+        caller: CallerSettings | None = None,
     ) -> None:
         self._config = config
         self._access_log = access_log
@@ -148,6 +150,7 @@ class HttpServer:
             if console is not None and console.enabled
             else None
         )
+        self._caller_config = caller  # issue 14: [sms], [caller], [assistance]
         self.app = self._build(pipeline, store, stream, metrics, health)
 
     def _build(
@@ -170,6 +173,9 @@ class HttpServer:
         r.add_post("/v1/ecall/{tps}/{vehicle}/{kind}", self._role("provider", self._ingest))
         OperatorApi(self._config, pipeline, store, stream, self._refuse).register(r, self._role)
         SreApi(pipeline, store, metrics, health).register(r, self._role)
+        CallerApi(self._caller_config, pipeline, store, metrics, stream, self._refuse).register(
+            r, self._role, app
+        )
         if self._console is not None:
             self._console.register(r)
         return app

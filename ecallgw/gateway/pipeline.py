@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ecallgw.codecs.caller import LINK_POSITION, decode_link_position
 from ecallgw.codecs.envelope import ENVELOPE_KEYS, MAX_ENVELOPE_BYTES, decode_envelope, decode_raw_msd
 from ecallgw.config import PipelineConfig
 from ecallgw.errors import DecodeError, StoreError
@@ -622,6 +623,8 @@ class Pipeline:
             return decode_raw_msd(
                 raw.tps, raw.vehicle, raw.call_id or "", raw.payload, sent_at=raw.received_at
             )
+        if raw.kind == LINK_POSITION:  # a caller's browser position (issue 14)
+            return decode_link_position(raw.tps, raw.vehicle, raw.payload)
         if raw.kind not in _ENVELOPE_KINDS:
             raise DecodeError("topic", f"not an ingest topic or path: {raw.source[:100]!r}", path="kind")
         return decode_envelope(raw.kind, raw.tps, raw.vehicle, raw.payload)
@@ -659,7 +662,7 @@ class Pipeline:
 
 _REPLAY_YIELD = 200  # journal rows replayed between two yields to the event loop
 _ENVELOPE_KINDS = frozenset({"msd", "cancel", "position"})
-_KINDS = frozenset({"msd", "cancel", "position", "msd_raw"})
+_KINDS = frozenset({"msd", "cancel", "position", "msd_raw", "link_position"})
 _ACTIONS = frozenset(ACTIONS)
 
 

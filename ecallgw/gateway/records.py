@@ -22,8 +22,9 @@ __all__ = [
 
 _frozen = {"frozen": True, "slots": True, "kw_only": True}
 
-KINDS = frozenset({"msd", "cancel", "position", "msd_raw"})
-"""Signal kinds: the three envelope kinds, and ``msd_raw`` for an RFC 8147 body over HTTP."""
+KINDS = frozenset({"msd", "cancel", "position", "msd_raw", "link_position"})
+"""Signal kinds: the three envelope kinds, ``msd_raw`` for an RFC 8147 body over HTTP, and
+``link_position`` for a caller's position through a location link (transport ``link``)."""
 
 
 @dataclass(**_frozen)
@@ -41,7 +42,7 @@ class RawSignal:
         call_id: the ``Call-Id`` header of a raw MSD.
     """
 
-    transport: Literal["mqtt", "http"]
+    transport: Literal["mqtt", "http", "link"]
     kind: str
     tps: str
     vehicle: str

@@ -72,6 +72,31 @@ CREATE TABLE IF NOT EXISTS console_sessions (
 );
 CREATE INDEX IF NOT EXISTS console_sessions_expiry ON console_sessions (expires_at);
 """,
+    # caller links, breakdown assistance cases and provider availability (issue 14, docs/caller.md);
+    # a link is stored by the SHA-256 of its token, never the token.
+    """
+CREATE TABLE IF NOT EXISTS caller_links (
+    link_id TEXT PRIMARY KEY, token_hash BLOB NOT NULL UNIQUE, purpose TEXT NOT NULL, incident_id TEXT,
+    case_id TEXT, phone TEXT NOT NULL, lang TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL,
+    max_uses INTEGER NOT NULL, uses INTEGER NOT NULL DEFAULT 0, revoked_at REAL, created_by TEXT NOT NULL,
+    auto_key TEXT UNIQUE, sms_state TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS caller_links_incident ON caller_links (incident_id);
+CREATE INDEX IF NOT EXISTS caller_links_case ON caller_links (case_id);
+CREATE INDEX IF NOT EXISTS caller_links_created ON caller_links (created_at);
+CREATE TABLE IF NOT EXISTS assistance_cases (
+    case_id TEXT PRIMARY KEY, created_at REAL NOT NULL, updated_at REAL NOT NULL, origin TEXT NOT NULL,
+    status TEXT NOT NULL, capability TEXT NOT NULL, what TEXT NOT NULL, lat REAL, lon REAL,
+    address TEXT NOT NULL, vehicle_desc TEXT NOT NULL, phone TEXT NOT NULL, tps TEXT, vehicle TEXT,
+    provider TEXT, deadline REAL, tried TEXT NOT NULL, reason TEXT NOT NULL, eta_min INTEGER,
+    note TEXT NOT NULL, shared TEXT NOT NULL, accepted_at REAL, version INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS assistance_cases_status ON assistance_cases (status, deadline);
+CREATE INDEX IF NOT EXISTS assistance_cases_updated ON assistance_cases (updated_at);
+CREATE TABLE IF NOT EXISTS assistance_availability (
+    provider TEXT PRIMARY KEY, available INTEGER NOT NULL, updated_at REAL NOT NULL
+);
+""",
 )
 
 POSTGRES: tuple[str, ...] = (
@@ -150,6 +175,31 @@ CREATE TABLE console_sessions (
     created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
+""",
+    # caller links, breakdown assistance cases and provider availability (issue 14, docs/caller.md)
+    """
+CREATE TABLE caller_links (
+    link_id TEXT PRIMARY KEY, token_hash BYTEA NOT NULL UNIQUE, purpose TEXT NOT NULL, incident_id TEXT,
+    case_id TEXT, phone TEXT NOT NULL, lang TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL, max_uses INTEGER NOT NULL, uses INTEGER NOT NULL DEFAULT 0,
+    revoked_at DOUBLE PRECISION, created_by TEXT NOT NULL, auto_key TEXT UNIQUE, sms_state TEXT NOT NULL
+);
+CREATE INDEX caller_links_incident ON caller_links (incident_id);
+CREATE INDEX caller_links_case ON caller_links (case_id);
+CREATE INDEX caller_links_created ON caller_links (created_at);
+CREATE TABLE assistance_cases (
+    case_id TEXT PRIMARY KEY, created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,
+    origin TEXT NOT NULL, status TEXT NOT NULL, capability TEXT NOT NULL, what TEXT NOT NULL,
+    lat DOUBLE PRECISION, lon DOUBLE PRECISION, address TEXT NOT NULL, vehicle_desc TEXT NOT NULL,
+    phone TEXT NOT NULL, tps TEXT, vehicle TEXT, provider TEXT, deadline DOUBLE PRECISION,
+    tried TEXT NOT NULL, reason TEXT NOT NULL, eta_min INTEGER, note TEXT NOT NULL, shared TEXT NOT NULL,
+    accepted_at DOUBLE PRECISION, version INTEGER NOT NULL
+);
+CREATE INDEX assistance_cases_status ON assistance_cases (status, deadline);
+CREATE INDEX assistance_cases_updated ON assistance_cases (updated_at);
+CREATE TABLE assistance_availability (
+    provider TEXT PRIMARY KEY, available INTEGER NOT NULL, updated_at DOUBLE PRECISION NOT NULL
+);
 """,
 )
 
