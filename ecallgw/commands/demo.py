@@ -232,6 +232,7 @@ async def _demo(args: argparse.Namespace) -> None:
                 + f", simulated PSAP http://127.0.0.1:{psap.port}, store {workdir / 'ecallgw.sqlite3'}"
             )
             _say(f"demo: operator token {operator}  (curl -H 'Authorization: Bearer …' {api}/v1/incidents)")
+            _say(f"demo: operator console {api}/console/  (sign in there with that token)")
             _say("demo: Ctrl-C stops everything")
             plan: dict[tuple[str, str], tuple[str, float]] = {}
             bot = await stack.enter_async_context(OperatorBot(api, operator, plan))
@@ -827,6 +828,7 @@ async def _replicas_demo(args: argparse.Namespace) -> None:
                         )
                     )
                 _say(f"demo: simulated PSAP http://127.0.0.1:{psap.port}; operator token {operator}")
+                _say(f"demo: operator console {nodes[0].api}/console/ (any replica's; same token)")
                 if args.kill_leader_after > 0:
                     _say(
                         f"demo: the leader will be killed at {args.kill_leader_after:g} s (a crash simulated "

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -309,4 +311,50 @@ async def test_sign_out_ends_the_session_and_csrf_is_checked(
         async with aiohttp.ClientSession(cookies=jar) as http, http.get(f"{url}/v1/incidents") as resp:
             assert resp.status == 401  # the session is gone on the server, not only in the browser
         await ctx.close()
+    assert browser.foreign_requests == []
+
+
+@pytest.mark.slow
+async def test_demo_prints_a_console_url_and_sign_in_that_show_its_incidents_live(browser: Browser) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ecallgw",
+        "demo",
+        "--duration",
+        "20",
+        "--rate",
+        "4",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        head = ""
+        url = token = None
+        async with asyncio.timeout(30):
+            while url is None or token is None:
+                line = (await proc.stdout.readline()).decode()
+                assert line, head
+                head += line
+                if m := re.search(r"operator token (\S+)", line):
+                    token = m.group(1)
+                if m := re.search(r"operator console (http://\S+/console/)", line):
+                    url = m.group(1)
+        ctx = await browser.context()
+        page = await ctx.new_page()
+        await page.goto(url)
+        await page.fill("#token", token)
+        await page.click("#signin button[type=submit]")
+        await page.wait_for_selector("body[data-ready=app]")
+        await page.select_option("#f-status", "")  # every incident, also those the bot handled
+        before = await page.locator("#queue-body tr").count()
+        # The fleet keeps sending: rows arrive without a reload.
+        await expect(page.locator("#queue-body tr")).not_to_have_count(before, timeout=10000)
+        await ctx.close()
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30):
+            await proc.communicate()
     assert browser.foreign_requests == []
