@@ -90,8 +90,12 @@ class Dispatcher:
         ]
 
     async def start(self, case: CaseRow) -> CaseRow:
-        """Store a new case and offer it to the nearest provider (or the operator queue)."""
-        await self._store.insert_case(case)
+        """Store a new case and offer it to the nearest provider (or the operator queue).
+
+        A case id that exists already (the same breakdown call redelivered) is not offered again.
+        """
+        if not await self._store.insert_case(case):
+            return await self._store.case(case.case_id) or case
         return await self.advance(case, None)
 
     async def advance(self, case: CaseRow, outcome: str | None) -> CaseRow:

@@ -54,7 +54,7 @@ from ecallgw.gateway.assistance import Dispatcher, tried_list
 from ecallgw.gateway.http_auth import Guard, Principal, Refuse
 from ecallgw.gateway.intake import Intake
 from ecallgw.gateway.metrics import Metrics
-from ecallgw.gateway.pipeline import Pipeline
+from ecallgw.gateway.pipeline import Ingested, Pipeline, quarantine_unit
 from ecallgw.gateway.records import RawSignal
 from ecallgw.gateway.sinks.operator_stream import OperatorStream
 from ecallgw.gateway.sms import SmsMessage, SmsSender, pseudonym
@@ -134,6 +134,7 @@ class CallerApi:
         self._per_token = _Window(caller.token_rate_per_min)
         self._per_address = _Window(caller.address_rate_per_min)
         self._tasks: list[asyncio.Task[Any]] = []
+        pipeline.on_bcall = self._bcall_signal  # MQTT (and any source) breakdown calls
 
     # --- wiring -----------------------------------------------------------------------------------
 
@@ -575,10 +576,11 @@ class CallerApi:
         phone: str,
         tps: str | None = None,
         vehicle: str | None = None,
+        case_id: str | None = None,
     ) -> CaseRow:
         now = time.time()
         case = CaseRow(
-            case_id="case-" + secrets.token_hex(8),
+            case_id=case_id or "case-" + secrets.token_hex(10),
             created_at=now,
             updated_at=now,
             origin=origin,
@@ -789,21 +791,41 @@ class CallerApi:
                 body = await request.read()
         except TimeoutError:
             return self._refuse(408, "body not received in time")
+        raw = RawSignal(
+            transport="http", kind="bcall", tps=tps, vehicle=vehicle, payload=body, received_at=time.time()
+        )
         try:
-            case = await self.bcall(tps, vehicle, body)
+            case = await self.bcall(raw)
         except DecodeError as exc:
             return web.json_response({"error": str(exc), "path": exc.path}, status=400)
         except StoreError:
             return self._refuse(503, "not stored; retry", {"Retry-After": "1"})
         return web.json_response({"case_id": case.case_id, "status": case.status}, status=202)
 
-    async def bcall(self, tps: str, vehicle: str, payload: bytes) -> CaseRow:
+    def _bcall_signal(self, raw: RawSignal) -> asyncio.Future[Ingested]:
+        """`Pipeline.submit` for kind ``bcall``: resolves once the case is stored (then the source
+        acknowledges); what cannot be decoded is kept in quarantine like any signal."""
+        return asyncio.ensure_future(self._bcall_ingested(raw))
+
+    async def _bcall_ingested(self, raw: RawSignal) -> Ingested:
+        try:
+            case = await self.bcall(raw)
+        except DecodeError as exc:
+            unit, err = quarantine_unit(raw, exc, self._metrics)
+            await self._store.commit(unit)
+            return Ingested(outcome="quarantined", error=err)
+        return Ingested(outcome=f"bcall_{case.status}")
+
+    async def bcall(self, raw: RawSignal) -> CaseRow:
         """A vehicle's breakdown call (an ``msd`` envelope on the ``bcall`` kind): a case, never a PSAP.
+
+        The case id comes from the signal's digest, so a redelivered call is one case.
 
         Raises:
             DecodeError: the envelope cannot be decoded.
         """
-        sig = decode_envelope("msd", tps, vehicle, payload)
+        tps, vehicle = raw.tps, raw.vehicle
+        sig = decode_envelope("msd", tps, vehicle, raw.payload)
         assert isinstance(sig, MsdSignal)
         pos = sig.msd.position
         return await self._new_case(
@@ -816,6 +838,7 @@ class CallerApi:
             phone=sig.callback or "",
             tps=tps,
             vehicle=vehicle,
+            case_id="case-" + raw.digest.hex()[:20],
         )
 
     # --- policy and housekeeping --------------------------------------------------------------------

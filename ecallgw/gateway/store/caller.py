@@ -227,13 +227,15 @@ class CallerStore:
 
     # --- assistance cases -----------------------------------------------------------------------
 
-    async def insert_case(self, case: CaseRow) -> None:
+    async def insert_case(self, case: CaseRow) -> bool:
+        """Store a new case; False when its id exists (a redelivered breakdown call)."""
         values = [getattr(case, c) for c in _CASE_COLS.split(", ")]
-        await self._q(
+        rows = await self._q(
             f"INSERT INTO assistance_cases ({_CASE_COLS}) VALUES ({','.join('?' * len(values))}) "
             "ON CONFLICT DO NOTHING RETURNING case_id",
             *values,
         )
+        return bool(rows)
 
     async def case(self, case_id: str) -> CaseRow | None:
         rows = await self._q(f"SELECT {_CASE_COLS} FROM assistance_cases WHERE case_id = ?", case_id)

@@ -72,6 +72,17 @@ CREATE TABLE IF NOT EXISTS console_sessions (
 );
 CREATE INDEX IF NOT EXISTS console_sessions_expiry ON console_sessions (expires_at);
 """,
+    # 3: every call of an incident (issue 12: a redial, the same VIN via a second provider), so that
+    # operators find an incident by any call id or vehicle key; written with the revision that
+    # brings the call. Incidents stored before have none here (their primary vehicle still finds them).
+    """
+CREATE TABLE IF NOT EXISTS incident_calls (
+    incident_id TEXT NOT NULL, tps TEXT NOT NULL, vehicle TEXT NOT NULL, call_id TEXT NOT NULL,
+    PRIMARY KEY (incident_id, tps, vehicle, call_id)
+);
+CREATE INDEX IF NOT EXISTS incident_calls_call ON incident_calls (call_id);
+CREATE INDEX IF NOT EXISTS incident_calls_vehicle ON incident_calls (vehicle);
+""",
     # caller links, breakdown assistance cases and provider availability (issue 14, docs/caller.md);
     # a link is stored by the SHA-256 of its token, never the token.
     """
@@ -175,6 +186,15 @@ CREATE TABLE console_sessions (
     created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
+""",
+    # 4: every call of an incident (issue 12), as in SQLite's migration 3.
+    """
+CREATE TABLE incident_calls (
+    incident_id TEXT NOT NULL, tps TEXT NOT NULL, vehicle TEXT NOT NULL, call_id TEXT NOT NULL,
+    PRIMARY KEY (incident_id, tps, vehicle, call_id)
+);
+CREATE INDEX incident_calls_call ON incident_calls (call_id);
+CREATE INDEX incident_calls_vehicle ON incident_calls (vehicle);
 """,
     # caller links, breakdown assistance cases and provider availability (issue 14, docs/caller.md)
     """

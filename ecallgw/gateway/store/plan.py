@@ -34,6 +34,7 @@ class Plan:
             received_at, updated_at); a later revision of one incident in the batch comes later.
         outbox: (id, incident_id, revision, receiver, created_at, signal_at, state).
         delivered: (outbox_id, delivered_at, attempts) of entries confirmed by the commit itself.
+        calls: (incident_id, tps, vehicle, call_id) of calls a revision brought (issue 12).
         audit: (at, actor, role, action, incident_id, note, outcome).
         quarantine: (at, transport, source, kind, tps, vehicle, payload, codec, reason, path).
         results: one `CommitResult` per unit.
@@ -45,12 +46,16 @@ class Plan:
     incidents: list[Row] = field(default_factory=list)
     outbox: list[Row] = field(default_factory=list)
     delivered: list[Row] = field(default_factory=list)
+    calls: list[Row] = field(default_factory=list)
     audit: list[Row] = field(default_factory=list)
     quarantine: list[Row] = field(default_factory=list)
     results: list[CommitResult] = field(default_factory=list)
     journal_seq: int = 0
     revision_seq: int = 0
     outbox_id: int = 0
+
+
+_CALL_OUTCOMES = frozenset({"new_incident", "joined_incident"})
 
 
 def plan_units(units: Sequence[Unit], journal_seq: int, revision_seq: int, outbox_id: int) -> Plan:
@@ -105,6 +110,11 @@ def plan_units(units: Sequence[Unit], journal_seq: int, revision_seq: int, outbo
                     )
                 )
                 revision_seqs.append((revision_seq, snap))
+                if d.outcome in _CALL_OUTCOMES:
+                    # Calls come only with a new incident or a call joining one (ON CONFLICT DO
+                    # NOTHING keeps the others, e.g. after a primary switch, harmless anyway).
+                    iid = snap.incident_id
+                    plan.calls.extend([(iid, c.tps, c.vehicle, c.call_id) for c in snap.calls])
                 plan.incidents.append(
                     (
                         snap.incident_id,

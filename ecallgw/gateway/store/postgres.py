@@ -520,6 +520,7 @@ class PostgresStore:
                 ),
                 ("outbox", "DELETE FROM outbox WHERE incident_id = ANY($1::text[])"),
                 ("revisions", "DELETE FROM revisions WHERE incident_id = ANY($1::text[])"),
+                ("incident_calls", "DELETE FROM incident_calls WHERE incident_id = ANY($1::text[])"),
                 ("incidents", "DELETE FROM incidents WHERE incident_id = ANY($1::text[])"),
             ):
                 counts[table] = _rowcount(await conn.execute(sql, expired))
@@ -791,6 +792,28 @@ class PostgresStore:
                     "AND ($2::text IS NULL OR level = $2) ORDER BY updated_at DESC LIMIT $3",
                     status or None,
                     level or None,
+                    limit,
+                )
+            )
+
+        return [IncidentRow.from_row(r) for r in await self.read(fn)]
+
+    async def find_incidents(
+        self, *, call_id: str | None = None, vehicle: str | None = None, limit: int = 100
+    ) -> list[IncidentRow]:
+        """Incidents one of whose calls has this call id and/or vehicle key, newest first (issue 12)."""
+        if call_id is None and vehicle is None:
+            return []
+
+        async def fn(conn: Conn) -> list[Any]:
+            return list(
+                await conn.fetch(
+                    f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE incident_id IN "
+                    "(SELECT incident_id FROM incident_calls WHERE ($1::text IS NULL OR call_id = $1) "
+                    "AND ($2::text IS NULL OR vehicle = $2)) OR ($1::text IS NULL AND vehicle = $2) "
+                    "ORDER BY updated_at DESC LIMIT $3",
+                    call_id,
+                    vehicle,
                     limit,
                 )
             )
@@ -1206,6 +1229,12 @@ async def write_units(conn: Conn, units: Sequence[Unit], *, epoch: int | None) -
         await conn.executemany(
             "INSERT INTO deliveries (outbox_id, delivered_at, attempts) VALUES ($1,$2,$3)", delivered_rows
         )
+    if plan.calls:  # the calls a revision brought (issue 12)
+        await conn.executemany(
+            "INSERT INTO incident_calls (incident_id, tps, vehicle, call_id) VALUES ($1,$2,$3,$4) "
+            "ON CONFLICT DO NOTHING",
+            plan.calls,
+        )
     if journal_seqd or journal_new:
         notes.append((CHANNEL_SEQUENCED, str(journal_seq)))
     if notes:  # delivered at commit, all in one round trip
@@ -1253,7 +1282,8 @@ async def _write_plan(conn: Conn, plan: Plan, epoch: int, claim: tuple[str, floa
     await conn.fetchval(_SEQUENCED_SQL, epoch, *js, *jn, *_columns(plan.revisions, 7),
                         *_columns(list(latest.values()), 9), *_columns(plan.outbox, 7),
                         *_columns(plan.delivered, 3), *_columns(plan.audit, 7), notes,
-                        *_columns(plan.quarantine, 10), *(claim or (None, None)))  # fmt: skip
+                        *_columns(plan.quarantine, 10), *(claim or (None, None)),
+                        *_columns(plan.calls, 4))  # fmt: skip
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -1317,6 +1347,11 @@ qu AS (
     INSERT INTO quarantine (at, transport, source, kind, tps, vehicle, payload, codec, reason, path)
     SELECT v.* FROM unnest($58::float8[], $59::text[], $60::text[], $61::text[], $62::text[], $63::text[],
                            $64::bytea[], $65::text[], $66::text[], $67::text[]) AS v, fence
+    RETURNING 1),
+ca AS (
+    INSERT INTO incident_calls (incident_id, tps, vehicle, call_id)
+    SELECT v.* FROM unnest($70::text[], $71::text[], $72::text[], $73::text[]) AS v, fence
+    ON CONFLICT DO NOTHING
     RETURNING 1),
 nt AS (SELECT pg_notify(c, '') FROM unnest($57::text[]) AS c, fence),
 checked AS (

@@ -179,6 +179,12 @@ class Store(Protocol):
         """Latest revisions of incidents, newest first."""
         ...
 
+    async def find_incidents(
+        self, *, call_id: str | None = None, vehicle: str | None = None, limit: int = 100
+    ) -> list[IncidentRow]:
+        """Incidents one of whose calls (any provider's) has this call id and/or vehicle key."""
+        ...
+
     async def get_incident(
         self, incident_id: str
     ) -> tuple[IncidentRow, list[RevisionRow], list[dict[str, Any]]] | None:

@@ -446,6 +446,10 @@ class SqliteStore:
                 ),
                 ("outbox", "DELETE FROM outbox WHERE incident_id IN (SELECT incident_id FROM expired)"),
                 ("revisions", "DELETE FROM revisions WHERE incident_id IN (SELECT incident_id FROM expired)"),
+                (
+                    "incident_calls",
+                    "DELETE FROM incident_calls WHERE incident_id IN (SELECT incident_id FROM expired)",
+                ),
                 ("incidents", "DELETE FROM incidents WHERE incident_id IN (SELECT incident_id FROM expired)"),
             ):
                 counts[table] = conn.execute(sql).rowcount
@@ -581,6 +585,38 @@ class SqliteStore:
             sql += " ORDER BY updated_at DESC LIMIT ?"
             args.append(limit)
             return [IncidentRow.from_row(r) for r in conn.execute(sql, args).fetchall()]
+
+        return await self.run(fn)
+
+    async def find_incidents(
+        self, *, call_id: str | None = None, vehicle: str | None = None, limit: int = 100
+    ) -> list[IncidentRow]:
+        """Incidents one of whose calls has this call id and/or vehicle key, newest first (issue 12).
+
+        Incidents stored before calls were kept are found by their primary vehicle key only.
+        """
+        if call_id is None and vehicle is None:
+            return []
+
+        def fn(conn: sqlite3.Connection) -> list[IncidentRow]:
+            where: list[str] = []
+            args: list[object] = []
+            if call_id is not None:
+                where.append("call_id = ?")
+                args.append(call_id)
+            if vehicle is not None:
+                where.append("vehicle = ?")
+                args.append(vehicle)
+            sql = (
+                "SELECT * FROM incidents WHERE incident_id IN "
+                f"(SELECT incident_id FROM incident_calls WHERE {' AND '.join(where)})"
+            )
+            if call_id is None:
+                sql += " OR vehicle = ?"
+                args.append(vehicle)
+            args.append(limit)
+            rows = conn.execute(sql + " ORDER BY updated_at DESC LIMIT ?", args).fetchall()
+            return [IncidentRow.from_row(r) for r in rows]
 
         return await self.run(fn)
 
@@ -762,6 +798,9 @@ _INCIDENT_UPSERT = (
 )
 
 
+_CALLS_KEEP = " ON CONFLICT DO NOTHING"  # a call is kept once per incident
+
+
 def _insert_rows(
     conn: sqlite3.Connection, head: str, width: int, rows: list[tuple[Any, ...]], tail: str = ""
 ) -> None:
@@ -824,6 +863,9 @@ def _write_units(conn: sqlite3.Connection, units: list[Unit]) -> list[CommitResu
         )
     if delivered_rows:
         _insert_rows(conn, "INSERT INTO deliveries (outbox_id, delivered_at, attempts)", 3, delivered_rows)
+    if plan.calls:  # the calls a revision brought (issue 12): find an incident by any of them
+        head = "INSERT INTO incident_calls (incident_id, tps, vehicle, call_id)"
+        _insert_rows(conn, head, 4, plan.calls, _CALLS_KEEP)
     return plan.results
 
 
