@@ -407,6 +407,28 @@ function onIncidentEvent(event) {
   refreshDetailSoon(inc.incident_id);
 }
 
+function onDeskEvent(event) {
+  // Claims, releases, acknowledgements and notes: only what the change is about is applied.
+  let data;
+  try {
+    data = JSON.parse(event.data);
+  } catch (_) {
+    return;
+  }
+  if (!data || !data.incident_id || !state.incidents.has(data.incident_id)) {
+    refreshCountersSoon();
+    return;
+  }
+  const change = { incident_id: data.incident_id };
+  const kind = data.kind || event.type;
+  if ((kind === "claim" || kind === "release") && data.claimed_by !== undefined) change.claimed_by = data.claimed_by;
+  if (kind === "ack" && data.acked !== undefined) change.acked = data.acked;
+  merge(change);
+  renderSoon();
+  refreshCountersSoon();
+  refreshDetailSoon(data.incident_id);
+}
+
 function renderLive(on) {
   const live = $("live");
   live.className = on ? "live on" : "live off";
@@ -418,9 +440,9 @@ function connect() {
   state.source = source;
   source.onopen = () => renderLive(true);
   source.onerror = () => renderLive(false);
-  for (const kind of ["revision", "claim", "note", "action", "update"]) {
-    source.addEventListener(kind, onIncidentEvent);
-  }
+  source.addEventListener("revision", onIncidentEvent);
+  source.addEventListener("desk", onDeskEvent);
+  for (const kind of ["claim", "note", "action"]) source.addEventListener(kind, onDeskEvent);
   source.addEventListener("reset", () => loadQueue().catch(() => {}));
 }
 
@@ -726,7 +748,11 @@ function describe(entry) {
     }
     if (typeof v === "object") continue;
     const label = state.catalog[`tl.${k}`] ?? k;
-    const value = typeof v === "boolean" ? t(v ? "yes" : "no") : k === "confirmed_at" || k.endsWith("_at") ? fmtTime(v) : v;
+    let value = v;
+    if (typeof v === "boolean") value = t(v ? "yes" : "no");
+    else if (k.endsWith("_at")) value = fmtTime(v);
+    else if (k === "level" || k === "status") value = t(`${k}.${v}`);
+    else if (k === "state" || k === "outcome") value = state.catalog[`outcome.${v}`] ?? v;
     parts.push(`${label}: ${value}`);
   }
   return parts.join(" · ");
@@ -755,6 +781,30 @@ function renderTimeline(data) {
 }
 
 function renderDeliveries(data) {
+  if (Array.isArray(data.receivers) && data.receivers.length) {
+    // Per receiver: revisions confirmed of those routed, attempts, the last error, when confirmed.
+    const table = el(
+      "table",
+      { class: "deliveries" },
+      el("thead", {}, el("tr", {}, ...["detail.receiver", "detail.revision", "detail.attempts", "detail.last_error", "detail.confirmed"].map((k) => el("th", { text: t(k) })))),
+      el(
+        "tbody",
+        {},
+        ...data.receivers.map((r) =>
+          el(
+            "tr",
+            { dataset: { receiver: r.receiver } },
+            el("td", { text: r.receiver }),
+            el("td", { text: `${r.confirmed ?? 0}/${r.revisions ?? 0}` }),
+            el("td", { text: r.attempts ?? "" }),
+            el("td", { class: "error", text: r.last_error || "" }),
+            el("td", { text: r.confirmed_at ? fmtTime(r.confirmed_at) : t("detail.pending") }),
+          ),
+        ),
+      ),
+    );
+    return section("detail.deliveries", table);
+  }
   const rows = Array.isArray(data.deliveries) ? data.deliveries : [];
   const byReceiver = new Map();
   for (const d of rows) {
@@ -813,7 +863,7 @@ function renderActions(inc) {
   const cancelNote = el("textarea", { id: "cancel-note", rows: 2, maxLength: 2000, required: true });
   const cancelForm = el(
     "form",
-    { id: "cancel-form", class: "cancel-form" },
+    { id: "cancel-form", class: "cancel-form", noValidate: true },
     el("label", {}, t("actions.reason_label"), reason),
     el("label", {}, t("actions.note_label"), cancelNote),
     el("button", { type: "submit", text: t("actions.cancel_submit") }),
@@ -848,7 +898,7 @@ function renderActions(inc) {
 
 async function act(id, body, status) {
   const { ok, data } = await send("POST", `/v1/incidents/${encodeURIComponent(id)}/actions`, body);
-  status.textContent = ok ? t("actions.done", { outcome: data.outcome || "ok" }) : t("actions.failed", { error: data.error || data.outcome || "?" });
+  status.textContent = ok ? t("actions.done", { outcome: state.catalog[`outcome.${data.outcome}`] ?? data.outcome ?? "ok" }) : t("actions.failed", { error: data.error || data.outcome || "?" });
   if (ok) {
     if (data.claimed_by !== undefined) merge({ incident_id: id, claimed_by: data.claimed_by });
     await loadDetail(id, { keepMap: true });

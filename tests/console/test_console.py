@@ -99,6 +99,7 @@ async def first_incident(gw: Gateway) -> str:
     return rows[0].incident_id
 
 
+@pytest.mark.slow  # three browser contexts, ~5.5 s
 async def test_sign_in_live_queue_and_claim_seen_by_another_operator(
     tmp_path: Path, mosquitto: Mosquitto, receiver: Receiver, browser: Browser
 ) -> None:
@@ -314,7 +315,6 @@ async def test_sign_out_ends_the_session_and_csrf_is_checked(
     assert browser.foreign_requests == []
 
 
-@pytest.mark.slow
 async def test_demo_prints_a_console_url_and_sign_in_that_show_its_incidents_live(browser: Browser) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
