@@ -199,6 +199,8 @@ class Pipeline:
         self._idle = asyncio.Event()
         self._idle.set()
         self._tick_children: dict[str, Any] = {}
+        # Breakdown calls (kind bcall) go to the assistance dispatcher (gateway/caller_api.py).
+        self.on_bcall: Callable[[RawSignal], asyncio.Future[Ingested]] | None = None
         self._holding = False  # `run` took a signal from the queue and has not processed it yet
 
     # --- entry points ---------------------------------------------------------------------------
@@ -210,6 +212,8 @@ class Pipeline:
             A future resolved with `Ingested` once the signal is stored; failed with `StoreError`
             if it could not be.
         """
+        if raw.kind == "bcall" and self.on_bcall is not None:  # a breakdown: never triaged (issue 14)
+            return self.on_bcall(raw)
         fut: asyncio.Future[Ingested] = asyncio.get_running_loop().create_future()
         if self._fatal is not None:
             raise StoreError(f"stopping: a commit failed ({self._fatal})") from self._fatal
