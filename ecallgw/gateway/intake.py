@@ -125,12 +125,9 @@ class Intake:
         self._idle.set()
         self.processed = 0
         self.on_bcall: Callable[[RawSignal], asyncio.Future[Ingested]] | None = None  # issue 14
-        self.on_bcall: Callable[[RawSignal], asyncio.Future[Ingested]] | None = None  # issue 14
 
     async def submit(self, raw: RawSignal) -> asyncio.Future[Ingested]:
         """Store a raw signal; the future resolves once it is durable (fails if it could not be)."""
-        if raw.kind == "bcall" and self.on_bcall is not None:  # a breakdown: never triaged (issue 14)
-            return self.on_bcall(raw)
         if raw.kind == "bcall" and self.on_bcall is not None:  # a breakdown: never triaged (issue 14)
             return self.on_bcall(raw)
         m = self._metrics
