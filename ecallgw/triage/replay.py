@@ -225,9 +225,12 @@ def replay(
             for d in engine.due(rec.at):
                 yield TickRecord(at=rec.at), d
         if isinstance(rec, SignalRecord):
-            yield rec, engine.on_signal(rec.signal, now=rec.at)
+            d = engine.on_signal(rec.signal, now=rec.at)
         else:
-            yield rec, engine.on_operator_action(rec.incident_id, rec.action, now=rec.at, actor=rec.actor)
+            d = engine.on_operator_action(rec.incident_id, rec.action, now=rec.at, actor=rec.actor)
+        yield rec, d
+        for more in d.also:  # a storm seen in hindsight: its members' revisions and its aggregate
+            yield rec, more
 
 
 def _reasons(rs: tuple[Reason, ...]) -> list[dict[str, str]]:
@@ -263,6 +266,9 @@ def _incident(s: IncidentSnapshot) -> dict[str, Any]:
         },
         "scene_id": s.scene_id,
         "reasons": _reasons(s.reasons),
+        # Providers and call ids only: call-back numbers are personal data.
+        "calls": [{"tps": c.tps, "call_id": c.call_id, "activation": c.activation} for c in s.calls],
+        "members": list(s.members),
     }
 
 
@@ -275,6 +281,7 @@ def decision_to_json(record: Record, decision: Decision) -> dict[str, Any]:
         "at": record.at,
         "cause": kind,
         "outcome": decision.outcome.value,
+        "incident_id": decision.incident_id,
         "reasons": _reasons(decision.reasons),
         "incident": None if decision.incident is None else _incident(decision.incident),
         "routes": [
