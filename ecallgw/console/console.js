@@ -87,11 +87,27 @@ async function loadLang(lang) {
   if (state.detail) renderDetail();
 }
 
+function locale() {
+  // The browser's own variant of the chosen language (en-GB, fr-BE, nl-BE) for dates and numbers.
+  const own = (navigator.languages || []).find((l) => String(l).slice(0, 2).toLowerCase() === state.lang);
+  return own || state.lang;
+}
+
 function fmtTime(value) {
   if (value === null || value === undefined || value === "") return "";
   const d = typeof value === "number" ? new Date(value * 1000) : new Date(value);
   if (Number.isNaN(d.getTime())) return String(value);
-  return new Intl.DateTimeFormat(state.lang, { dateStyle: "short", timeStyle: "medium" }).format(d);
+  return new Intl.DateTimeFormat(locale(), { dateStyle: "short", timeStyle: "medium" }).format(d);
+}
+
+function fmtShort(value) {
+  // The queue: the time of day, the date too when it is not today.
+  if (!value) return "";
+  const d = typeof value === "number" ? new Date(value * 1000) : new Date(value);
+  if (Number.isNaN(d.getTime())) return String(value);
+  const today = new Date().toDateString() === d.toDateString();
+  const opts = today ? { timeStyle: "medium" } : { dateStyle: "short", timeStyle: "short" };
+  return new Intl.DateTimeFormat(locale(), opts).format(d);
 }
 
 function fmtDuration(seconds) {
@@ -321,7 +337,7 @@ function renderQueue() {
         ),
         el("td", { text: kind ? t(`kind.${kind}`) : "" }),
         el("td", {}, inc.tps || "", inc.call_id ? el("small", { class: "call", text: ` ${inc.call_id}` }) : null),
-        el("td", { text: fmtTime(inc.received_at) }),
+        el("td", { text: fmtShort(inc.received_at) }),
         el("td", {
           class: pos && pos.trusted === false ? "untrusted" : "",
           text: pos ? `${Number(pos.lat).toFixed(5)}, ${Number(pos.lon).toFixed(5)}` : "—",
@@ -900,6 +916,9 @@ async function act(id, body, status) {
   const { ok, data } = await send("POST", `/v1/incidents/${encodeURIComponent(id)}/actions`, body);
   status.textContent = ok ? t("actions.done", { outcome: state.catalog[`outcome.${data.outcome}`] ?? data.outcome ?? "ok" }) : t("actions.failed", { error: data.error || data.outcome || "?" });
   if (ok) {
+    // What was sent is done: the view's refresh must not bring the text back.
+    if (body.action === "note" && $("note-text")) $("note-text").value = "";
+    if (body.action === "cancel" && $("cancel-note")) $("cancel-note").value = "";
     if (data.claimed_by !== undefined) merge({ incident_id: id, claimed_by: data.claimed_by });
     await loadDetail(id, { keepMap: true });
     const keep = $("action-status");

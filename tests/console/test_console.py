@@ -307,6 +307,12 @@ async def test_sign_out_ends_the_session_and_csrf_is_checked(
                 assert resp.status == 403  # another origin, even with the token
             async with http.get(f"{url}/metrics") as resp:
                 assert resp.status == 403  # a session is an operator's, never an SRE's
+        # The sound switch and the language are remembered by the browser.
+        await page.click("#sound")
+        await page.select_option("#lang", "nl")
+        await page.reload()
+        await page.wait_for_selector("body[data-ready=app]")
+        await expect(page.locator("#sound")).to_have_text("Geluid uit")
         await page.click("#signout")
         await page.wait_for_selector("body[data-ready=signin]")
         async with aiohttp.ClientSession(cookies=jar) as http, http.get(f"{url}/v1/incidents") as resp:
