@@ -201,6 +201,7 @@ class Gateway:
         self.intake = Intake(
             cfg.pipeline, store, self.metrics, decisions, decision_wait_s=cfg.store.decision_wait_s
         )
+        self.intake.non_psap = (policy.operator_receiver, policy.test_receiver)
         self.leadership = Leadership(store, self.replica_id, cfg.store.lease_s, self.metrics)
 
         def make_pipeline() -> Pipeline:
@@ -278,6 +279,8 @@ class Gateway:
             self.forwarder.confirmed_on_commit(result.confirmed)
         for seq, snapshot in result.revision_seqs:
             self.stream.publish(seq, snapshot)
+        for seq, desk in result.desk_seqs:  # claims, acks, notes (issue 13)
+            self.stream.publish_desk(seq, desk)
 
     @property
     def processed(self) -> int:

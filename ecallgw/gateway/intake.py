@@ -125,6 +125,9 @@ class Intake:
         self._idle.set()
         self.processed = 0
         self.on_bcall: Callable[[RawSignal], asyncio.Future[Ingested]] | None = None  # issue 14
+        # Receivers that are not a PSAP (the operator API's at_psap); the application sets the
+        # policy's names (the sequencer's pipeline knows them; this replica may not lead).
+        self.non_psap: tuple[str, ...] = ("operator", "test")
 
     async def submit(self, raw: RawSignal) -> asyncio.Future[Ingested]:
         """Store a raw signal; the future resolves once it is durable (fails if it could not be)."""

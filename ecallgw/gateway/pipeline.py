@@ -34,11 +34,13 @@ from ecallgw.codecs.caller import LINK_POSITION, decode_link_position
 from ecallgw.codecs.envelope import ENVELOPE_KEYS, MAX_ENVELOPE_BYTES, decode_envelope, decode_raw_msd
 from ecallgw.config import PipelineConfig
 from ecallgw.errors import DecodeError, StoreError
+from ecallgw.gateway.desk import Desk, unknown_incident
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.records import (
     ActionRecord,
     CommitResult,
     DecisionRecord,
+    DeskRecord,
     JournalRow,
     QuarantineRecord,
     RawSignal,
@@ -48,6 +50,7 @@ from ecallgw.gateway.slots import Slots
 from ecallgw.gateway.store import Store
 from ecallgw.model import MsdSignal, Signal
 from ecallgw.triage import ACTIONS, Decision, TriageEngine
+from ecallgw.triage.decision import Outcome
 
 __all__ = ["ActionResult", "Ingested", "Pipeline", "codec_label", "quarantine_unit", "reason_label"]
 
@@ -202,6 +205,7 @@ class Pipeline:
         # Breakdown calls (kind bcall) go to the assistance dispatcher (gateway/caller_api.py).
         self.on_bcall: Callable[[RawSignal], asyncio.Future[Ingested]] | None = None
         self._holding = False  # `run` took a signal from the queue and has not processed it yet
+        self.desk = Desk()  # claims, acks, notes (issue 13): rebuilt by replay like triage's state
 
     # --- entry points ---------------------------------------------------------------------------
 
@@ -324,17 +328,27 @@ class Pipeline:
             revision=snap.revision if snap is not None else None,
         )
 
+    @property
+    def non_psap(self) -> tuple[str, ...]:
+        """Receivers that are not a PSAP (the operator desk, tests): the queue's ``at_psap``."""
+        policy = self.engine.policy
+        return (policy.operator_receiver, policy.test_receiver)
+
     # --- the steps a sequencer on PostgreSQL takes (gateway/sequencer.py) ------------------------
 
     def action_unit(
         self, record: ActionRecord, now: float, journal_id: int | None = None
     ) -> tuple[Unit, Decision]:
-        """Triage an operator action: the unit that journals (or sequences) and audits it."""
-        decision = self.engine.on_operator_action(
-            record.incident_id, record.action, now=now, actor=record.actor
-        )
+        """Triage an operator action: the unit that journals (or sequences) and audits it.
+
+        Desk actions (claim, release, note; issue 13) change no revision: they are decided here
+        against the desk's state (`_Desk`, rebuilt by replay like triage's) and written as desk
+        changes; the others are triage's, plus the desk changes they imply (an ack, a note).
+        """
+        decision, desk = self._act(record, now)
+        verb = record.action.partition(":")[0]
         self._metrics.operator_actions.labels(
-            record.action if record.action in _ACTIONS else "other", str(decision.outcome)
+            verb if verb in _ACTIONS else "other", str(decision.outcome)
         ).inc()
         unit = Unit(
             journal_type="action",
@@ -345,8 +359,33 @@ class Pipeline:
             confirm_on_commit=self._at_commit,
             journal_id=journal_id,
             outcome=str(decision.outcome),
+            desk=desk,
         )
         return unit, decision
+
+    def _act(self, record: ActionRecord, now: float) -> tuple[Decision, tuple[DeskRecord, ...]]:
+        """Decide one operator action: ``verb`` or ``verb:argument`` (``claim:NAME`` assigns,
+        ``cancel:REASON`` says why), with its note (journaled as it came: replay decides alike)."""
+        verb, _, arg = record.action.partition(":")
+        iid, actor, note = record.incident_id, record.actor, record.note
+        desk = self.desk
+        if verb in _DESK_ACTIONS:
+            if self.engine.get(iid) is None:
+                return unknown_incident(iid), ()
+            return desk.act(iid, verb, arg, actor, note, now)
+        decision = self.engine.on_operator_action(iid, verb, now=now, actor=actor)
+        if decision.outcome in (Outcome.rejected, Outcome.unknown_incident):
+            return decision, ()
+        # Accepted: a human has the incident in hand (acked), and its note travels with the
+        # revision the action made, and with every later one (`_record`).
+        changes: list[DeskRecord] = []
+        if note:
+            desk.notes[iid] = note
+            changes.append(desk.record(iid, "note", actor, now, text=note))
+        if iid not in desk.acked:
+            desk.acked.add(iid)
+            changes.append(desk.record(iid, "ack", actor, now))
+        return decision, tuple(changes)
 
     def signal_unit(self, raw: RawSignal, now: float, journal_id: int) -> tuple[Unit, Decision | None]:
         """Triage a signal an intake stored (journal row ``journal_id``): the unit that sequences it.
@@ -402,6 +441,7 @@ class Pipeline:
     def prune_unit(self, now: float) -> Unit:
         """Forget old triage state; the unit journaling it, so that a replay forgets it at the same point."""
         self.engine.prune(now)
+        self.desk.prune(self.engine)
         return Unit(journal_type="prune", at=now)
 
     def committed(
@@ -524,11 +564,12 @@ class Pipeline:
         elif row.type == "action":
             a = row.action
             assert a is not None
-            self.engine.on_operator_action(a.incident_id, a.action, now=row.at, actor=a.actor)
+            self._act(a, row.at)  # triage's and the desk's state alike (issue 13)
         elif row.type == "tick":
             self.engine.due(row.at)
         else:
             self.engine.prune(row.at)
+            self.desk.prune(self.engine)
 
     # --- the hot path ---------------------------------------------------------------------------
 
@@ -640,13 +681,24 @@ class Pipeline:
         return (self._record(decision, now), *(self._record(d, now) for d in decision.also))
 
     def _record(self, decision: Decision, now: float) -> DecisionRecord:
+        snap = decision.incident
+        due: float | None = None
+        if snap is not None:
+            # The desk's note travels with every revision from the one after it (issue 13).
+            note = self.desk.notes.get(snap.incident_id) if self.desk.notes else None
+            if note is not None and snap.operator_note != note:
+                snap = replace(snap, operator_note=note)
+            for r in snap.reasons:
+                if r.code == _ESCALATION_PENDING:  # the engine's timer, for the operator list
+                    due = snap.received_at + self.engine.policy.escalation_delay_s
         return DecisionRecord(
             outcome=str(decision.outcome),
             reasons=decision.reasons,
-            snapshot=decision.incident,
+            snapshot=snap,
             routes=tuple((r.receiver, r.incident_id, r.revision) for r in decision.routes),
             signal_at=now,
             incident_id=decision.incident_id,
+            escalation_due_at=due,
         )
 
     def _count(self, decision: Decision) -> None:
@@ -667,7 +719,9 @@ class Pipeline:
 _REPLAY_YIELD = 200  # journal rows replayed between two yields to the event loop
 _ENVELOPE_KINDS = frozenset({"msd", "cancel", "position"})
 _KINDS = frozenset({"msd", "cancel", "position", "msd_raw", "link_position"})
-_ACTIONS = frozenset(ACTIONS)
+_DESK_ACTIONS = frozenset({"claim", "release", "note"})
+_ACTIONS = frozenset(ACTIONS) | _DESK_ACTIONS
+_ESCALATION_PENDING = "escalation_pending"  # triage's reason while a manual call's timer runs
 
 
 def _set(fut: asyncio.Future[Ingested], value: Ingested) -> None:

@@ -13,6 +13,7 @@ __all__ = [
     "ActionRecord",
     "CommitResult",
     "DecisionRecord",
+    "DeskRecord",
     "JournalRow",
     "OutboxItem",
     "QuarantineRecord",
@@ -105,6 +106,36 @@ class DecisionRecord:
     routes: tuple[tuple[str, str, int], ...]
     signal_at: float
     incident_id: str | None = None
+    escalation_due_at: float | None = None  # the snapshot's escalation timer, for the operator list
+
+
+@dataclass(**_frozen)
+class DeskRecord:
+    """A change at the operator desk (issue 13): who holds an incident, its ack, a note.
+
+    Receivers never see one (no revision); operators see it live on the event stream, numbered in
+    the revisions' sequence so that one ``Last-Event-ID`` resumes both.
+
+    Attributes:
+        incident_id: the incident.
+        kind: ``claim`` (also an assignment), ``release``, ``ack`` or ``note``.
+        operator: who did it (a token's name).
+        at: when.
+        claimed_by: who holds the incident after it (None when nobody).
+        acked: whether an operator acked it (or escalated, cancelled or resolved it), after it.
+        text: a note's text.
+
+    ``claimed_by`` and ``acked`` are the incident's whole desk state after the change (the
+    pipeline's, rebuilt by replay like triage's), so the store keeps the latest one as it is.
+    """
+
+    incident_id: str
+    kind: Literal["claim", "release", "ack", "note"]
+    operator: str
+    at: float
+    claimed_by: str | None = None
+    acked: bool = False
+    text: str = ""
 
 
 @dataclass(**_frozen)
@@ -126,6 +157,7 @@ class Unit:
             sequences it (assigns its place in the triage order) instead of writing a new row.
         outcome: what the sequencer made of that row, kept with it for the waiting intake
             ("redelivered" rows are skipped by replay).
+        desk: the operator-desk changes of an action (claim, release, ack, note), in order.
     """
 
     journal_type: Literal["signal", "action", "tick", "prune"] | None
@@ -138,6 +170,7 @@ class Unit:
     confirm_on_commit: frozenset[str] = frozenset()
     journal_id: int | None = None
     outcome: str = ""
+    desk: tuple[DeskRecord, ...] = ()
 
 
 @dataclass(**_frozen)
@@ -161,12 +194,14 @@ class CommitResult:
         outbox: newly inserted outbox rows (existing keys are ignored: idempotent on replay).
         revision_seqs: (seq, snapshot) of newly inserted revisions, for the operator stream.
         confirmed: entries written delivered by the commit itself (``Unit.confirm_on_commit``).
+        desk_seqs: (seq, record) of the unit's desk changes, numbered in the revisions' sequence.
     """
 
     journal_seq: int | None
     outbox: tuple[OutboxItem, ...] = ()
     confirmed: tuple[OutboxItem, ...] = ()
     revision_seqs: tuple[tuple[int, IncidentSnapshot], ...] = ()
+    desk_seqs: tuple[tuple[int, DeskRecord], ...] = ()
 
 
 @dataclass(**_frozen)

@@ -33,6 +33,7 @@ from ecallgw.gateway.store.postgres import (
     CHANNEL_SEQUENCED,
     PostgresStore,
 )
+from ecallgw.gateway.store.protocol import RevisionRow
 
 __all__ = ["Replica"]
 
@@ -205,13 +206,16 @@ class Replica:
                 if last is None or not self._stream.subscribers:
                     # Nobody listens here: skip the revisions (decoding their snapshots costs CPU
                     # per revision per replica); a client that subscribes reads its backlog itself.
-                    last = await self._store.last_revision_seq()
+                    last = await self._store.last_stream_seq()
                 while self._stream.subscribers:
-                    revs = await self._store.revisions_after(last, 500)
-                    for rev in revs:
-                        self._stream.publish(rev.seq, rev.snapshot)
-                        last = rev.seq
-                    if len(revs) < 500:
+                    events = await self._store.stream_after(last, 500)  # revisions and desk changes
+                    for event in events:
+                        if isinstance(event, RevisionRow):
+                            self._stream.publish(event.seq, event.snapshot)
+                        else:
+                            self._stream.publish_desk(event.seq, event.record)
+                        last = event.seq
+                    if len(events) < 500:
                         break
             except StoreError as exc:
                 log.warning("operator stream fan-out failed; retrying", extra={"error": str(exc)})

@@ -31,6 +31,10 @@ class Outcome(enum.StrEnum):
     orphan_signal = "orphan_signal"
     unknown_incident = "unknown_incident"
     rejected = "rejected"
+    # The operator desk's own actions (issue 13): decided by the gateway, never a revision.
+    claimed = "claimed"
+    released = "released"
+    noted = "noted"
 
 
 @dataclass(**_frozen)

@@ -151,7 +151,7 @@ async def test_operator_cancel_of_an_automatic_call_reaches_the_psap_as_cap_canc
             aiohttp.ClientSession() as http,
             http.post(
                 f"http://127.0.0.1:{gw.http.port}/v1/incidents/{row.incident_id}/actions",
-                json={"action": "cancel", "note": "called back: no emergency"},
+                json={"action": "cancel", "reason": "false trigger", "note": "called back: no emergency"},
                 headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"},
             ) as resp,
         ):
@@ -162,7 +162,7 @@ async def test_operator_cancel_of_an_automatic_call_reaches_the_psap_as_cap_canc
         [entry] = await gw.store.audit_log(row.incident_id)
         assert (entry["actor"], entry["action"], entry["note"]) == (
             "alice",
-            "cancel",
+            "cancel:false trigger",
             "called back: no emergency",
         )
     schema = etree.XMLSchema(etree.parse(str(CAP_XSD)))
@@ -172,6 +172,11 @@ async def test_operator_cancel_of_an_automatic_call_reaches_the_psap_as_cap_canc
     ns = {"cap": document.CAP_NAMESPACE}
     assert alert.findtext("cap:msgType", namespaces=ns) == "Alert"
     assert cancel.findtext("cap:msgType", namespaces=ns) == "Cancel"
+    # The operator's note travels with the Cancel (issue 13).
+    assert "called back: no emergency" in (cancel.findtext("cap:note", namespaces=ns) or "")
+    assert "Operator note: called back: no emergency" in (
+        cancel.findtext("cap:info/cap:description", namespaces=ns) or ""
+    )
     # The Cancel references exactly the Alert the PSAP got (sender, identifier, sent).
     ref = cancel.findtext("cap:references", namespaces=ns)
     assert ref == ",".join(
@@ -294,8 +299,9 @@ async def test_operator_api_list_get_history_and_events(tmp_path: Path, receiver
                 assert resp.status == 400
             async with http.get(f"{base}/v1/incidents/{incident_id}", headers=op) as resp:
                 detail = await resp.json()
-            # Resuming the stream after the last seen id gives nothing old.
-            async with http.get(f"{base}/v1/incidents/events", headers={**op, "Last-Event-ID": "1"}) as resp:
+            # Resuming the stream after the last seen id gives nothing old (the ack's desk changes,
+            # its note and the ack, followed the revision: ids 2 and 3).
+            async with http.get(f"{base}/v1/incidents/events", headers={**op, "Last-Event-ID": "3"}) as resp:
                 with pytest.raises(TimeoutError):
                     async with asyncio.timeout(0.3):
                         await resp.content.readline()
@@ -538,6 +544,8 @@ async def test_entries_for_a_removed_receiver_are_dead_lettered_and_expire(
                 "dead_letters",
                 "outbox",
                 "revisions",
+                "desk_events",
+                "desk",
                 "incidents",
                 "journal",
                 "quarantine",
@@ -571,7 +579,7 @@ async def test_list_stream_and_quarantine_views_are_audited(tmp_path: Path, rece
         op = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
         async with http.get(f"{base}/v1/incidents?status=open", headers=op) as resp:
             assert resp.status == 200
-        async with http.get(f"{base}/v1/incidents/events", headers=op) as resp:
+        async with http.get(f"{base}/v1/incidents/events?since=0", headers=op) as resp:
             assert resp.status == 200
             async with asyncio.timeout(5):
                 await resp.content.readline()  # the backlog's first event
@@ -588,7 +596,7 @@ async def test_list_stream_and_quarantine_views_are_audited(tmp_path: Path, rece
         ("quarantine", "bob", "sre"),
     ]
     assert incident_id in audit[0]["note"] and "status=open" in audit[0]["note"]
-    assert audit[1]["note"] == "after=0"
+    assert audit[1]["note"] == "since=0"
     assert audit[2]["note"] == f"quarantine={q['id']}"
     assert all(now - 1 <= a["at"] <= time.time() for a in audit)
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
-from ecallgw.gateway.records import OutboxItem
+from ecallgw.gateway.records import DeskRecord, OutboxItem
 from ecallgw.model import IncidentSnapshot
 
-__all__ = ["OperatorSink", "OperatorStream", "StreamEvent"]
+__all__ = ["DeskEvent", "OperatorSink", "OperatorStream", "StreamEvent"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,12 +26,25 @@ class StreamEvent:
     snapshot: IncidentSnapshot
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeskEvent:
+    """One change at the operator desk (claim, release, ack, note; issue 13), numbered in the
+    revisions' sequence; only subscribers that asked for them (`subscribe_desk`) get them."""
+
+    seq: int
+    record: DeskRecord
+
+
+Event = StreamEvent | DeskEvent
+
+
 class OperatorStream:
-    """Fan-out of committed revisions to subscriber queues."""
+    """Fan-out of committed revisions (and desk changes) to subscriber queues."""
 
     def __init__(self, buffer: int = 1000) -> None:
         self._buffer = buffer
         self._subscribers: set[asyncio.Queue[StreamEvent | None]] = set()
+        self._desk: set[asyncio.Queue[Event | None]] = set()
         self.last_seq = 0
 
     def subscribe(self) -> asyncio.Queue[StreamEvent | None]:
@@ -39,30 +53,40 @@ class OperatorStream:
         self._subscribers.add(q)
         return q
 
-    def unsubscribe(self, q: asyncio.Queue[StreamEvent | None]) -> None:
+    def subscribe_desk(self) -> asyncio.Queue[Event | None]:
+        """A subscriber queue of revisions and desk changes (the operators' SSE stream)."""
+        q: asyncio.Queue[Event | None] = asyncio.Queue(self._buffer + 1)
+        self._desk.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[Any]) -> None:
         """Forget a subscriber."""
         self._subscribers.discard(q)
+        self._desk.discard(q)
 
     @property
     def subscribers(self) -> int:
         """Connected subscribers."""
-        return len(self._subscribers)
+        return len(self._subscribers) + len(self._desk)
 
     def publish(self, seq: int, snapshot: IncidentSnapshot) -> None:
         """Hand one committed revision to every subscriber (never blocks)."""
         self.last_seq = max(self.last_seq, seq)
         event = StreamEvent(seq=seq, snapshot=snapshot)
-        for q in list(self._subscribers):
-            if q.qsize() >= self._buffer:
-                self._subscribers.discard(q)
-                q.put_nowait(None)
-            else:
-                q.put_nowait(event)
+        _fan(self._subscribers, event, self._buffer)
+        if self._desk:
+            _fan(self._desk, event, self._buffer)
+
+    def publish_desk(self, seq: int, record: DeskRecord) -> None:
+        """Hand one committed desk change to every desk subscriber (never blocks)."""
+        self.last_seq = max(self.last_seq, seq)
+        _fan(self._desk, DeskEvent(seq=seq, record=record), self._buffer)
 
     def close(self) -> None:
         """End every subscription (shutdown)."""
-        for q in list(self._subscribers):
-            self._subscribers.discard(q)
+        queues: list[asyncio.Queue[Any]] = [*self._subscribers, *self._desk]
+        for q in queues:
+            self.unsubscribe(q)
             if not q.full():
                 q.put_nowait(None)
 
@@ -83,3 +107,13 @@ class OperatorSink:
 
     async def aclose(self) -> None:
         """Nothing to release."""
+
+
+def _fan(subscribers: set[Any], event: Event, buffer: int) -> None:
+    # A subscriber that fell ``buffer`` events behind is dropped (it resumes by its last id).
+    for q in list(subscribers):
+        if q.qsize() >= buffer:
+            subscribers.discard(q)
+            q.put_nowait(None)
+        else:
+            q.put_nowait(event)

@@ -108,6 +108,32 @@ CREATE TABLE IF NOT EXISTS assistance_availability (
     provider TEXT PRIMARY KEY, available INTEGER NOT NULL, updated_at REAL NOT NULL
 );
 """,
+    # operator desk (issue 13): the list's filters and queue order as columns of incidents (kind
+    # automatic/manual/test, level_rank 0 critical .. 3 low, the manual call's escalation timer);
+    # who holds an incident and whether an operator acked it (desk, its own table: a revision's
+    # upsert and a desk change of one incident can share a sequencer statement); the desk's changes
+    # (claims, acks, notes) numbered in the revisions' sequence (the operator stream's event ids).
+    """
+ALTER TABLE incidents ADD COLUMN call_id TEXT;
+ALTER TABLE incidents ADD COLUMN kind TEXT;
+ALTER TABLE incidents ADD COLUMN scene_id TEXT;
+ALTER TABLE incidents ADD COLUMN escalation_due_at REAL;
+ALTER TABLE incidents ADD COLUMN level_rank INTEGER NOT NULL DEFAULT 3;
+UPDATE incidents SET level_rank = CASE level WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2
+    ELSE 3 END;
+CREATE INDEX incidents_queue ON incidents (status, level_rank, received_at, incident_id);
+CREATE INDEX incidents_received ON incidents (received_at);
+CREATE INDEX incidents_call ON incidents (call_id);
+CREATE INDEX incidents_scene ON incidents (scene_id);
+CREATE INDEX incidents_level ON incidents (level, received_at);
+CREATE INDEX incidents_kind ON incidents (kind, received_at);
+CREATE TABLE desk_events (
+    seq INTEGER PRIMARY KEY, incident_id TEXT NOT NULL, at REAL NOT NULL, operator TEXT NOT NULL,
+    kind TEXT NOT NULL, claimed_by TEXT, acked INTEGER NOT NULL DEFAULT 0, text TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX desk_events_incident ON desk_events (incident_id, seq);
+CREATE TABLE desk (incident_id TEXT PRIMARY KEY, acked INTEGER NOT NULL DEFAULT 0, claimed_by TEXT);
+""",
 )
 
 POSTGRES: tuple[str, ...] = (
@@ -220,6 +246,32 @@ CREATE INDEX assistance_cases_updated ON assistance_cases (updated_at);
 CREATE TABLE assistance_availability (
     provider TEXT PRIMARY KEY, available INTEGER NOT NULL, updated_at DOUBLE PRECISION NOT NULL
 );
+""",
+    # operator desk (issue 13): the list's filters and queue order as columns of incidents (kind
+    # automatic/manual/test, level_rank 0 critical .. 3 low, the manual call's escalation timer);
+    # who holds an incident and whether an operator acked it (desk, its own table: a revision's
+    # upsert and a desk change of one incident can share a sequencer statement); the desk's changes
+    # (claims, acks, notes) numbered in the revisions' sequence (the operator stream's event ids).
+    """
+ALTER TABLE incidents ADD COLUMN call_id TEXT;
+ALTER TABLE incidents ADD COLUMN kind TEXT;
+ALTER TABLE incidents ADD COLUMN scene_id TEXT;
+ALTER TABLE incidents ADD COLUMN escalation_due_at DOUBLE PRECISION;
+ALTER TABLE incidents ADD COLUMN level_rank INTEGER NOT NULL DEFAULT 3;
+UPDATE incidents SET level_rank = CASE level WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2
+    ELSE 3 END;
+CREATE INDEX incidents_queue ON incidents (status, level_rank, received_at, incident_id);
+CREATE INDEX incidents_received ON incidents (received_at);
+CREATE INDEX incidents_call ON incidents (call_id);
+CREATE INDEX incidents_scene ON incidents (scene_id);
+CREATE INDEX incidents_level ON incidents (level, received_at);
+CREATE INDEX incidents_kind ON incidents (kind, received_at);
+CREATE TABLE desk_events (
+    seq BIGINT PRIMARY KEY, incident_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, operator TEXT NOT NULL,
+    kind TEXT NOT NULL, claimed_by TEXT, acked INTEGER NOT NULL DEFAULT 0, text TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX desk_events_incident ON desk_events (incident_id, seq);
+CREATE TABLE desk (incident_id TEXT PRIMARY KEY, acked INTEGER NOT NULL DEFAULT 0, claimed_by TEXT);
 """,
 )
 

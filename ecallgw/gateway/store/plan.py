@@ -14,13 +14,16 @@ from typing import Any
 
 import orjson
 
-from ecallgw.gateway.records import CommitResult, OutboxItem, Unit
+from ecallgw.gateway.records import CommitResult, DeskRecord, OutboxItem, Unit
 from ecallgw.gateway.snapshots import dump_snapshot
 from ecallgw.model import IncidentSnapshot
 
-__all__ = ["Plan", "plan_units"]
+__all__ = ["LEVEL_RANK", "Plan", "plan_units"]
 
 Row = tuple[Any, ...]
+
+LEVEL_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+"""The operator queue's order of severity levels (``incidents.level_rank``)."""
 
 
 @dataclass(slots=True)
@@ -31,12 +34,16 @@ class Plan:
         journal: (seq, unit) of every unit that has a journal entry.
         revisions: (seq, incident_id, revision, at, outcome, reasons JSON, snapshot blob).
         incidents: the incidents upsert (incident_id, revision, status, level, score, tps, vehicle,
-            received_at, updated_at); a later revision of one incident in the batch comes later.
+            received_at, updated_at, call_id, kind, scene_id, escalation_due_at, level_rank); a later
+            revision of one incident in the batch comes later.
         outbox: (id, incident_id, revision, receiver, created_at, signal_at, state).
         delivered: (outbox_id, delivered_at, attempts) of entries confirmed by the commit itself.
         calls: (incident_id, tps, vehicle, call_id) of calls a revision brought (issue 12).
         audit: (at, actor, role, action, incident_id, note, outcome).
         quarantine: (at, transport, source, kind, tps, vehicle, payload, codec, reason, path).
+        desk_events: (seq, incident_id, at, operator, kind, claimed_by, acked, text), numbered in the
+            revisions' sequence.
+        desk: the desk upsert (incident_id, acked, claimed_by), the latest state of each incident.
         results: one `CommitResult` per unit.
         journal_seq, revision_seq, outbox_id: the counters after the batch.
     """
@@ -49,6 +56,8 @@ class Plan:
     calls: list[Row] = field(default_factory=list)
     audit: list[Row] = field(default_factory=list)
     quarantine: list[Row] = field(default_factory=list)
+    desk_events: list[Row] = field(default_factory=list)
+    desk: list[Row] = field(default_factory=list)
     results: list[CommitResult] = field(default_factory=list)
     journal_seq: int = 0
     revision_seq: int = 0
@@ -62,6 +71,7 @@ def plan_units(units: Sequence[Unit], journal_seq: int, revision_seq: int, outbo
     """The rows of ``units``, numbered on from the counters given (the tables' current maxima)."""
     now = time.time()
     plan = Plan()
+    desk: dict[str, Row] = {}
     for unit in units:
         seq: int | None = None
         if unit.journal_type is not None:
@@ -126,6 +136,11 @@ def plan_units(units: Sequence[Unit], journal_seq: int, revision_seq: int, outbo
                         snap.vehicle,
                         snap.received_at,
                         snap.updated_at,
+                        snap.call_id,
+                        "test" if snap.test else "automatic" if snap.automatic else "manual",
+                        snap.scene_id,
+                        d.escalation_due_at,
+                        LEVEL_RANK.get(snap.severity.level, 3),
                     )
                 )
             for receiver, incident_id, revision in d.routes:
@@ -157,13 +172,23 @@ def plan_units(units: Sequence[Unit], journal_seq: int, revision_seq: int, outbo
                         snapshot=snap if matches else None,
                     )
                 )
+        desk_seqs: list[tuple[int, DeskRecord]] = []
+        for k in unit.desk:
+            revision_seq += 1
+            plan.desk_events.append(
+                (revision_seq, k.incident_id, k.at, k.operator, k.kind, k.claimed_by, int(k.acked), k.text)
+            )
+            desk_seqs.append((revision_seq, k))
+            desk[k.incident_id] = (k.incident_id, int(k.acked), k.claimed_by)
         plan.results.append(
             CommitResult(
                 journal_seq=seq,
                 outbox=tuple(outbox),
                 revision_seqs=tuple(revision_seqs),
                 confirmed=tuple(confirmed),
+                desk_seqs=tuple(desk_seqs),
             )
         )
+    plan.desk = list(desk.values())  # one row per incident: an upsert may not touch a row twice
     plan.journal_seq, plan.revision_seq, plan.outbox_id = journal_seq, revision_seq, outbox_id
     return plan

@@ -44,6 +44,20 @@ from ecallgw.gateway.records import (
     Unit,
 )
 from ecallgw.gateway.snapshots import load_snapshot
+from ecallgw.gateway.store.desk import (
+    DESK_EVENT_COLUMNS,
+    DeskEventRow,
+    DeskView,
+    IncidentQuery,
+    QueueRow,
+    counters,
+    counters_sql,
+    desk_view,
+    merge_stream,
+    numbered,
+    queue_row,
+    queue_sql,
+)
 from ecallgw.gateway.store.migrations import POSTGRES, migrate_postgres
 from ecallgw.gateway.store.plan import Plan, plan_units
 from ecallgw.gateway.store.protocol import (
@@ -390,7 +404,7 @@ class PostgresStore:
                 async with conn.transaction():
                     row = await conn.fetchrow(
                         "SELECT epoch, (SELECT coalesce(max(seq), 0) FROM journal), "
-                        "(SELECT coalesce(max(seq), 0) FROM revisions), "
+                        f"{_STREAM_SEQ}, "
                         "(SELECT coalesce(max(id), 0) FROM outbox) "
                         "FROM sequencer_lease WHERE id = 1 FOR UPDATE"
                     )
@@ -521,6 +535,8 @@ class PostgresStore:
                 ("outbox", "DELETE FROM outbox WHERE incident_id = ANY($1::text[])"),
                 ("revisions", "DELETE FROM revisions WHERE incident_id = ANY($1::text[])"),
                 ("incident_calls", "DELETE FROM incident_calls WHERE incident_id = ANY($1::text[])"),
+                ("desk_events", "DELETE FROM desk_events WHERE incident_id = ANY($1::text[])"),
+                ("desk", "DELETE FROM desk WHERE incident_id = ANY($1::text[])"),
                 ("incidents", "DELETE FROM incidents WHERE incident_id = ANY($1::text[])"),
             ):
                 counts[table] = _rowcount(await conn.execute(sql, expired))
@@ -862,6 +878,64 @@ class PostgresStore:
         deliveries = [dict(zip(keys, tuple(d), strict=True)) for d in dels]
         return IncidentRow.from_row(row), [RevisionRow.from_row(r) for r in revs], deliveries
 
+    # --- the operator desk (issue 13; store/desk.py) ------------------------------------------------
+
+    async def list_queue(self, query: IncidentQuery) -> list[QueueRow]:
+        """Incidents in the queue's order, filtered (store/desk.py)."""
+        sql, args = queue_sql(query)
+        rows = await self.read(lambda conn: conn.fetch(numbered(sql), *args))
+        return [queue_row(r) for r in rows]
+
+    async def queue_counters(self, non_psap: Sequence[str]) -> dict[str, int]:
+        """Open, unacknowledged, waiting for escalation and at a PSAP, over every open incident."""
+        sql, args = counters_sql(non_psap)
+        return counters(await self.read(lambda conn: conn.fetchrow(numbered(sql), *args)))
+
+    async def desk_view(self, incident_id: str, non_psap: Sequence[str]) -> DeskView | None:
+        """The desk's view of one incident: its queue row, desk changes and linked incidents."""
+        sql, args = queue_sql(IncidentQuery(q=incident_id, limit=2, non_psap=tuple(non_psap)))
+
+        async def fn(conn: Conn) -> tuple[Any, list[Any], list[Any]] | None:
+            row = next((r for r in await conn.fetch(numbered(sql), *args) if r[0] == incident_id), None)
+            if row is None:
+                return None
+            events = await conn.fetch(
+                f"SELECT {DESK_EVENT_COLUMNS} FROM desk_events WHERE incident_id=$1 ORDER BY seq", incident_id
+            )
+            linked = await conn.fetch(
+                "SELECT incident_id FROM incidents WHERE scene_id=$1 AND incident_id<>$2 "
+                "ORDER BY received_at",
+                row[11],
+                incident_id,
+            )
+            return row, list(events), list(linked)
+
+        found = await self.read(fn)
+        return None if found is None else desk_view(*found)
+
+    async def stream_after(self, seq: int, limit: int = 500) -> list[RevisionRow | DeskEventRow]:
+        """The operator stream after ``seq``: revisions and desk changes in their one sequence."""
+
+        async def fn(conn: Conn) -> tuple[list[Any], list[Any]]:
+            revs = await conn.fetch(
+                "SELECT seq, outcome, reasons, snapshot FROM revisions WHERE seq > $1 ORDER BY seq LIMIT $2",
+                seq,
+                limit,
+            )
+            desk = await conn.fetch(
+                f"SELECT {DESK_EVENT_COLUMNS} FROM desk_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+                seq,
+                limit,
+            )
+            return list(revs), list(desk)
+
+        revs, desk = await self.read(fn)
+        return merge_stream(revs, desk, limit)
+
+    async def last_stream_seq(self) -> int:
+        """The operator stream's newest sequence number (0 when empty)."""
+        return int(await self.read(lambda c: c.fetchval(f"SELECT {_STREAM_SEQ}")))
+
     async def revisions_after(self, seq: int, limit: int = 500) -> list[RevisionRow]:
         """Revisions with a global sequence after ``seq`` (resuming the operator stream)."""
 
@@ -1034,6 +1108,16 @@ _JOURNAL_SELECT = (
     "role, note, now_at, seq"
 )
 _INCIDENT_COLUMNS = "incident_id, revision, status, level, score, tps, vehicle, received_at, updated_at"
+_INCIDENT_ALL = _INCIDENT_COLUMNS + ", call_id, kind, scene_id, escalation_due_at, level_rank"
+_INCIDENT_SET = ", ".join(
+    f"{c} = excluded.{c}"
+    for c in _INCIDENT_ALL.split(", ")
+    if c not in ("incident_id", "tps", "vehicle", "received_at")
+)
+# The operator stream's sequence: revisions and desk changes share it (issue 13).
+_STREAM_SEQ = (
+    "GREATEST((SELECT coalesce(max(seq), 0) FROM revisions), (SELECT coalesce(max(seq), 0) FROM desk_events))"
+)
 
 
 async def _no_reset(conn: Conn) -> None:
@@ -1122,12 +1206,12 @@ async def write_units(conn: Conn, units: Sequence[Unit], *, epoch: int | None) -
     assigned in commit order by exactly one writer at a time, and a new leader's epoch bump
     (which needs the same lock) waits for an old leader's transaction in flight to end.
     """
-    decided = [u for u in units if u.journal_type is not None or u.decisions]
+    decided = [u for u in units if u.journal_type is not None or u.decisions or u.desk]
     if decided or epoch is not None:  # a fenced transaction writes nothing, not even an audit row
         # One round trip: lock the lease row, check the fence, read the counters under the lock.
         current, journal_seq, revision_seq, outbox_id = await conn.fetchrow(
             "SELECT epoch, (SELECT coalesce(max(seq), 0) FROM journal), "
-            "(SELECT coalesce(max(seq), 0) FROM revisions), (SELECT coalesce(max(id), 0) FROM outbox) "
+            f"{_STREAM_SEQ}, (SELECT coalesce(max(id), 0) FROM outbox) "
             "FROM sequencer_lease WHERE id = 1 FOR UPDATE"
         )
         if epoch is not None and current != epoch:
@@ -1211,10 +1295,10 @@ async def write_units(conn: Conn, units: Sequence[Unit], *, epoch: int | None) -
         notes.append((CHANNEL_REVISIONS, str(revision_seq)))
     if incidents:
         await conn.executemany(
-            "INSERT INTO incidents (incident_id, revision, status, level, score, tps, vehicle, received_at, "
-            "updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT (incident_id) DO UPDATE SET "
-            "revision=excluded.revision, status=excluded.status, level=excluded.level, score=excluded.score, "
-            "updated_at=excluded.updated_at WHERE excluded.revision >= incidents.revision",
+            f"INSERT INTO incidents ({_INCIDENT_ALL}) "
+            "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) "
+            f"ON CONFLICT (incident_id) DO UPDATE SET {_INCIDENT_SET} "
+            "WHERE excluded.revision >= incidents.revision",
             incidents,
         )
     if outbox_rows:
@@ -1235,6 +1319,19 @@ async def write_units(conn: Conn, units: Sequence[Unit], *, epoch: int | None) -
             "ON CONFLICT DO NOTHING",
             plan.calls,
         )
+    if plan.desk_events:  # operator desk changes (issue 13)
+        await conn.executemany(
+            "INSERT INTO desk_events (seq, incident_id, at, operator, kind, claimed_by, acked, text) "
+            "VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+            plan.desk_events,
+        )
+        await conn.executemany(
+            "INSERT INTO desk (incident_id, acked, claimed_by) VALUES ($1,$2,$3) ON CONFLICT (incident_id) "
+            "DO UPDATE SET acked = excluded.acked, claimed_by = excluded.claimed_by",
+            plan.desk,
+        )
+        if not revisions:
+            notes.append((CHANNEL_REVISIONS, str(revision_seq)))
     if journal_seqd or journal_new:
         notes.append((CHANNEL_SEQUENCED, str(journal_seq)))
     if notes:  # delivered at commit, all in one round trip
@@ -1275,14 +1372,16 @@ async def _write_plan(conn: Conn, plan: Plan, epoch: int, claim: tuple[str, floa
     for inc in plan.incidents:  # one row per incident: an upsert may not touch a row twice
         latest[inc[0]] = inc
     notes = [CHANNEL_SEQUENCED] if plan.journal else []
-    if plan.revisions:
+    if plan.revisions or plan.desk_events:  # both are the operator stream's events
         notes.append(CHANNEL_REVISIONS)
+    incidents = _columns(list(latest.values()), 14)
     if claim is None and any(r[6] == "pending" for r in plan.outbox):
         notes.append(CHANNEL_OUTBOX)
     await conn.fetchval(_SEQUENCED_SQL, epoch, *js, *jn, *_columns(plan.revisions, 7),
-                        *_columns(list(latest.values()), 9), *_columns(plan.outbox, 7),
+                        *incidents[:9], *_columns(plan.outbox, 7),
                         *_columns(plan.delivered, 3), *_columns(plan.audit, 7), notes,
                         *_columns(plan.quarantine, 10), *(claim or (None, None)),
+                        *incidents[9:], *_columns(plan.desk_events, 8), *_columns(plan.desk, 3),
                         *_columns(plan.calls, 4))  # fmt: skip
 
 
@@ -1319,12 +1418,26 @@ rev AS (
                            $30::bytea[]) AS v, fence
     RETURNING 1),
 inc AS (
-    INSERT INTO incidents (incident_id, revision, status, level, score, tps, vehicle, received_at, updated_at)
+    INSERT INTO incidents (incident_id, revision, status, level, score, tps, vehicle, received_at, updated_at,
+                           call_id, kind, scene_id, escalation_due_at, level_rank)
     SELECT v.* FROM unnest($31::text[], $32::int[], $33::text[], $34::text[], $35::int[], $36::text[],
-                           $37::text[], $38::float8[], $39::float8[]) AS v, fence
+                           $37::text[], $38::float8[], $39::float8[], $70::text[], $71::text[], $72::text[],
+                           $73::float8[], $74::int[]) AS v, fence
     ON CONFLICT (incident_id) DO UPDATE SET revision = excluded.revision, status = excluded.status,
-        level = excluded.level, score = excluded.score, updated_at = excluded.updated_at
+        level = excluded.level, score = excluded.score, updated_at = excluded.updated_at,
+        call_id = excluded.call_id, kind = excluded.kind, scene_id = excluded.scene_id,
+        escalation_due_at = excluded.escalation_due_at, level_rank = excluded.level_rank
         WHERE excluded.revision >= incidents.revision
+    RETURNING 1),
+de AS (
+    INSERT INTO desk_events (seq, incident_id, at, operator, kind, claimed_by, acked, text)
+    SELECT v.* FROM unnest($75::bigint[], $76::text[], $77::float8[], $78::text[], $79::text[], $80::text[],
+                           $81::int[], $82::text[]) AS v, fence
+    RETURNING 1),
+dk AS (
+    INSERT INTO desk (incident_id, acked, claimed_by)
+    SELECT v.* FROM unnest($83::text[], $84::int[], $85::text[]) AS v, fence
+    ON CONFLICT (incident_id) DO UPDATE SET acked = excluded.acked, claimed_by = excluded.claimed_by
     RETURNING 1),
 ob AS (
     INSERT INTO outbox (id, incident_id, revision, receiver, created_at, signal_at, state, claimed_by,
@@ -1350,7 +1463,7 @@ qu AS (
     RETURNING 1),
 ca AS (
     INSERT INTO incident_calls (incident_id, tps, vehicle, call_id)
-    SELECT v.* FROM unnest($70::text[], $71::text[], $72::text[], $73::text[]) AS v, fence
+    SELECT v.* FROM unnest($86::text[], $87::text[], $88::text[], $89::text[]) AS v, fence
     ON CONFLICT DO NOTHING
     RETURNING 1),
 nt AS (SELECT pg_notify(c, '') FROM unnest($57::text[]) AS c, fence),

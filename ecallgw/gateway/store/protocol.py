@@ -12,11 +12,14 @@ import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from ecallgw.gateway.records import ActionRecord, CommitResult, JournalRow, OutboxItem, RawSignal, Unit
 from ecallgw.gateway.snapshots import load_snapshot
 from ecallgw.model import IncidentSnapshot
+
+if TYPE_CHECKING:  # store/desk.py builds on RevisionRow below
+    from ecallgw.gateway.store.desk import DeskEventRow, DeskView, IncidentQuery, QueueRow
 
 __all__ = [
     "AUDIT_KEYS",
@@ -193,6 +196,26 @@ class Store(Protocol):
 
     async def revisions_after(self, seq: int, limit: int = 500) -> list[RevisionRow]:
         """Revisions after a global sequence number (the operator stream)."""
+        ...
+
+    async def list_queue(self, query: IncidentQuery) -> list[QueueRow]:
+        """The operator queue: incidents filtered and in the queue's order (store/desk.py)."""
+        ...
+
+    async def queue_counters(self, non_psap: Sequence[str]) -> dict[str, int]:
+        """Open, unacknowledged, waiting for escalation and at a PSAP, over every open incident."""
+        ...
+
+    async def desk_view(self, incident_id: str, non_psap: Sequence[str]) -> DeskView | None:
+        """One incident as the operator desk sees it (None when unknown)."""
+        ...
+
+    async def stream_after(self, seq: int, limit: int = 500) -> list[RevisionRow | DeskEventRow]:
+        """The operator stream after ``seq``: revisions and desk changes, in their one sequence."""
+        ...
+
+    async def last_stream_seq(self) -> int:
+        """The operator stream's newest sequence number (0 when empty)."""
         ...
 
     async def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:

@@ -37,6 +37,19 @@ from ecallgw.gateway.records import (
     Unit,
 )
 from ecallgw.gateway.snapshots import load_snapshot
+from ecallgw.gateway.store.desk import (
+    DESK_EVENT_COLUMNS,
+    DeskEventRow,
+    DeskView,
+    IncidentQuery,
+    QueueRow,
+    counters,
+    counters_sql,
+    desk_view,
+    merge_stream,
+    queue_row,
+    queue_sql,
+)
 from ecallgw.gateway.store.migrations import SQLITE, migrate_sqlite
 from ecallgw.gateway.store.plan import plan_units
 from ecallgw.gateway.store.protocol import (
@@ -450,6 +463,11 @@ class SqliteStore:
                     "incident_calls",
                     "DELETE FROM incident_calls WHERE incident_id IN (SELECT incident_id FROM expired)",
                 ),
+                (
+                    "desk_events",
+                    "DELETE FROM desk_events WHERE incident_id IN (SELECT incident_id FROM expired)",
+                ),
+                ("desk", "DELETE FROM desk WHERE incident_id IN (SELECT incident_id FROM expired)"),
                 ("incidents", "DELETE FROM incidents WHERE incident_id IN (SELECT incident_id FROM expired)"),
             ):
                 counts[table] = conn.execute(sql).rowcount
@@ -662,6 +680,72 @@ class SqliteStore:
         ]
         return IncidentRow.from_row(row), history, deliveries
 
+    # --- the operator desk (issue 13; store/desk.py) ------------------------------------------------
+
+    async def list_queue(self, query: IncidentQuery) -> list[QueueRow]:
+        """Incidents in the queue's order, filtered (store/desk.py)."""
+        sql, args = queue_sql(query)
+        rows = await self.run(lambda conn: conn.execute(sql, args).fetchall())
+        return [queue_row(r) for r in rows]
+
+    async def queue_counters(self, non_psap: Sequence[str]) -> dict[str, int]:
+        """Open, unacknowledged, waiting for escalation and at a PSAP, over every open incident."""
+        sql, args = counters_sql(non_psap)
+        row = await self.run(lambda conn: conn.execute(sql, args).fetchone())
+        return counters(row)
+
+    async def desk_view(self, incident_id: str, non_psap: Sequence[str]) -> DeskView | None:
+        """The desk's view of one incident: its queue row, desk changes and linked incidents."""
+
+        def fn(conn: sqlite3.Connection) -> tuple[Any, list[Any], list[Any]] | None:
+            sql, args = queue_sql(IncidentQuery(q=incident_id, limit=2, non_psap=tuple(non_psap)))
+            row = next((r for r in conn.execute(sql, args).fetchall() if r[0] == incident_id), None)
+            if row is None:
+                return None
+            events = conn.execute(
+                f"SELECT {DESK_EVENT_COLUMNS} FROM desk_events WHERE incident_id=? ORDER BY seq",
+                (incident_id,),
+            ).fetchall()
+            linked = conn.execute(
+                "SELECT incident_id FROM incidents WHERE scene_id=? AND incident_id<>? ORDER BY received_at",
+                (row[11], incident_id),
+            ).fetchall()
+            return row, events, linked
+
+        found = await self.run(fn)
+        if found is None:
+            return None
+        return desk_view(*found)
+
+    async def stream_after(self, seq: int, limit: int = 500) -> list[RevisionRow | DeskEventRow]:
+        """The operator stream after ``seq``: revisions and desk changes in their one sequence."""
+
+        def fn(conn: sqlite3.Connection) -> tuple[list[Any], list[Any]]:
+            revs = conn.execute(
+                "SELECT seq, outcome, reasons, snapshot FROM revisions WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+            desk = conn.execute(
+                f"SELECT {DESK_EVENT_COLUMNS} FROM desk_events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+            return revs, desk
+
+        revs, desk = await self.run(fn)
+        return merge_stream(revs, desk, limit)
+
+    async def last_stream_seq(self) -> int:
+        """The operator stream's newest sequence number (0 when empty)."""
+
+        def fn(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT max(ifnull((SELECT max(seq) FROM revisions), 0), "
+                "ifnull((SELECT max(seq) FROM desk_events), 0))"
+            ).fetchone()
+            return int(row[0])
+
+        return await self.run(fn)
+
     async def revisions_after(self, seq: int, limit: int = 500) -> list[RevisionRow]:
         """Revisions with a global sequence after ``seq`` (resuming the operator stream)."""
 
@@ -791,9 +875,15 @@ _JOURNAL_COLUMNS = (
     "seq, type, at, transport, kind, tps, vehicle, call_id, payload, source, incident_id, action, actor, "
     "role, note"
 )
+_INCIDENT_COLUMNS = (
+    "incident_id, revision, status, level, score, tps, vehicle, received_at, updated_at, call_id, kind, "
+    "scene_id, escalation_due_at, level_rank"
+)
 _INCIDENT_UPSERT = (
     " ON CONFLICT (incident_id) DO UPDATE SET revision=excluded.revision, status=excluded.status, "
-    "level=excluded.level, score=excluded.score, updated_at=excluded.updated_at "
+    "level=excluded.level, score=excluded.score, updated_at=excluded.updated_at, call_id=excluded.call_id, "
+    "kind=excluded.kind, scene_id=excluded.scene_id, escalation_due_at=excluded.escalation_due_at, "
+    "level_rank=excluded.level_rank "
     "WHERE excluded.revision >= incidents.revision"
 )
 
@@ -823,7 +913,8 @@ def _write_units(conn: sqlite3.Connection, units: list[Unit]) -> list[CommitResu
     writer inserts into these tables, inside this transaction.
     """
     journal_seq, revision_seq, outbox_id = conn.execute(
-        "SELECT (SELECT ifnull(max(seq), 0) FROM journal), (SELECT ifnull(max(seq), 0) FROM revisions), "
+        "SELECT (SELECT ifnull(max(seq), 0) FROM journal), (SELECT max(ifnull((SELECT max(seq) FROM "
+        "revisions), 0), ifnull((SELECT max(seq) FROM desk_events), 0))), "
         "(SELECT ifnull(max(id), 0) FROM outbox)"
     ).fetchone()
     plan = plan_units(units, journal_seq, revision_seq, outbox_id)
@@ -853,7 +944,7 @@ def _write_units(conn: sqlite3.Connection, units: list[Unit]) -> list[CommitResu
     if incidents:
         # In unit order: a later revision of the same incident in this batch wins, as it would
         # have row by row.
-        _insert_rows(conn, "INSERT INTO incidents", 9, incidents, _INCIDENT_UPSERT)
+        _insert_rows(conn, f"INSERT INTO incidents ({_INCIDENT_COLUMNS})", 14, incidents, _INCIDENT_UPSERT)
     if outbox_rows:
         _insert_rows(
             conn,
@@ -866,6 +957,20 @@ def _write_units(conn: sqlite3.Connection, units: list[Unit]) -> list[CommitResu
     if plan.calls:  # the calls a revision brought (issue 12): find an incident by any of them
         head = "INSERT INTO incident_calls (incident_id, tps, vehicle, call_id)"
         _insert_rows(conn, head, 4, plan.calls, _CALLS_KEEP)
+    if plan.desk_events:  # operator desk changes (issue 13): rare, after the revisions they follow
+        _insert_rows(
+            conn,
+            "INSERT INTO desk_events (seq, incident_id, at, operator, kind, claimed_by, acked, text)",
+            8,
+            plan.desk_events,
+        )
+        _insert_rows(
+            conn,
+            "INSERT INTO desk (incident_id, acked, claimed_by)",
+            3,
+            plan.desk,
+            " ON CONFLICT (incident_id) DO UPDATE SET acked=excluded.acked, claimed_by=excluded.claimed_by",
+        )
     return plan.results
 
 

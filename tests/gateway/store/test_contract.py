@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from ecallgw.errors import StoreError
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.records import ActionRecord, DecisionRecord, OutboxItem, QuarantineRecord, Unit
+from ecallgw.gateway.store import SqliteStore
 from ecallgw.gateway.store.migrations import SchemaTooNewError
 from ecallgw.model import IncidentSnapshot
 from tests.gateway.store.support import (
@@ -759,7 +760,8 @@ async def test_replay_after_reaches_back_to_the_first_signal_of_touched_incident
 
 async def test_a_fresh_store_is_at_the_newest_schema_version(store: AnyStore) -> None:
     assert await schema_version(store) == newest_version(store)
-    assert await version_rows(store) == newest_version(store)
+    # PostgreSQL records a row per version; SQLite's pragma is one value.
+    assert await version_rows(store) == (1 if isinstance(store, SqliteStore) else newest_version(store))
 
 
 async def test_migrating_twice_changes_nothing(open_store: OpenStore) -> None:
@@ -771,7 +773,7 @@ async def test_migrating_twice_changes_nothing(open_store: OpenStore) -> None:
         assert await store.counts() == counts
     async with open_store() as store:  # a start applies them again: a no-op
         assert await schema_version(store) == newest_version(store)
-        assert await version_rows(store) == newest_version(store)
+        assert await version_rows(store) == (1 if isinstance(store, SqliteStore) else newest_version(store))
         assert await store.counts() == counts
         assert [i.id for i in await store.pending_outbox()] == [first.outbox[0].id]
         assert (await store.commit(signal_unit(2, snapshot("b")))).journal_seq == 2
