@@ -188,6 +188,7 @@ class Gateway:
                     self.health,
                     access_log=cfg.log.access,
                     console=cfg.console,
+                    psap_areas=policy.psap_areas,  # the console's area filter
                     caller=cfg,  # issue 14
                 )
             )

@@ -16,6 +16,7 @@ const state = {
   operator: "",
   config: { tile_url: "", tile_attribution: "" },
   wmi: {},
+  areas: [],
   incidents: new Map(),
   serverCounters: null,
   nextCursor: null,
@@ -213,12 +214,35 @@ function rank(a, b) {
   );
 }
 
+// The PSAP area of a position, as triage routes (first area wins, even-odd rule, holes excluded).
+function inRing(lon, lat, ring) {
+  let inside = false;
+  for (let i = 0, j = ring.length - 1; i < ring.length; j = i++) {
+    const [xi, yi] = ring[i];
+    const [xj, yj] = ring[j];
+    if (yi > lat !== yj > lat && lon < ((xj - xi) * (lat - yi)) / (yj - yi) + xi) inside = !inside;
+  }
+  return inside;
+}
+
+function areaOf(inc) {
+  const p = inc.position;
+  if (!p || typeof p.lat !== "number" || !state.areas.length) return "";
+  for (const area of state.areas) {
+    for (const poly of area.polygons) {
+      if (inRing(p.lon, p.lat, poly.outer) && !poly.holes.some((h) => inRing(p.lon, p.lat, h))) return area.name;
+    }
+  }
+  return "-";
+}
+
 function filters() {
   return {
     status: $("f-status").value,
     level: $("f-level").value,
     tps: $("f-tps").value,
     kind: $("f-kind").value,
+    area: $("f-area").value,
     q: $("f-q").value.trim(),
   };
 }
@@ -229,6 +253,7 @@ function matches(inc, f) {
   if (f.level && inc.level !== f.level) return false;
   if (f.tps && inc.tps !== f.tps) return false;
   if (f.kind && kindOf(inc) !== f.kind) return false;
+  if (f.area && areaOf(inc) !== f.area) return false;
   if (f.q) {
     const q = f.q.toLowerCase();
     const hay = [inc.incident_id, inc.call_id].map((v) => String(v || "").toLowerCase());
@@ -564,6 +589,7 @@ function renderDetail(keepMap = false) {
       field(t("detail.activation"), kind ? t(`kind.${kind}`) : t("unknown")),
       field(t("detail.callback"), inc.callback ? el("a", { href: `tel:${inc.callback}`, text: inc.callback }) : t("unknown")),
       field(t("detail.lang"), inc.lang || t("unknown")),
+      state.areas.length ? field(t("filters.area"), areaOf(inc) === "-" ? t("filters.area_none") : areaOf(inc) || t("unknown")) : null,
       field(t("detail.received"), fmtTime(inc.received_at)),
       field(t("detail.updated"), fmtTime(inc.updated_at)),
     ),
@@ -988,9 +1014,18 @@ async function main() {
   $("f-q").addEventListener("input", () => renderQueue());
   $("f-q").addEventListener("change", () => loadQueue().catch(() => {}));
   $("more").addEventListener("click", () => loadQueue(true).catch(() => {}));
-  const [config, wmi] = await Promise.all([getJson("config.json").catch(() => ({})), getJson("wmi.json").catch(() => ({}))]);
+  const [config, wmi, areas] = await Promise.all([
+    getJson("config.json").catch(() => ({})),
+    getJson("wmi.json").catch(() => ({})),
+    getJson("areas.json").catch(() => ({ areas: [] })),
+  ]);
   state.config = { ...state.config, ...config };
   state.wmi = wmi;
+  state.areas = Array.isArray(areas.areas) ? areas.areas : [];
+  const areaSelect = $("f-area");
+  for (const a of state.areas) areaSelect.append(el("option", { value: a.name, text: a.name }));
+  $("f-area-box").hidden = state.areas.length === 0;
+  $("f-area").addEventListener("change", () => renderQueue());
   await loadQueue();
   connect();
   setInterval(tickCountdown, 1000);

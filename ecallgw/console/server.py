@@ -4,7 +4,8 @@
 endpoint                                    auth       what
 =========================================== ========== =============================================
 GET    /console/ and its assets             (none)     the page, scripts, styles, catalogues, Leaflet
-GET    /console/config.json, wmi.json       (none)     map tiles setting; WMI -> manufacturer
+GET    /console/config.json, wmi.json,      (none)     map tiles setting; WMI -> manufacturer; the
+       areas.json                                      PSAP areas (the queue's area filter)
 POST   /console/session                     token      sign in (form field ``token``): cookie, 303
 GET    /console/session                     cookie     who is signed in, the CSRF token, the expiry
 DELETE /console/session                     cookie     sign out (with ``X-CSRF-Token``)
@@ -32,6 +33,7 @@ from ecallgw.console.session import Sessions, cookie_name, foreign_origin
 from ecallgw.gateway.http_auth import Authenticator, AuthThrottle, Principal, Refuse
 from ecallgw.gateway.store import Store
 from ecallgw.simulators.vin import WMIS
+from ecallgw.triage.policy import PsapArea
 
 __all__ = ["Console"]
 
@@ -69,6 +71,8 @@ class Console:
         refuse: Refuse,
         throttle: AuthThrottle,
         tls: bool,
+        *,
+        areas: tuple[PsapArea, ...] = (),
     ) -> None:
         self._config = config
         self._refuse = refuse
@@ -99,6 +103,24 @@ class Console:
             }
         ).encode()
         self._wmi_json = json.dumps({w.code: w.make for w in WMIS}, ensure_ascii=False).encode()
+        # The PSAP areas triage routes by, for the queue's area filter ((lon, lat) rings, first wins).
+        self._areas_json = json.dumps(
+            {
+                "areas": [
+                    {
+                        "name": a.receiver,
+                        "polygons": [
+                            {
+                                "outer": [list(p) for p in poly.outer],
+                                "holes": [[list(p) for p in h] for h in poly.holes],
+                            }
+                            for poly in a.polygons
+                        ],
+                    }
+                    for a in areas
+                ]
+            }
+        ).encode()
 
     def register(self, router: web.UrlDispatcher) -> None:
         router.add_get("/console", self._to_index)
@@ -107,6 +129,7 @@ class Console:
         router.add_delete("/console/session", self._sign_out)
         router.add_get("/console/config.json", self._config_page)
         router.add_get("/console/wmi.json", self._wmi)
+        router.add_get("/console/areas.json", self._areas_page)
         router.add_get("/console/{path:.*}", self._asset)
 
     # --- for the role guard -------------------------------------------------------------------
@@ -140,6 +163,9 @@ class Console:
 
     async def _wmi(self, request: web.Request) -> web.StreamResponse:
         return self._answer(self._wmi_json, "application/json")
+
+    async def _areas_page(self, request: web.Request) -> web.StreamResponse:
+        return self._answer(self._areas_json, "application/json")
 
     async def _session(self, request: web.Request) -> web.StreamResponse:
         found = await self.sessions.principal(request)

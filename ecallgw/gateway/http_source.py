@@ -64,6 +64,7 @@ from ecallgw.gateway.sinks.operator_stream import OperatorStream
 from ecallgw.gateway.sre_api import SreApi
 from ecallgw.gateway.store import Store
 from ecallgw.gateway.tls import server_context
+from ecallgw.triage.policy import PsapArea
 
 __all__ = ["AuthThrottle", "HttpServer", "Principal"]
 
@@ -105,6 +106,7 @@ class HttpServer:
         health: readiness checks.
         access_log: log one line per request on ``ecallgw.access`` (``log.access``).
         console: the ``[console]`` table; its session cookie stands for an operator token.
+        psap_areas: triage's PSAP areas, for the console's area filter.
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class HttpServer:
         *,
         access_log: bool = True,
         console: ConsoleConfig | None = None,
+        psap_areas: tuple[PsapArea, ...] = (),
         caller: CallerSettings | None = None,
     ) -> None:
         self._config = config
@@ -146,7 +149,15 @@ class HttpServer:
         self._accepting = True
         self.port = config.port
         self._console = (
-            Console(console, self._auth, store, self._refuse, self._throttle, config.tls_cert_file != "")
+            Console(
+                console,
+                self._auth,
+                store,
+                self._refuse,
+                self._throttle,
+                config.tls_cert_file != "",
+                areas=psap_areas,
+            )
             if console is not None and console.enabled
             else None
         )

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, cast
 
 import aiohttp
 import aiomqtt
@@ -34,7 +35,9 @@ I18N = Path(__file__).parents[2] / "ecallgw" / "console" / "i18n"
 SECOND_OPERATOR = "operator-carol-token-0005"
 
 
-def _config(tmp_path: Path, mosquitto: Mosquitto, receiver: Receiver, **console: object) -> Config:
+def _config(
+    tmp_path: Path, mosquitto: Mosquitto, receiver: Receiver, **sections: dict[str, object]
+) -> Config:
     cfg = gateway_config(tmp_path, broker=mosquitto, psap_url=receiver.url, psap_format="cap")
     tokens = [
         {"name": t.name, "role": t.role, "tps": t.tps, "token": t.token.reveal()} for t in cfg.auth.tokens
@@ -47,13 +50,15 @@ def _config(tmp_path: Path, mosquitto: Mosquitto, receiver: Receiver, **console:
         psap_format="cap",
         http_port=cfg.http.port,
         auth={"tokens": tokens},
-        console=dict(console),
+        **cast(dict[str, Any], sections),  # extra tables ([triage], [receivers], [console])
     )
 
 
 @asynccontextmanager
-async def gateway(tmp_path: Path, mosquitto: Mosquitto, receiver: Receiver) -> AsyncIterator[Gateway]:
-    async with running_gateway(_config(tmp_path, mosquitto, receiver)) as gw:
+async def gateway(
+    tmp_path: Path, mosquitto: Mosquitto, receiver: Receiver, **sections: dict[str, object]
+) -> AsyncIterator[Gateway]:
+    async with running_gateway(_config(tmp_path, mosquitto, receiver, **sections)) as gw:
         yield gw
 
 
@@ -203,10 +208,22 @@ async def test_cancel_with_note_reaches_the_psap_and_notes_are_text(
     assert browser.foreign_requests == []
 
 
-async def test_map_shows_the_trail_without_a_tile_server(
+BRUSSELS = {
+    "type": "Polygon",
+    "coordinates": [[[4.30, 50.80], [4.42, 50.80], [4.42, 50.90], [4.30, 50.90], [4.30, 50.80]]],
+}
+
+
+async def test_map_shows_the_trail_without_a_tile_server_and_the_area_filter(
     tmp_path: Path, mosquitto: Mosquitto, receiver: Receiver, browser: Browser
 ) -> None:
-    async with gateway(tmp_path, mosquitto, receiver) as gw:
+    async with gateway(
+        tmp_path,
+        mosquitto,
+        receiver,
+        triage={"psap_areas": [{"receiver": "psap-brussels", "geometry": BRUSSELS}]},
+        receivers={"psap-brussels": {"kind": "http", "url": receiver.url, "format": "cap"}},
+    ) as gw:
         ctx, page = await sign_in(browser, gw)
         await crash(mosquitto, 3, lat=50.8466, lon=4.3528)
         incident_id = await first_incident(gw)
@@ -225,6 +242,13 @@ async def test_map_shows_the_trail_without_a_tile_server(
         await expect(page.locator("#map .leaflet-overlay-pane path")).not_to_have_count(0)
         await expect(page.locator("#map .leaflet-control-scale")).to_be_visible()
         assert await page.locator("#map .leaflet-tile").count() == 0
+        # The queue's area filter: the PSAP area triage routed by.
+        await expect(page.locator("#detail")).to_contain_text("psap-brussels")
+        row = page.locator(f"#queue-body tr[data-id='{incident_id}']")
+        await page.select_option("#f-area", "-")  # outside every area
+        await expect(row).to_have_count(0)
+        await page.select_option("#f-area", "psap-brussels")
+        await expect(row).to_have_count(1)
         await ctx.close()
     assert browser.foreign_requests == []
 
