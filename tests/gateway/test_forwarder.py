@@ -21,6 +21,7 @@ from ecallgw.gateway.forwarder import CircuitBreaker, Forwarder, probe_delay_s
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.records import DecisionRecord, OutboxItem, Unit
 from ecallgw.gateway.sinks.http_webhook import HttpWebhookSink
+from ecallgw.gateway.sinks.operator_stream import OperatorSink
 from ecallgw.gateway.store import SqliteStore
 from ecallgw.model import IncidentSnapshot
 from tests.gateway.helpers import make_snapshot, until
@@ -445,6 +446,51 @@ async def test_unexpected_errors_in_render_or_sink_do_not_kill_the_worker(tmp_pa
             assert found is not None
             [delivery] = found[2]
             assert (delivery["state"], delivery["attempts"]) == ("delivered", 2)  # raised, then retried
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+class _CountingDesk(OperatorSink):
+    """The operator desk's sink, counting calls it should never get."""
+
+    calls = 0
+
+    async def deliver(self, item: OutboxItem, body: bytes, content_type: str) -> int | None:
+        type(self).calls += 1
+        return None
+
+
+async def test_a_sink_confirmed_at_commit_gets_no_worker_and_its_leftovers_are_confirmed(
+    tmp_path: Path,
+) -> None:
+    """`Sink.confirmed_at_commit`: listed for the store, and an entry left pending (written before
+    the receiver was confirmed at commit) is confirmed when loaded, without rendering or deliver."""
+    metrics = Metrics()
+    desk = ReceiverConfig(name="desk", kind="operator")
+    async with (
+        SqliteStore(StoreConfig(path=str(tmp_path / "gw.sqlite3")), metrics) as store,
+        Forwarder({"desk": desk}, {"desk": _CountingDesk()}, store, metrics, rng=random.Random(1)) as fwd,
+    ):
+        assert fwd.confirmed_at_commit == frozenset({"desk"})
+        task = asyncio.create_task(fwd.run())
+        try:
+            items = await commit(store, make_snapshot("left", revision=1), receiver="desk")
+            items += await commit(store, make_snapshot("left", revision=2), receiver="desk")
+            fwd.add(items)
+            assert fwd.pending == 0  # confirmed in `add`, in commit order
+            async with asyncio.timeout(5):
+                await fwd.wait_idle()
+                await until(lambda: fwd.delivered == 2)
+            await store.pending_outbox()  # the store's jobs run in order: the records are written
+            found = await store.get_incident("left")
+            assert found is not None
+            assert sorted((d["revision"], d["state"], d["attempts"]) for d in found[2]) == [
+                (1, "delivered", 1),
+                (2, "delivered", 1),
+            ]
+            assert not await store.pending_outbox()
+            assert _CountingDesk.calls == 0
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
