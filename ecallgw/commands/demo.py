@@ -222,6 +222,11 @@ async def _demo(args: argparse.Namespace) -> None:
             )
             psap = await stack.enter_async_context(SimulatedPsap(random.Random(args.seed)))
             tree = _gateway_tree(workdir, psap.url, broker.port if broker else None, tokens, operator)
+            # issue 14: a simulated SMS gateway and assistance providers; breakdowns, shared positions
+            from ecallgw.simulators.callers import CallerSide
+
+            callers = await stack.enter_async_context(CallerSide(random.Random(args.seed)))
+            tree.update(callers.config_tree())
             gw = await stack.enter_async_context(Gateway(load_config(base=tree), configure_log=True))
             assert gw.http is not None
             api = f"http://127.0.0.1:{gw.http.port}"
@@ -234,6 +239,7 @@ async def _demo(args: argparse.Namespace) -> None:
             _say(f"demo: operator token {operator}  (curl -H 'Authorization: Bearer …' {api}/v1/incidents)")
             _say(f"demo: operator console {api}/console/  (sign in there with that token)")
             _say("demo: Ctrl-C stops everything")
+            callers.start(api, operator, tokens, _say)  # issue 14
             plan: dict[tuple[str, str], tuple[str, float]] = {}
             bot = await stack.enter_async_context(OperatorBot(api, operator, plan))
             psap.subscribe(bot.on_arrival)
@@ -255,7 +261,7 @@ async def _demo(args: argparse.Namespace) -> None:
                             await stop.wait()
                     if stop.is_set():
                         break
-                    _say(await _summary(gw, psap, time.time() - t0))
+                    _say(await _summary(gw, psap, time.time() - t0) + f"  callers: {callers.summary()}")
                     if args.duration and time.time() - t0 >= args.duration:
                         break
                     if fleet.done() and fleet.exception() is not None:

@@ -134,6 +134,7 @@ class CallerApi:
         self._per_token = _Window(caller.token_rate_per_min)
         self._per_address = _Window(caller.address_rate_per_min)
         self._tasks: list[asyncio.Task[Any]] = []
+        self._origin = ""
         pipeline.on_bcall = self._bcall_signal  # MQTT (and any source) breakdown calls
 
     # --- wiring -----------------------------------------------------------------------------------
@@ -184,7 +185,12 @@ class CallerApi:
         if self._cfg.caller.public_url:
             return self._cfg.caller.public_url.rstrip("/")
         if request is not None:
-            return str(request.url.origin())
+            # Without caller.public_url, links use the address this server was reached at; the
+            # last one seen also serves what no request carries (a provider's answer URL).
+            self._origin = str(request.url.origin())
+            return self._origin
+        if self._origin:
+            return self._origin
         h = self._cfg.http
         return f"{'https' if h.tls_cert_file else 'http'}://{h.host}:{h.port}"
 
@@ -523,6 +529,7 @@ class CallerApi:
         return self._page(pages.assist_page(self._lang(request, link), request.path))
 
     async def _assist_request(self, request: web.Request) -> web.StreamResponse:
+        self._base(request)
         body = await self._json(request)
         if isinstance(body, web.Response):
             return body
@@ -784,6 +791,7 @@ class CallerApi:
 
     async def _bcall(self, request: web.Request, who: Principal) -> web.StreamResponse:
         tps, vehicle = request.match_info["tps"], request.match_info["vehicle"]
+        self._base(request)
         if tps != who.tps:
             return self._refuse(403, f"this token may write under {who.tps!r} only")
         try:
