@@ -686,7 +686,7 @@ function renderDetail(keepMap = false) {
 
   // Keep what the operator is typing across a live refresh of the view.
   const typed = {};
-  for (const id of ["note-text", "cancel-note", "cancel-reason"]) {
+  for (const id of ["note-text", "cancel-note", "cancel-reason", "assignee"]) {
     const node = $(id);
     if (node && root.contains(node) && keepMap) typed[id] = node.value;
   }
@@ -931,11 +931,23 @@ function renderActions(inc) {
       active ? button("escalate", "actions.escalate") : null,
       active ? button("resolve", "actions.resolve") : null,
     ),
+    assignBox(inc, status),
     el("label", { class: "note-box" }, t("actions.note_label"), noteBox),
     noteButton,
     active ? el("details", {}, el("summary", { text: t("actions.cancel") }), cancelForm) : null,
     status,
   );
+}
+
+function assignBox(inc, status) {
+  // Hand the incident to another operator (a claim in their name).
+  const who = el("input", { id: "assignee", type: "text", maxLength: 64, placeholder: t("actions.assignee") });
+  const go = el("button", { type: "button", id: "assign", text: t("actions.assign") });
+  go.addEventListener("click", () => {
+    const name = who.value.trim();
+    if (name) act(inc.incident_id, { action: "claim", assignee: name }, status);
+  });
+  return el("div", { class: "assign" }, who, go);
 }
 
 async function act(id, body, status) {
@@ -945,6 +957,7 @@ async function act(id, body, status) {
     // What was sent is done: the view's refresh must not bring the text back.
     if (body.action === "note" && $("note-text")) $("note-text").value = "";
     if (body.action === "cancel" && $("cancel-note")) $("cancel-note").value = "";
+    if (body.assignee && $("assignee")) $("assignee").value = "";
     if (data.claimed_by !== undefined) merge({ incident_id: id, claimed_by: data.claimed_by });
     await loadDetail(id, { keepMap: true });
     const keep = $("action-status");

@@ -135,6 +135,9 @@ async def test_sign_in_live_queue_and_claim_seen_by_another_operator(
         assert time.monotonic() - t0 < 1.5  # publish included
         await expect(carol.locator("#queue-body tr", has_text=call_id)).to_be_visible(timeout=1000)
         await expect(alice.locator("#announce")).to_contain_text("New")
+        await expect(row).to_have_class(re.compile(r"\bfresh\b"))  # highlighted
+        await expect(alice.locator("#c-open")).to_have_text("1", timeout=3000)
+        await expect(alice.locator("#c-unacknowledged")).to_have_text("1")
         incident_id = await row.get_attribute("data-id")
         assert incident_id is not None
 
@@ -147,6 +150,11 @@ async def test_sign_in_live_queue_and_claim_seen_by_another_operator(
         await expect(carol.locator(f"#queue-body tr[data-id='{incident_id}'] td.claimed")).to_have_text(
             "alice"
         )
+        # Alice hands it to Carol: both see the new holder.
+        await alice.fill("#assignee", "carol")
+        await alice.click("#assign")
+        await expect(carol.locator("#claim")).to_have_text("Handled by carol", timeout=3000)
+        await expect(alice.locator("#claim")).to_have_text("Handled by carol")
 
         # The incident view: the decoded MSD in words, the manufacturer from the WMI.
         detail = alice.locator("#detail")
@@ -387,4 +395,26 @@ async def test_demo_prints_a_console_url_and_sign_in_that_show_its_incidents_liv
             proc.send_signal(signal.SIGINT)
         async with asyncio.timeout(30):
             await proc.communicate()
+    assert browser.foreign_requests == []
+
+
+async def test_a_manual_calls_escalation_countdown_ticks(
+    tmp_path: Path, mosquitto: Mosquitto, receiver: Receiver, browser: Browser
+) -> None:
+    async with gateway(tmp_path, mosquitto, receiver, triage={"escalation_delay_s": 90}) as gw:
+        now = time.time()
+        msd = make_msd(vin=vin_for(6), timestamp=int(now), automatic=False, passengers=1)
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as pub:
+            await pub.publish(
+                "ecall/v1/acme/car-6/msd", msd_envelope(msd, call_id="call-6", sent_at=now), qos=1
+            )
+        incident_id = await first_incident(gw)
+        ctx, page = await sign_in(browser, gw)
+        await open_incident(page, incident_id)
+        countdown = page.locator("#countdown")
+        await expect(countdown).to_contain_text("Escalation to the PSAP in 1:")
+        first = await countdown.inner_text()
+        await expect(countdown).not_to_have_text(first, timeout=2500)  # it ticks
+        await expect(page.locator("#detail")).to_contain_text("Manual")
+        await ctx.close()
     assert browser.foreign_requests == []
