@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,8 @@ import aiohttp
 import pytest
 
 from ecallgw.app import Gateway
+from ecallgw.config import Config
+from ecallgw.simulators.pgserver import PgServer
 from tests.gateway.harness import (
     OPERATOR_TOKEN,
     OTHER_PROVIDER_TOKEN,
@@ -331,3 +333,50 @@ async def test_the_stream_starts_live_resumes_and_resets(tmp_path: Path, receive
         assert (reset["event"], reset["data"], reset["id"]) == ("reset", {"last_seq": seq + 1}, str(seq + 1))
         async with d.http.get(f"{d.base}/v1/incidents/events?since=x", headers=ALICE) as resp:
             assert resp.status == 400 and "since" in (await resp.json())["error"]
+
+
+@pytest.mark.sqlite_only  # runs once: it makes its own two PostgreSQL replicas
+async def test_claims_cross_replicas_in_one_order(
+    tmp_path: Path, receiver: Receiver, pg_server: PgServer
+) -> None:
+    """Two replicas of one PostgreSQL store: a claim posted to one is decided by the sequencer and
+    reaches the other's event stream (LISTEN/NOTIFY fan-out); two operators claiming at once through
+    different replicas get one winner."""
+    dsn = pg_server.create_database()
+
+    def config(name: str) -> Config:
+        store = {
+            "backend": "postgresql",
+            "dsn": dsn,
+            "replica_id": name,
+            "lease_s": 2.0,
+            "decision_wait_s": 5.0,
+        }
+        return gateway_config(
+            tmp_path / name, broker=None, psap_url=receiver.url, auth={"tokens": TOKENS}, store=store
+        )
+
+    async with AsyncExitStack() as stack:
+        r1 = await stack.enter_async_context(running_gateway(config("r1")))
+        r2 = await stack.enter_async_context(running_gateway(config("r2"), lead=False))
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        assert r1.http is not None and r2.http is not None
+        one = Desk(r1, http, f"http://127.0.0.1:{r1.http.port}")
+        two = Desk(r2, http, f"http://127.0.0.1:{r2.http.port}")
+        iid = await two.ingest("car-1", 1)
+        events = await http.get(f"{one.base}/v1/incidents/events", headers=CAROL)
+        results = await asyncio.gather(
+            two.act(iid, {"action": "claim"}, ALICE), one.act(iid, {"action": "claim"}, CAROL)
+        )
+        assert sorted(status for status, _ in results) == [200, 409]
+        winner = "alice" if results[0][0] == 200 else "carol"
+        [claimed] = await sse_events(events, 1)
+        assert (claimed["event"], claimed["data"]["claimed_by"]) == ("desk", winner)
+        status, _ = await two.act(iid, {"action": "note", "note": "on the phone"}, ALICE)
+        assert status == 200
+        [noted] = await sse_events(events, 1)
+        assert (noted["data"]["kind"], noted["data"]["text"]) == ("note", "on the phone")
+        events.close()
+        for d in (one, two):
+            [row] = await d.queue()
+            assert row["claimed_by"] == winner
