@@ -15,7 +15,8 @@ GET  /v1/incidents/{id}                     operator   one incident: history, de
                                                        receiver, desk state, notes, trail, timeline,
                                                        linked incidents (audited)
 POST /v1/incidents/{id}/actions             operator   ack, claim (assign), release, note, cancel,
-                                                       escalate, resolve (audited)
+                                                       escalate, resolve; confirm_storm,
+                                                       dismiss_storm on a storm (audited)
 =========================================== ========== =============================================
 
 Views are audited (who saw which incident); actions go through the pipeline (the sequencer on
@@ -50,6 +51,7 @@ from ecallgw.gateway.sinks.operator_stream import DeskEvent, OperatorStream
 from ecallgw.gateway.store import IncidentRow, Store
 from ecallgw.gateway.store.desk import IncidentQuery, QueueRow
 from ecallgw.model import IncidentSnapshot
+from ecallgw.triage import ACTIONS as TRIAGE_ACTIONS
 
 __all__ = ["ACTIONS", "OperatorApi"]
 
@@ -57,7 +59,8 @@ _SSE_KEEPALIVE_S = 15.0
 _STATUSES = ("open", "updated", "cancelled", "resolved")
 _LEVELS = ("critical", "high", "medium", "low")
 _KINDS = ("automatic", "manual", "test")
-ACTIONS = ("ack", "claim", "release", "note", "cancel", "escalate", "resolve")
+# Triage's (confirm_storm/dismiss_storm act on a storm's aggregate, issue 12) and the desk's own.
+ACTIONS = ("ack", "claim", "release", "note", *(a for a in TRIAGE_ACTIONS if a != "ack"))
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _OPERATOR = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 _NOTE_MAX = 2000
