@@ -366,11 +366,14 @@ class OperatorBot:
         if self._session is None:
             raise RuntimeError("OperatorBot is not entered")
         url = f"{self.api}/v1/incidents/{incident_id}/actions"
+        body = {"action": action, "note": "simulated operator"}
+        if action == "cancel":
+            body["reason"] = "false trigger (simulated)"  # the API requires why (issue 13)
         for attempt in range(5):
             try:
                 async with (
                     asyncio.timeout(5.0),
-                    self._session.post(url, json={"action": action, "note": "simulated operator"}) as resp,
+                    self._session.post(url, json=body) as resp,
                 ):
                     if resp.status < 300:
                         self.stats.actions[action] = self.stats.actions.get(action, 0) + 1
