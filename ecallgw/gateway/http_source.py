@@ -9,10 +9,10 @@ Every endpoint but ``/healthz`` needs a bearer token from ``[auth]``; its role d
 endpoint                                    role       what
 =========================================== ========== =============================================
 POST /v1/ecall/{tps}/{vehicle}/{kind}       provider   ingest; only under the token's own ``tps``
-GET  /v1/incidents                          operator   list (``status``, ``level``, ``limit``) (audited)
-GET  /v1/incidents/events                   operator   Server-Sent Events, one per revision (audited)
-GET  /v1/incidents/{id}                     operator   one incident with its history (audited)
-POST /v1/incidents/{id}/actions             operator   ack, cancel, escalate, resolve (audited)
+GET  /v1/incidents                          operator   the queue: filters, cursor, counters (audited)
+GET  /v1/incidents/events                   operator   Server-Sent Events, live: revisions, desk (audited)
+GET  /v1/incidents/{id}                     operator   one incident: history, desk, timeline (audited)
+POST /v1/incidents/{id}/actions             operator   ack, claim, release, note, cancel, escalate, resolve
 GET  /v1/quarantine, /v1/dead-letters       sre        what could not be decoded (audited) or delivered
 GET  /metrics, /readyz                      sre        Prometheus text; readiness
 GET  /healthz                               (none)     the process is alive
