@@ -105,15 +105,16 @@ def _notes_html(s: IncidentSnapshot) -> str:
     return text
 
 
-def eido_document(snapshot: IncidentSnapshot, *, sender: str, forwarded_at: float) -> dict[str, Any]:
+def eido_document(snapshot: IncidentSnapshot, *, sender: str) -> dict[str, Any]:
     """One revision as an EIDO (a dict of JSON types; :func:`render_eido` serialises it).
+
+    The EIDO carries no send time: it is stamped with the revision's ``updated_at`` (its last
+    change), so a retried delivery is the same document.
 
     Args:
         snapshot: the revision.
         sender: this gateway's identity (``pipeline.sender``, ``name@domain``): the issuing element,
             and the agency (its domain) that updated every component.
-        forwarded_at: when this delivery is made; the EIDO itself is stamped with the revision's
-            ``updated_at`` (its last change), so a retry carries the same document.
 
     Raises:
         EncodeError: for a time or position that cannot be rendered.
@@ -121,7 +122,6 @@ def eido_document(snapshot: IncidentSnapshot, *, sender: str, forwarded_at: floa
     s = snapshot
     if not isinstance(sender, str) or not sender:
         raise EncodeError(f"EIDO issuing element {sender!r} is empty")
-    iso_time(forwarded_at)  # checked like the other formats, though the EIDO does not carry it
     eido_id = tracking_id(s.incident_id, sender)
     agency = _element(sender)
     at = iso_time(s.updated_at)
@@ -260,14 +260,14 @@ def eido_document(snapshot: IncidentSnapshot, *, sender: str, forwarded_at: floa
     return doc
 
 
-def render_eido(snapshot: IncidentSnapshot, *, sender: str, forwarded_at: float) -> bytes:
+def render_eido(snapshot: IncidentSnapshot, *, sender: str) -> bytes:
     """One revision as EIDO JSON (UTF-8); see :func:`eido_document`.
 
     Raises:
         EncodeError: for a time or position that cannot be rendered, or text that is not Unicode.
     """
     try:
-        return orjson.dumps(eido_document(snapshot, sender=sender, forwarded_at=forwarded_at))
+        return orjson.dumps(eido_document(snapshot, sender=sender))
     except orjson.JSONEncodeError as exc:
         raise EncodeError(f"EIDO: {exc}") from exc
 
@@ -284,5 +284,5 @@ class EidoRenderer:
     def render(
         self, snapshot: IncidentSnapshot, *, forwarded_at: float, first: tuple[int, float] | None
     ) -> bytes:
-        """See :func:`render_eido`; ``first`` is not used (an EIDO update names no earlier EIDO)."""
-        return render_eido(snapshot, sender=self.sender, forwarded_at=forwarded_at)
+        """See :func:`render_eido`: neither the send time nor ``first`` is in an EIDO."""
+        return render_eido(snapshot, sender=self.sender)

@@ -267,13 +267,13 @@ class _Lane:
     ) -> int | None:
         """One request: None when the entry is settled (confirmed or dead), else the attempts so far."""
         cfg = self.config
-        documents = self.renderer
+        renderer = self.renderer
         sent_at = time.time()
         first = self.first.get(item.incident_id)
-        if first is None and item.revision > 1 and documents.needs_first:
+        if first is None and item.revision > 1 and renderer.needs_first:
             first = await self._read(lambda: self.fwd.store.first_delivery(item.incident_id, cfg.name))
         try:
-            body = documents.render(snapshot, forwarded_at=sent_at, first=first)
+            body = renderer.render(snapshot, forwarded_at=sent_at, first=first)
         except EncodeError as exc:
             await self._dead(item, tries, PermanentDeliveryError(cfg.name, "render", str(exc)))
             return None
@@ -289,7 +289,7 @@ class _Lane:
         attempt += 0 if probe else 1
         try:
             try:
-                status = await self.sink.deliver(item, body, documents.media_type)
+                status = await self.sink.deliver(item, body, renderer.media_type)
             except DeliveryError:
                 raise
             except Exception as exc:

@@ -43,7 +43,7 @@ async def test_an_eido_receiver_gets_the_incident_then_its_update(
             aiohttp.ClientSession() as http,
             http.post(
                 f"http://127.0.0.1:{gw.http.port}/v1/incidents/{row.incident_id}/actions",
-                json={"action": "cancel", "note": "called back: no emergency"},
+                json={"action": "cancel", "reason": "false trigger", "note": "called back: no emergency"},
                 headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"},
             ) as resp,
         ):
