@@ -320,6 +320,9 @@ class ProviderConfig:
         webhook_token: bearer token sent with them.
         token: its own token for ``POST /v1/assistance/cases/{id}/answer`` (role ``assistance``).
         available: at start (operators and the provider change it through the API).
+        area: its service area instead of ``radius_km``: a GeoJSON Polygon (an inline table
+            ``{type = "Polygon", coordinates = [[[lon, lat], ...]]}`` or its JSON text); the outer
+            ring counts.
     """
 
     name: str
@@ -331,6 +334,7 @@ class ProviderConfig:
     webhook_token: Secret = field(default_factory=lambda: Secret(""))
     token: Secret = field(default_factory=lambda: Secret(""))
     available: bool = True
+    area: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(**_frozen)
@@ -364,10 +368,13 @@ def _build_assistance(raw: object) -> AssistanceConfig:
         if not isinstance(p, Mapping):
             raise ConfigError(key, p, "must be a table")
         table_p = dict(p)
+        area = _geojson_ring(table_p.pop("area", None), f"{key}.area")
         caps = table_p.pop("capabilities", ["tow"])
         if not isinstance(caps, list) or not caps or any(c not in CAPABILITIES for c in caps):
             raise ConfigError(f"{key}.capabilities", caps, f"a list of {', '.join(CAPABILITIES)}")
-        provider = dataclasses.replace(_build(ProviderConfig, table_p, key), capabilities=tuple(caps))
+        provider = dataclasses.replace(
+            _build(ProviderConfig, table_p, key), capabilities=tuple(caps), area=area
+        )
         if not _NAME.match(provider.name) or any(q.name == provider.name for q in providers):
             raise ConfigError(f"{key}.name", provider.name, "a unique name of [A-Za-z0-9_-]{1,64}")
         if not (-90 <= provider.lat <= 90 and -180 <= provider.lon <= 180):
@@ -389,6 +396,37 @@ def _build_assistance(raw: object) -> AssistanceConfig:
     if cfg.webhook_attempts < 1:
         raise ConfigError("assistance.webhook_attempts", cfg.webhook_attempts, "must be >= 1")
     return dataclasses.replace(cfg, providers=tuple(providers))
+
+
+def _geojson_ring(raw: object, key: str) -> tuple[tuple[float, float], ...]:
+    """The outer ring of a GeoJSON Polygon as (lon, lat) pairs; () when not given."""
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        import json
+
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise ConfigError(key, raw, "a GeoJSON Polygon (JSON text or an inline table)") from exc
+    coords = raw.get("coordinates") if isinstance(raw, Mapping) and raw.get("type") == "Polygon" else None
+    ring = coords[0] if isinstance(coords, list) and coords and isinstance(coords[0], list) else None
+    ok = isinstance(ring, list) and len(ring) >= 4
+    points: list[tuple[float, float]] = []
+    for pt in ring if ok and ring is not None else []:
+        if not (isinstance(pt, list) and len(pt) >= 2 and all(isinstance(v, int | float) for v in pt[:2])):
+            ok = False
+            break
+        lon, lat = float(pt[0]), float(pt[1])
+        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+            ok = False
+            break
+        points.append((lon, lat))
+    if not ok:
+        raise ConfigError(
+            key, raw, 'a GeoJSON Polygon: {type = "Polygon", coordinates = [[[lon, lat], ...]]}'
+        )
+    return tuple(points)
 
 
 def _check_caller(c: Config) -> None:

@@ -85,6 +85,7 @@ class Dispatcher:
                 radius_km=p.radius_km,
                 capabilities=frozenset(p.capabilities),
                 available=overrides.get(p.name, p.available),
+                area=p.area,
             )
             for p in self.providers.values()
         ]

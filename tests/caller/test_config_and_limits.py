@@ -143,3 +143,28 @@ async def test_retention_deletes_old_links_and_closed_cases(
         assert await cs.case("case-old") is None and await cs.case("case-new") is not None
         assert await cs.link(link["link_id"]) is not None
         assert (await cs.delete_before(time.time() + 10 * 86400))["caller_links"] == 1  # once expired and old
+
+
+def test_provider_area_from_geojson() -> None:
+    ring = [[4.2, 50.7], [4.5, 50.7], [4.5, 50.95], [4.2, 50.95], [4.2, 50.7]]
+    cfg = load_config(
+        base={"assistance": {"providers": [{**PROVIDER, "area": {"type": "Polygon", "coordinates": [ring]}}]}}
+    )
+    assert cfg.assistance.providers[0].area[0] == (4.2, 50.7)
+    text = '{"type": "Polygon", "coordinates": [[[4.2, 50.7], [4.5, 50.7], [4.5, 50.95], [4.2, 50.7]]]}'
+    assert (
+        len(
+            load_config(base={"assistance": {"providers": [{**PROVIDER, "area": text}]}})
+            .assistance.providers[0]
+            .area
+        )
+        == 4
+    )
+    for bad in (
+        {"type": "Point", "coordinates": [4, 50]},
+        "{",
+        {"type": "Polygon", "coordinates": [[[400, 1], [1, 1], [1, 2], [400, 1]]]},
+    ):
+        with pytest.raises(ConfigError) as err:
+            load_config(base={"assistance": {"providers": [{**PROVIDER, "area": bad}]}})
+        assert err.value.key == "assistance.providers[0].area"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ecallgw.caller.dispatch import Candidate, distance_km, ranked
+from ecallgw.caller.dispatch import Candidate, distance_km, inside, ranked
 from ecallgw.caller.texts import pick_lang
 
 CAPS = ("tow", "repair", "taxi", "replacement_car")
@@ -67,3 +67,42 @@ def test_language_by_quality_then_switch() -> None:
     assert pick_lang("de", "nl-BE", "fr") == "de"
     assert pick_lang(None, "es-ES, it", "fr") == "fr"
     assert pick_lang(None, None, None) == "en"
+
+
+boxes = st.tuples(st.floats(-60, 60), st.floats(-170, 170), st.floats(0.01, 5), st.floats(0.01, 5))
+
+
+@given(boxes, st.floats(0, 1), st.floats(0, 1))
+def test_a_point_of_a_rectangle_is_inside_and_one_beyond_it_is_not(
+    box: tuple[float, float, float, float], fy: float, fx: float
+) -> None:
+    lat0, lon0, h, w = box
+    ring = ((lon0, lat0), (lon0 + w, lat0), (lon0 + w, lat0 + h), (lon0, lat0 + h), (lon0, lat0))
+    lat, lon = lat0 + h * (0.001 + 0.998 * fy), lon0 + w * (0.001 + 0.998 * fx)
+    assert inside(lat, lon, ring)
+    assert not inside(lat0 + h * 1.5 + 0.01, lon, ring)
+    assert not inside(lat, lon0 - 0.01 - w * fx, ring)
+
+
+def test_an_area_replaces_the_radius() -> None:
+    brussels = ((4.2, 50.7), (4.5, 50.7), (4.5, 50.95), (4.2, 50.95), (4.2, 50.7))
+    far_base = Candidate(
+        name="a",
+        lat=0.0,
+        lon=0.0,
+        radius_km=1.0,
+        capabilities=frozenset({"tow"}),
+        available=True,
+        area=brussels,
+    )
+    near_base_elsewhere = Candidate(
+        name="b",
+        lat=50.86,
+        lon=4.36,
+        radius_km=100.0,
+        capabilities=frozenset({"tow"}),
+        available=True,
+        area=((5.0, 51.0), (5.1, 51.0), (5.1, 51.1), (5.0, 51.0)),
+    )
+    [(_, chosen)] = ranked([far_base, near_base_elsewhere], lat=50.85, lon=4.35, capability="tow")
+    assert chosen.name == "a"
