@@ -119,7 +119,7 @@ class OperatorApi:
         return web.json_response(
             {
                 "incidents": [_item(r) for r in rows],
-                "next_cursor": _cursor(rows[-1]) if more and rows else None,
+                "next_cursor": _cursor(rows[-1].key) if more and rows else None,
                 "counters": counters,
             }
         )
@@ -377,8 +377,8 @@ def _describe(q: Any) -> str:
     return " ".join(f"{k}={v[:100]}" for k, v in q.items())
 
 
-def _cursor(row: QueueRow) -> str:
-    raw = json.dumps(list(row.key), separators=(",", ":")).encode()
+def _cursor(key: tuple[int, int, float, str]) -> str:
+    raw = json.dumps(list(key), separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
