@@ -121,6 +121,7 @@ function fmtDuration(seconds) {
 
 async function getJson(path) {
   const resp = await fetch(path, { credentials: "same-origin", headers: { Accept: "application/json" } });
+  if (resp.status === 401 && state.operator && !path.includes("/console/session")) sessionEnded();
   if (!resp.ok) {
     const err = new Error(`${resp.status}`);
     err.status = resp.status;
@@ -480,7 +481,12 @@ function connect() {
   const source = new EventSource("/v1/incidents/events", { withCredentials: true });
   state.source = source;
   source.onopen = () => renderLive(true);
-  source.onerror = () => renderLive(false);
+  source.onerror = () => {
+    renderLive(false);
+    // A stream refused for good (the session expired or was signed out elsewhere) is not retried
+    // by the browser: ask whether the session still stands.
+    if (source.readyState === 2) checkSession();
+  };
   source.addEventListener("revision", onIncidentEvent);
   source.addEventListener("desk", onDeskEvent);
   for (const kind of ["claim", "note", "action"]) source.addEventListener(kind, onDeskEvent);
@@ -951,7 +957,8 @@ function assignBox(inc, status) {
 }
 
 async function act(id, body, status) {
-  const { ok, data } = await send("POST", `/v1/incidents/${encodeURIComponent(id)}/actions`, body);
+  const { ok, status: code, data } = await send("POST", `/v1/incidents/${encodeURIComponent(id)}/actions`, body);
+  if (code === 401) return sessionEnded();
   status.textContent = ok ? t("actions.done", { outcome: state.catalog[`outcome.${data.outcome}`] ?? data.outcome ?? "ok" }) : t("actions.failed", { error: data.error || data.outcome || "?" });
   if (ok) {
     // What was sent is done: the view's refresh must not bring the text back.
@@ -990,6 +997,17 @@ function renderSound() {
   const b = $("sound");
   b.textContent = state.muted ? t("header.muted") : t("header.sound");
   b.setAttribute("aria-pressed", state.muted ? "false" : "true");
+}
+
+function sessionEnded() {
+  if (state.source) state.source.close();
+  window.location.assign("/console/");
+}
+
+async function checkSession() {
+  const resp = await fetch("/console/session", { credentials: "same-origin" });
+  if (resp.status === 401) sessionEnded();
+  else setTimeout(connect, 2000);
 }
 
 async function signOut() {

@@ -10,6 +10,7 @@ import asyncio
 import json
 import re
 import signal
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -20,16 +21,18 @@ from typing import Any, cast
 import aiohttp
 import aiomqtt
 import pytest
+from aiohttp import web
 from playwright.async_api import BrowserContext, Page, expect
 
 from ecallgw.app import Gateway
 from ecallgw.codecs import document
 from ecallgw.config import Config
 from tests.browserkit import Browser
-from tests.gateway.broker import Mosquitto
+from tests.gateway.broker import Mosquitto, free_port
 from tests.gateway.harness import OPERATOR_TOKEN, SRE_TOKEN, gateway_config, running_gateway
 from tests.gateway.helpers import make_msd, msd_envelope, until, vin_for
 from tests.gateway.receiver import Receiver
+from tests.tlskit import Pki
 
 I18N = Path(__file__).parents[2] / "ecallgw" / "console" / "i18n"
 SECOND_OPERATOR = "operator-carol-token-0005"
@@ -418,3 +421,74 @@ async def test_a_manual_calls_escalation_countdown_ticks(
         await expect(page.locator("#detail")).to_contain_text("Manual")
         await ctx.close()
     assert browser.foreign_requests == []
+
+
+async def test_tiles_from_the_configured_server_only(
+    tmp_path: Path, mosquitto: Mosquitto, receiver: Receiver, browser: Browser
+) -> None:
+    """A tile server on loopback: the page's CSP names it, tiles load from it, nothing else leaves."""
+    png = (Path(__file__).parents[2] / "ecallgw/console/vendor/leaflet/images/layers.png").read_bytes()
+    served: list[str] = []
+
+    async def tile(request: web.Request) -> web.Response:
+        served.append(request.path)
+        return web.Response(body=png, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/tiles/{z}/{x}/{y}.png", tile)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    tile_url = f"http://127.0.0.1:{port}/tiles/{{z}}/{{x}}/{{y}}.png"
+    try:
+        console: dict[str, object] = {"tile_url": tile_url, "tile_attribution": "<b>Test tiles</b>"}
+        async with gateway(tmp_path, mosquitto, receiver, console=console) as gw:
+            await crash(mosquitto, 7)
+            incident_id = await first_incident(gw)
+            ctx, page = await sign_in(browser, gw)
+            await open_incident(page, incident_id)
+            await expect(page.locator("#map img.leaflet-tile-loaded").first).to_be_visible(timeout=5000)
+            assert served and all(p.startswith("/tiles/") for p in served)
+            # The attribution is text: the configured markup is shown, not rendered.
+            await expect(page.locator(".leaflet-control-attribution")).to_contain_text("<b>Test tiles</b>")
+            async with aiohttp.ClientSession() as http, http.get(f"{base_url(gw)}/console/") as resp:
+                assert (
+                    f"img-src 'self' data: http://127.0.0.1:{port};"
+                    in resp.headers["Content-Security-Policy"]
+                )
+            await ctx.close()
+    finally:
+        await runner.cleanup()
+    assert browser.foreign_requests == []
+
+
+async def test_over_tls_the_cookie_is_secure_and_host_only(tmp_path: Path, pki: Pki) -> None:
+    cfg = gateway_config(
+        tmp_path,
+        broker=None,
+        psap_url="http://127.0.0.1:9/none",
+        http={"tls_cert_file": str(pki.server.cert), "tls_key_file": str(pki.server.key)},
+    )
+    tls = ssl.create_default_context(cafile=str(pki.ca))
+    async with running_gateway(cfg) as gw:
+        assert gw.http is not None
+        url = f"https://127.0.0.1:{gw.http.port}"
+        connector = aiohttp.TCPConnector(ssl=tls)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            async with http.post(
+                f"{url}/console/session", data={"token": OPERATOR_TOKEN}, allow_redirects=False
+            ) as resp:
+                assert resp.status == 303 and resp.headers["Location"] == "/console/"
+                cookie = resp.headers["Set-Cookie"]
+            assert cookie.startswith("__Host-ecallgw_session=")
+            flags = {f.strip().lower() for f in cookie.split(";")[1:]}
+            assert {"secure", "httponly", "path=/", "samesite=strict"} <= flags
+            assert not any(f.startswith("domain") for f in flags)
+            value = cookie.split(";")[0].split("=", 1)[1]
+            headers = {"Cookie": f"__Host-ecallgw_session={value}"}
+            async with http.get(f"{url}/v1/incidents", headers=headers) as resp:
+                assert resp.status == 200
+            headers = {"Cookie": f"ecallgw_session={value}"}  # the plaintext name is not this session
+            async with http.get(f"{url}/v1/incidents", headers=headers) as resp:
+                assert resp.status == 401
