@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from ecallgw.gateway.store.sqlite import SCHEMA
+from ecallgw.gateway.store.migrations import migrate_sqlite
 
 ROW = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 
@@ -32,7 +32,7 @@ def commits(path: Path, n: int, units: int, *, multirow: bool, busy: bool) -> li
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.executescript(SCHEMA)
+    migrate_sqlite(conn)  # every migration: the newest alone is no longer the whole schema
     stop = threading.Event()
 
     def spin() -> None:

@@ -74,7 +74,7 @@ _WAL_BACKSTOP_PAGES = 10_000  # the writer checkpoints itself past this many WAL
 _Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
 """A function the writer thread runs inside a group commit, and the future it resolves."""
 
-SCHEMA = SQLITE[-1]  # the newest migration (bench/store_commit.py builds its tables from it)
+SCHEMA = SQLITE[0]  # the schema as first released (later migrations alter it: migrate_sqlite)
 
 
 class SqliteStore:
