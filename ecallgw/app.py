@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 
 from ecallgw.config import Config
-from ecallgw.errors import ConfigError
+from ecallgw.errors import ConfigError, StoreError
 from ecallgw.gateway import heap
 from ecallgw.gateway.forwarder import Forwarder
 from ecallgw.gateway.health import Health
@@ -333,16 +333,19 @@ class Gateway:
             self.ready.set()
             await self._stopping.wait()
             self.health.draining = True
-            log.info("draining", extra={"deadline_s": cfg.drain_deadline_s})
+            # A store that cannot write will not drain: what it holds stays unacknowledged (the
+            # broker keeps it), so waiting the whole deadline for it would only delay the stop.
+            deadline_s = cfg.drain_deadline_s if self.store.writable else min(cfg.drain_deadline_s, 1.0)
+            log.info("draining", extra={"deadline_s": deadline_s})
             if self.http is not None:
                 self.http.stop_intake()
             if self.mqtt is not None and source is not None:
                 self.mqtt.stop()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(cfg.drain_deadline_s):
+                    async with asyncio.timeout(deadline_s):
                         await asyncio.shield(source)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(cfg.drain_deadline_s):
+                async with asyncio.timeout(deadline_s):
                     await self.intake.drained()
                     await self.forwarder.wait_idle()
             left = self.forwarder.pending
@@ -357,7 +360,13 @@ class Gateway:
                 await asyncio.sleep(min(60.0, cfg.retention_interval_s))  # the leader's job
                 continue
             cutoff = time.time() - cfg.retention_days * 86400.0
-            deleted = await self.store.delete_before(cutoff, journal_margin_s=self.pipeline.state_window_s)
+            try:
+                margin = self.pipeline.state_window_s
+                deleted = await self.store.delete_before(cutoff, journal_margin_s=margin)
+            except StoreError as exc:  # full or read-only: the next round deletes it
+                log.warning("retention skipped: store not writable", extra={"error": str(exc)})
+                await asyncio.sleep(min(60.0, cfg.retention_interval_s))
+                continue
             for table, n in deleted.items():
                 if n:
                     self.metrics.retention_deleted.labels(table).inc(n)

@@ -59,3 +59,10 @@ class Health:
             # Replicas: what this one stores must reach a sequencer (any replica's) in time.
             out["sequencer_keeping_up"] = self._lag() <= self._max_age
         return out
+
+    def reasons(self, checks: dict[str, bool]) -> dict[str, str]:
+        """Why the failing checks fail, where more can be said than the check's name."""
+        out: dict[str, str] = {}
+        if not checks.get("store_writable", True):
+            out["store_writable"] = self._store.unwritable_reason or "the store is not running"
+        return out

@@ -58,7 +58,7 @@ from ecallgw.gateway.http_auth import (
 from ecallgw.gateway.intake import Intake
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.operator_api import OperatorApi
-from ecallgw.gateway.pipeline import Pipeline
+from ecallgw.gateway.pipeline import Ingested, Pipeline
 from ecallgw.gateway.records import RawSignal
 from ecallgw.gateway.sinks.operator_stream import OperatorStream
 from ecallgw.gateway.sre_api import SreApi
@@ -77,6 +77,8 @@ _KINDS = frozenset({"msd", "cancel", "position"})
 MSGPACK = "application/msgpack"
 RAW_MSD = document.MSD_MEDIA_TYPE.lower()
 _STORE_TIMEOUT_S = 30.0
+_STORE_RETRY_AFTER_S = 5  # Retry-After while the store is not writable (held commits retry within 2 s)
+_WRITABLE_POLL_S = 0.25  # how often an ingest waiting for its commit looks whether the store is held
 _AUTH_FAILURES = 10  # unknown tokens from one address within _AUTH_WINDOW_S ...
 _AUTH_WINDOW_S = 60.0
 _AUTH_BLOCK_S = 60.0  # ... refuse it (429) for this long
@@ -346,6 +348,10 @@ class HttpServer:
                 k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")
             }
             return self._refuse(exc.status, (exc.reason or "error").lower(), headers)
+        except StoreError:
+            # The store is full or read-only: a view that cannot be audited is refused (the access
+            # log has the 503; readyz says why), as is an action triage must not see unstored.
+            return self._refuse(503, "store not writable; retry", {"Retry-After": str(_STORE_RETRY_AFTER_S)})
         except Exception:
             log.exception("request failed", extra={"door": door(request), "method": request.method})
             return self._refuse(500, "internal error")
@@ -381,6 +387,12 @@ class HttpServer:
             return self._refuse(503, "draining; retry on another gateway", {"Retry-After": "5"})
         if not self._rate_ok(tps):
             return self._refuse(429, "rate limit exceeded", {"Retry-After": "1"})
+        if not self._store.writable:
+            # Full or read-only: refused before triage sees it, so the provider's retry after
+            # Retry-After is a first delivery (readyz says why; docs/operations.md, store not writable).
+            return self._refuse(
+                503, "store not writable; retry later", {"Retry-After": str(_STORE_RETRY_AFTER_S)}
+            )
         ctype = request.content_type.lower()
         call_id: str | None = None
         if ctype == MSGPACK:
@@ -412,7 +424,7 @@ class HttpServer:
         try:
             async with asyncio.timeout(_STORE_TIMEOUT_S):
                 stored = await self._pipeline.submit(raw)
-                result = await asyncio.shield(stored)
+                result = await self._stored(stored)
             result = await self._pipeline.answer(result)  # replicas: the sequencer's decision (bounded)
         except (TimeoutError, StoreError):
             # Not known to be stored: the provider must retry (a retry of a stored one is harmless).
@@ -434,5 +446,18 @@ class HttpServer:
                 status=status,
             )
         return web.json_response({"incident_id": result.incident_id, "outcome": result.outcome}, status=202)
+
+    async def _stored(self, stored: asyncio.Future[Ingested]) -> Ingested:
+        """The commit's result; `StoreError` as soon as the store turns unwritable meanwhile.
+
+        A commit held for a full disk may take minutes; the provider learns at once that it is not
+        stored (503), and its retry, once the commit is through, is recognised as a copy (202).
+        """
+        while True:
+            done, _ = await asyncio.wait([stored], timeout=_WRITABLE_POLL_S)  # never cancels it
+            if done:
+                return stored.result()
+            if not self._store.writable:
+                raise StoreError(f"the store is not writable: {self._store.unwritable_reason}")
 
     # --- operators ------------------------------------------------------------------------------

@@ -232,6 +232,8 @@ class Intake:
         self, incident_id: str, *, actor: str, role: str, action: str = "view", note: str = ""
     ) -> None:
         """Write who viewed personal data to the audit log (not journaled), as `Pipeline.audit_view`."""
+        if not self._store.writable:  # a view that cannot be audited is refused, at once
+            raise StoreError(f"the store is not writable: {self._store.unwritable_reason}")
         now = self._clock()
         record = ActionRecord(
             incident_id=incident_id, action=action, actor=actor, role=role, note=note, at=now

@@ -297,6 +297,10 @@ class Pipeline:
             self._fail(exc)  # triage already applied it: same fail-stop as for signals
             raise
 
+    def _writable_or_refuse(self) -> None:
+        if not self._store.writable:
+            raise StoreError(f"the store is not writable: {self._store.unwritable_reason}")
+
     def _fail(self, exc: BaseException) -> None:
         if self._fatal is None:
             self._fatal = exc
@@ -313,7 +317,11 @@ class Pipeline:
 
         Returns:
             The outcome once it is stored (also for rejected actions: the audit keeps those too).
+
+        Raises:
+            StoreError: the store cannot write now (full, read-only): refused before triage sees it.
         """
+        self._writable_or_refuse()
         now = self._clock()
         record = ActionRecord(
             incident_id=incident_id, action=action, actor=actor, role=role, note=note, at=now
@@ -464,7 +472,11 @@ class Pipeline:
             role: the token's role.
             action: what was viewed: "view" (one incident), "list", "subscribe", "quarantine".
             note: the view's parameters and the ids it returned.
+
+        Raises:
+            StoreError: the store cannot write now: a view that cannot be audited is refused.
         """
+        self._writable_or_refuse()
         now = self._clock()
         record = ActionRecord(
             incident_id=incident_id, action=action, actor=actor, role=role, note=note, at=now
@@ -473,6 +485,8 @@ class Pipeline:
 
     async def tick(self) -> int:
         """Fire due triage timers (escalations) and journal the tick; returns decisions made."""
+        if not self._store.writable:
+            return 0  # held commits first: the timers fire at the first tick after (journaled then)
         unit, decisions = self.tick_unit(self._clock())
         if unit is None:
             return 0
@@ -482,6 +496,8 @@ class Pipeline:
 
     async def prune(self) -> int:
         """Forget old triage state, journaled so that a replay forgets it at the same point."""
+        if not self._store.writable:
+            return 0
         now = self._clock()
         dropped = self.engine.prune(now)
         await self._store.commit(Unit(journal_type="prune", at=now))

@@ -49,7 +49,10 @@ class SreApi:
     async def _readyz(self, request: web.Request, who: Principal) -> web.StreamResponse:
         checks = self._health.checks()
         ok = all(v for v in checks.values())
-        return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
+        body: dict[str, object] = {"ready": ok, "checks": checks}
+        if reasons := self._health.reasons(checks):
+            body["reasons"] = reasons  # e.g. the store is full: {"store_writable": "disk full: ..."}
+        return web.json_response(body, status=200 if ok else 503)
 
     async def _healthz(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({"alive": True})

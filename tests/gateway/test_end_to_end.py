@@ -17,7 +17,6 @@ from lxml import etree
 from ecallgw.app import Gateway
 from ecallgw.codecs import document
 from ecallgw.config import PipelineConfig, ReceiverConfig, StoreConfig
-from ecallgw.errors import StoreError
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.pipeline import Pipeline
 from ecallgw.gateway.records import CommitResult, DecisionRecord, RawSignal, Unit
@@ -487,33 +486,47 @@ async def test_retention_job_deletes_expired_incidents(tmp_path: Path, receiver:
 
 
 @pytest.mark.sqlite_only
-async def test_a_failed_commit_stops_the_gateway_without_acknowledging(
+async def test_a_full_store_answers_503_keeps_running_and_recovers(
     tmp_path: Path, receiver: Receiver
 ) -> None:
+    """SQLite's ``max_page_count`` at the file's size: SQLITE_FULL as on a full disk (a simulation of
+    the disk; the real one, a small tmpfs, is test_disk_full.py)."""
     cfg = gateway_config(tmp_path, broker=None, psap_url=receiver.url)
     async with Gateway(cfg) as gw:
         assert gw.http is not None
         task = asyncio.create_task(gw.run())
         async with asyncio.timeout(10):
             await gw.ready.wait()
-        # A real SQLITE_FULL: the database may not grow by a single page any more.
         store = gw.store
         assert isinstance(store, SqliteStore)
         pages = await store.run(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
         await store.run(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                f"http://127.0.0.1:{gw.http.port}/v1/ecall/acme/full/msd",
-                data=b"\xc1" * 8000,  # under the envelope limit: kept whole in quarantine, if there were room
-                headers={"Authorization": f"Bearer {PROVIDER_TOKEN}", "Content-Type": "application/msgpack"},
-            ) as resp,
-        ):
-            assert resp.status == 503  # not stored: the provider must retry, elsewhere or later
-        with pytest.raises(ExceptionGroup) as info:
-            async with asyncio.timeout(10):
-                await task
-    assert info.value.subgroup(StoreError) is not None  # fail-stop; the restart replays the journal
+        base = f"http://127.0.0.1:{gw.http.port}"
+        ingest = f"{base}/v1/ecall/acme/full/msd"
+        provider = {"Authorization": f"Bearer {PROVIDER_TOKEN}", "Content-Type": "application/msgpack"}
+        body = b"\xc1" * 8000  # under the envelope limit: kept whole in quarantine, if there were room
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(5), http.post(ingest, data=body, headers=provider) as resp:
+                assert resp.status == 503  # not stored: the provider must retry, elsewhere or later
+                assert int(resp.headers["Retry-After"]) > 0
+            sre = {"Authorization": f"Bearer {SRE_TOKEN}"}
+            async with http.get(f"{base}/readyz", headers=sre) as resp:
+                ready = await resp.json()
+                assert resp.status == 503 and ready["checks"]["store_writable"] is False
+                assert "disk full" in ready["reasons"]["store_writable"]
+            async with http.post(ingest, data=body + b"2", headers=provider) as resp:
+                assert resp.status == 503  # refused at once, before triage sees it
+            async with http.get(f"{base}/v1/dead-letters", headers=sre) as resp:
+                assert resp.status == 200  # reads stay up
+            assert not task.done()  # no fail-stop
+            await store.run(lambda c: c.execute("PRAGMA max_page_count = 1073741823"))  # space is back
+            await until(lambda: store.writable, timeout_s=5)
+            async with http.post(ingest, data=body, headers=provider) as resp:
+                assert resp.status == 400  # the retry: its original is in quarantine now, refused alike
+            assert (await store.counts())["quarantine"] == 1
+        gw.stop()
+        async with asyncio.timeout(10):
+            await task
 
 
 @pytest.mark.sqlite_only

@@ -162,6 +162,7 @@ class PostgresStore:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._healthy = True
+        self._refusal: str | None = None  # why the last group commit failed, while it did
         self._last: asyncio.Future[Any] | None = None  # the latest queued job (read barrier)
         self._delivered: list[tuple[int, float, int, int | None, float | None]] = []
         self._delivered_fut: asyncio.Future[None] | None = None
@@ -241,6 +242,13 @@ class PostgresStore:
         """False while the last group commit failed (the server is down or refusing writes)."""
         return self._healthy and self._writer is not None and not self._writer.done()
 
+    @property
+    def unwritable_reason(self) -> str | None:
+        """Why the last group commit failed (disk full, read-only, unreachable), while it did."""
+        if self._writer is None or self._writer.done():
+            return "the store writer stopped"
+        return None if self._healthy else self._refusal
+
     # --- the writer -----------------------------------------------------------------------------
 
     def _submit(self, fn: Callable[[Conn], Awaitable[T]]) -> asyncio.Future[T]:
@@ -269,16 +277,17 @@ class PostgresStore:
             if self._metrics is not None:
                 self._metrics.store_commit.observe(time.perf_counter() - t0)
                 self._metrics.store_commit_units.observe(len(batch))
-            failed = False
+            failed: BaseException | None = None
             for fut, value, exc in outcomes:
+                if exc is not None:
+                    failed = exc
                 if fut.done():
                     continue
                 if exc is not None:
-                    failed = True
                     fut.set_exception(exc)
                 else:
                     fut.set_result(value)
-            self._healthy = not failed
+            self._health_changed(failed)
             if failed:
                 # The server is down or refusing writes: what failed is not acknowledged (its
                 # callers retry or the broker redelivers); wait a little before the next batch.
@@ -287,6 +296,24 @@ class PostgresStore:
             else:
                 backoff = 0.05
                 self.commits += 1
+
+    def _health_changed(self, failed: BaseException | None) -> None:
+        """One WARNING when group commits start failing, one INFO when they succeed again."""
+        if failed is not None:
+            reason = pg_refusal(failed.__cause__) or str(failed)[:300]
+            if self._healthy:
+                log.warning(
+                    "store not writable: ingest answers 503, MQTT is not acknowledged; retrying",
+                    extra={"event": "store_unwritable", "reason": reason},
+                )
+                if self._metrics is not None:
+                    self._metrics.store_writable.set(0)
+            self._healthy, self._refusal = False, reason
+        elif not self._healthy:
+            self._healthy, self._refusal = True, None
+            log.info("store writable again", extra={"event": "store_writable"})
+            if self._metrics is not None:
+                self._metrics.store_writable.set(1)
 
     async def _commit_appends(self, batch: list[_Job]) -> list[int]:
         """A batch of journal appends only: one statement, so one round trip and its own transaction.
@@ -329,11 +356,13 @@ class PostgresStore:
             return [(fut, value, None) for (_, fut), value in zip(batch, values, strict=True)]
         except DB_ERRORS as exc:
             err = StoreError(f"store operation failed, batch of {len(batch)} rolled back: {exc!r}")
+            err.__cause__ = exc  # `pg_refusal` names a full disk or a read-only server by it
             return [(fut, None, err) for _, fut in batch]
         except StoreError as exc:
             return [(fut, None, exc) for _, fut in batch]
         except Exception as exc:  # any other failure of a job fails its batch, not the writer
             err = StoreError(f"store operation failed, batch of {len(batch)} rolled back: {exc!r}")
+            err.__cause__ = exc
             return [(fut, None, err) for _, fut in batch]
 
     async def _barrier(self) -> None:
@@ -1073,6 +1102,26 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
 _CONNECT_ERRORS: tuple[type[BaseException], ...] = (*DB_ERRORS, ValueError)  # ValueError: a bad DSN
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+_PG_REFUSALS = {
+    "53100": "disk full",  # disk_full
+    "53200": "out of memory",
+    "25006": "read-only",  # read_only_sql_transaction (a standby, default_transaction_read_only)
+    "57P01": "server shutting down",  # admin_shutdown
+    "57P03": "server not accepting connections",  # cannot_connect_now (starting, recovery)
+}
+
+
+def pg_refusal(exc: BaseException | None) -> str | None:
+    """A short reason for a write the server refused (full disk, read-only), for logs and ``/readyz``."""
+    code = getattr(exc, "sqlstate", None)
+    label = _PG_REFUSALS.get(code) if isinstance(code, str) else None
+    if label is not None:
+        return f"{label}: {exc} (SQLSTATE {code})"
+    if isinstance(exc, OSError | asyncpg.exceptions.ConnectionDoesNotExistError):
+        return f"server unreachable: {exc}"
+    return None
 
 
 async def _claim_replica_id(conn: Conn, configured: str, lease_s: float) -> str:

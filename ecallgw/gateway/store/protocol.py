@@ -111,7 +111,12 @@ class Store(Protocol):
 
     @property
     def writable(self) -> bool:
-        """False once the store can no longer write (``/readyz``)."""
+        """False while the store cannot write (full, read-only, down) or for good (``/readyz``)."""
+        ...
+
+    @property
+    def unwritable_reason(self) -> str | None:
+        """Why the store cannot write now (``/readyz`` says it); None while it can."""
         ...
 
     def commit_nowait(self, unit: Unit) -> asyncio.Future[CommitResult]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import queue
@@ -73,6 +74,7 @@ _WAL_BACKSTOP_PAGES = 10_000  # the writer checkpoints itself past this many WAL
 
 _Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
 """A function the writer thread runs inside a group commit, and the future it resolves."""
+_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 SCHEMA = SQLITE[0]  # the schema as first released (later migrations alter it: migrate_sqlite)
 
@@ -103,6 +105,7 @@ class SqliteStore:
         self._checkpointer: threading.Thread | None = None
         self._closing = False
         self._stop_checkpoints = threading.Event()
+        self._unwritable: str | None = None  # why commits are held (disk full, read-only), if they are
         self.checkpoints = 0
         self.commits = 0
 
@@ -146,13 +149,17 @@ class SqliteStore:
         except sqlite3.Error as exc:
             log.error("checkpointer cannot open the store", extra={"error": str(exc)})
             return
+        failing = ""  # the error of the last failed checkpoint: said once, not every interval
         try:
             while not self._stop_checkpoints.wait(interval):
                 try:
                     busy, wal_pages, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as exc:
-                    log.warning("checkpoint failed", extra={"error": str(exc)})
+                    if self._unwritable is None and str(exc) != failing:  # else the writer said it
+                        log.warning("checkpoint failed", extra={"error": str(exc)})
+                    failing = str(exc)
                     continue
+                failing = ""
                 self.checkpoints += 1
                 if wal_pages > _WAL_WARN_PAGES and copied < wal_pages:
                     log.warning(
@@ -164,8 +171,20 @@ class SqliteStore:
 
     @property
     def writable(self) -> bool:
-        """False once the writer thread died; ``/readyz`` reports it."""
-        return self._failed is None and self._thread is not None and self._thread.is_alive()
+        """False once the writer thread died, or while commits are held (`unwritable_reason`)."""
+        return (
+            self._failed is None
+            and self._unwritable is None
+            and self._thread is not None
+            and self._thread.is_alive()
+        )
+
+    @property
+    def unwritable_reason(self) -> str | None:
+        """Why the store cannot write now (``/readyz`` says it), or None while it can."""
+        if self._failed is not None:
+            return f"the store writer stopped: {self._failed!r}"
+        return self._unwritable
 
     def _open(self) -> sqlite3.Connection:
         path = Path(self._config.path)
@@ -241,10 +260,130 @@ class SqliteStore:
             if self._metrics is not None:
                 self._metrics.store_commit.observe(time.perf_counter() - t0)
                 self._metrics.store_commit_units.observe(len(batch))
-            loop.call_soon_threadsafe(_resolve_all, outcomes)
+            reason = _refused(outcomes)
+            if reason is not None:
+                stop = self._hold(conn, loop, batch, reason) or stop
+            else:
+                loop.call_soon_threadsafe(_resolve_all, outcomes)
             self._batch = []
             if stop:
                 return
+
+    def _hold(
+        self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop, batch: list[_Job], refusal: str
+    ) -> bool:
+        """Degraded mode: the disk is full or read-only. Hold the batch's units until they commit.
+
+        Triage has applied every unit already, in order, so failing them would leave a history the
+        journal cannot replay (the fail-stop this replaces). Instead the batch (and every unit
+        queued after it, in order) is retried as one batch, with backoff, until space or write
+        access returns; nothing of it is resolved, so nothing is acknowledged meanwhile. Other
+        jobs run alone at once: a read answers; a write the disk refuses (a delivery record, the
+        retention job) joins the held ones. ``writable`` is False throughout (``/readyz``). The
+        failed transaction was rolled back (`_commit_batch`); a retry plans the rows afresh.
+
+        Returns:
+            True when a stop was asked meanwhile (held units not committed by then are cancelled:
+            not stored, not acknowledged; the broker redelivers them).
+        """
+        started = time.monotonic()
+        self._set_unwritable(refusal)
+        held = list(batch)
+        delay, stop = _HOLD_MIN_S, False
+        retry_at = time.monotonic() + delay
+        while True:
+            wait = retry_at - time.monotonic()
+            if wait > 0 and not stop:
+                try:
+                    jobs = self._jobs.get(timeout=wait)
+                except queue.Empty:
+                    continue
+                if jobs is None:
+                    stop = True  # one last try, then give up what is still held
+                else:
+                    for job in jobs:
+                        if type(job[0]) is _UnitJob or not self._run_alone(conn, loop, job):
+                            held.append(job)  # behind the held ones: the journal order stays
+                continue
+            self._batch = held  # failed, not lost, should the writer die
+            if held:
+                outcomes = self._commit_batch(conn, held)
+                reason = _refused(outcomes)
+            else:
+                outcomes, reason = [], self._probe(conn)
+            if reason is None:
+                # Committed; or failed otherwise (a bug, not the disk): the pipeline stops on that.
+                loop.call_soon_threadsafe(_resolve_all, outcomes)
+                self._unwritable = None
+                if self._metrics is not None:
+                    self._metrics.store_writable.set(1)
+                log.info(
+                    "store writable again: held commits written",
+                    extra={
+                        "event": "store_writable",
+                        "units": len(held),
+                        "seconds": round(time.monotonic() - started, 3),
+                    },
+                )
+                return stop
+            if stop:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_cancel_all, [fut for _, fut in held])
+                log.warning(
+                    "stopping with commits held: not stored, not acknowledged",
+                    extra={"event": "store_unwritable_stop", "units": len(held), "reason": reason},
+                )
+                return True
+            self._unwritable = reason
+            delay = min(_HOLD_MAX_S, delay * 2)
+            retry_at = time.monotonic() + delay
+
+    def _set_unwritable(self, reason: str) -> None:
+        self._unwritable = reason
+        if self._metrics is not None:
+            self._metrics.store_writable.set(0)
+        log.warning(
+            "store not writable: holding commits until it is; ingest answers 503, MQTT is not acknowledged",
+            extra={"event": "store_unwritable", "reason": reason},
+        )
+
+    def _run_alone(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop, job: _Job) -> bool:
+        """A job that is no unit, while held: its own deferred transaction (a read needs no space).
+
+        Returns:
+            False when the disk refused it (the caller holds it); True when it was answered.
+        """
+        fn, fut = job
+        try:
+            conn.execute("BEGIN")
+            value = fn(conn)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if store_refusal(exc) is not None:
+                return False
+            failed: _Outcome = (fut, None, StoreError(f"store operation failed: {exc!r}"))
+            loop.call_soon_threadsafe(_resolve_all, [failed])
+            return True
+        done: _Outcome = (fut, value, None)
+        loop.call_soon_threadsafe(_resolve_all, [done])
+        return True
+
+    @staticmethod
+    def _probe(conn: sqlite3.Connection) -> str | None:
+        """Nothing held (the refused batch had no unit): a small write tells whether space is back."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('writable_probe', randomblob(4096))")
+            conn.execute("COMMIT")
+            return None
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            return store_refusal(exc)
 
     @staticmethod
     def _commit_batch(
@@ -271,8 +410,12 @@ class SqliteStore:
             return [(fut, value, None) for (_, fut), value in zip(batch, values, strict=True)]
         except Exception as exc:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                # After SQLITE_FULL the transaction may still be open (a failed COMMIT leaves it
+                # so): roll it back so that the retry starts clean (a failing ROLLBACK too).
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             err = StoreError(f"store operation failed, batch of {len(batch)} rolled back: {exc!r}")
+            err.__cause__ = exc  # `_refused` tells a full or read-only disk by it
             return [(fut, None, err) for _, fut in batch]
 
     def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
@@ -1002,6 +1145,41 @@ def _journal_row(r: Sequence[Any]) -> JournalRow:
 def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
     if not fut.done():
         fut.set_result(value)
+
+
+_HOLD_MIN_S = 0.1  # first retry of held commits (doubling) ...
+_HOLD_MAX_S = 2.0  # ... up to this: space back is noticed within 2 s
+_SQLITE_REFUSALS = {
+    sqlite3.SQLITE_FULL: "disk full",
+    sqlite3.SQLITE_READONLY: "read-only",
+    sqlite3.SQLITE_IOERR: "I/O error",  # ENOSPC while writing the WAL comes as SQLITE_IOERR_WRITE
+    sqlite3.SQLITE_CANTOPEN: "cannot open a file",  # the -wal or a temporary file
+}
+_OS_REFUSALS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only"}
+
+
+def store_refusal(exc: BaseException | None) -> str | None:
+    """The reason, when an error means the disk is full or read-only (worth holding and retrying)."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        label = _SQLITE_REFUSALS.get(code & 0xFF) if isinstance(code, int) else None
+        if label is not None:
+            return f"{label}: {exc} ({getattr(exc, 'sqlite_errorname', code)})"
+    if isinstance(exc, OSError) and exc.errno in _OS_REFUSALS:
+        return f"{_OS_REFUSALS[exc.errno]}: {exc}"
+    return None
+
+
+def _refused(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> str | None:
+    """A batch failed because the store cannot write (full, read-only): why; None otherwise."""
+    if not outcomes or outcomes[0][2] is None:
+        return None
+    return store_refusal(outcomes[0][2].__cause__)
+
+
+def _cancel_all(futs: list[asyncio.Future[Any]]) -> None:
+    for fut in futs:
+        fut.cancel()
 
 
 def _fail_jobs(jobs: list[_Job]) -> None:
