@@ -380,3 +380,27 @@ async def test_claims_cross_replicas_in_one_order(
         for d in (one, two):
             [row] = await d.queue()
             assert row["claimed_by"] == winner
+
+
+async def test_a_redial_is_answered_with_its_incident_and_shown_as_such(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    async with desk(tmp_path, receiver) as d:
+        first = await d.ingest("car-1", 1)
+        provider = {"Authorization": f"Bearer {PROVIDER_TOKEN}", "Content-Type": "application/msgpack"}
+        answers = []
+        for call_id, sent_at in (
+            ("call-again", time.time()),
+            ("call-again", time.time() + 1),
+        ):  # redial, resend
+            msd = make_msd(vin=vin_for(1), timestamp=int(sent_at), automatic=True, lat=48.1)
+            async with d.http.post(
+                f"{d.base}/v1/ecall/acme/car-1/msd",
+                data=msd_envelope(msd, call_id=call_id, sent_at=sent_at),
+                headers=provider,
+            ) as resp:
+                answers.append(await resp.json())
+        _, detail = await d.get(f"/v1/incidents/{first}")
+    assert [a["incident_id"] for a in answers] == [first, first]
+    kinds = [(e["kind"], e.get("revision")) for e in detail["timeline"] if e["kind"] in ("signal", "redial")]
+    assert kinds[:2] == [("signal", 1), ("redial", 2)]
