@@ -24,7 +24,7 @@ import orjson
 from ecallgw.codecs import msd as msd_codec
 from ecallgw.codecs.document import CAP_AREA_RADIUS_KM, MSD_MEDIA_TYPE, _msd_raw, _xml_text, iso_time
 from ecallgw.errors import EncodeError
-from ecallgw.model import IncidentSnapshot, Position
+from ecallgw.model import IncidentSnapshot, Position, Reason
 
 __all__ = ["EIDO_MEDIA_TYPE", "EIDO_VERSION", "EidoRenderer", "eido_document", "render_eido", "tracking_id"]
 
@@ -76,8 +76,15 @@ def _pidf_lo(p: Position, entity: str, at: str) -> str:
     """The position as a PIDF-LO (RFC 4119, RFC 5491 geodetic Circle), the form ``locationByValue`` takes."""
     if not (math.isfinite(p.lat) and math.isfinite(p.lon) and abs(p.lat) <= 90 and abs(p.lon) <= 180):
         raise EncodeError(f"position ({p.lat!r}, {p.lon!r}) is outside ±90°/±180°")
-    radius_m = round(CAP_AREA_RADIUS_KM[p.trusted] * 1000)
-    method = "GPS" if p.source == "msd" or p.quality in (None, "gps", "dgps", "rtk", "msd") else "Derived"
+    if p.accuracy_m is not None:
+        # A stated accuracy (a caller's browser position: 95 %) is the circle; else what CAP's area
+        # uses for the MSD's trust flag.
+        if not (math.isfinite(p.accuracy_m) and p.accuracy_m >= 0):
+            raise EncodeError(f"position accuracy {p.accuracy_m!r} m is not a finite distance")
+        radius_m = max(1, math.ceil(p.accuracy_m))
+    else:
+        radius_m = round(CAP_AREA_RADIUS_KM[p.trusted] * 1000)
+    method = "GPS" if p.source in ("msd", "nmea") else "Derived"  # RFC 4119 method tokens
     return (
         '<?xml version="1.0" encoding="UTF-8"?>'
         '<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:gp="urn:ietf:params:xml:ns:pidf:geopriv10"'
@@ -94,7 +101,7 @@ def _pidf_lo(p: Position, entity: str, at: str) -> str:
 def _notes_html(s: IncidentSnapshot) -> str:
     # notesActionComments is HTML5 (NENA-STA-021.1b NotesType): every text from a vehicle, a provider
     # or an operator is escaped.
-    def items(reasons: tuple[Any, ...]) -> str:
+    def items(reasons: tuple[Reason, ...]) -> str:
         return "".join(f"<li>{html.escape(_xml_text(f'{r.code}: {r.text}'))}</li>" for r in reasons)
 
     text = f"<p>Triage severity: {s.severity.level} ({s.severity.score}/100)</p>"

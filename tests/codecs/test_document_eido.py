@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import math
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import replace
@@ -227,6 +228,29 @@ def test_text_from_vehicles_and_operators_is_escaped() -> None:
     entity = replace(s, vehicle='v"><x a="', position=replace(s.position, source="nmea"))
     pidf = json.loads(render_eido(entity, sender=SENDER))["locationComponent"][0]
     ET.fromstring(pidf["locationByValue"])  # still well-formed XML
+
+
+@pytest.mark.parametrize(
+    ("source", "accuracy_m", "trusted", "radius", "method"),
+    [
+        ("msd", None, True, "150", "GPS"),
+        ("nmea", None, False, "1000", "GPS"),
+        ("caller_link", 23.2, False, "24", "Derived"),
+    ],
+)
+def test_the_location_circle_is_the_stated_accuracy_or_the_trust_radius(
+    source: str, accuracy_m: float | None, trusted: bool, radius: str, method: str
+) -> None:
+    s = golden_snapshot()
+    assert s.position is not None
+    position = replace(s.position, source=source, accuracy_m=accuracy_m, trusted=trusted)  # type: ignore[arg-type]
+    doc = json.loads(render_eido(replace(s, position=position), sender=SENDER))
+    pidf = ET.fromstring(doc["locationComponent"][0]["locationByValue"])
+    ns = {"gs": "http://www.opengis.net/pidflo/1.0", "gp": "urn:ietf:params:xml:ns:pidf:geopriv10"}
+    assert pidf.findtext(".//gs:radius", namespaces=ns) == radius
+    assert pidf.findtext(".//gp:method", namespaces=ns) == method
+    with pytest.raises(EncodeError):
+        render_eido(replace(s, position=replace(position, accuracy_m=math.nan)), sender=SENDER)
 
 
 def test_ids_cannot_be_split_by_a_colon_in_them() -> None:
