@@ -404,3 +404,22 @@ async def test_a_redial_is_answered_with_its_incident_and_shown_as_such(
     assert [a["incident_id"] for a in answers] == [first, first]
     kinds = [(e["kind"], e.get("revision")) for e in detail["timeline"] if e["kind"] in ("signal", "redial")]
     assert kinds[:2] == [("signal", 1), ("redial", 2)]
+
+
+async def test_the_desk_survives_a_restart(tmp_path: Path, receiver: Receiver) -> None:
+    """Claims and notes are journaled: a restart's replay rebuilds who holds what and the note
+    the next revision carries, as the store shows it."""
+    async with desk(tmp_path, receiver) as d:
+        iid = await d.ingest("car-1", 1, automatic=False)
+        assert (await d.act(iid, {"action": "claim"}))[0] == 200
+        assert (await d.act(iid, {"action": "note", "note": "driver answers, no injuries"}))[0] == 200
+    async with desk(tmp_path, receiver) as d:
+        status, body = await d.act(iid, {"action": "claim"}, CAROL)
+        assert (status, body["reasons"][0]["code"]) == (409, "claimed_by_other")
+        status, body = await d.act(iid, {"action": "escalate"}, CAROL)
+        assert (status, body["outcome"]) == (200, "escalated")
+        await until(lambda: any(json.loads(r.body)["revision"] == 2 for r in receiver.accepted))
+        [row] = await d.queue()
+    [escalated] = [json.loads(r.body) for r in receiver.accepted if json.loads(r.body)["revision"] == 2]
+    assert escalated["operator_note"] == "driver answers, no injuries"
+    assert (row["claimed_by"], row["acked"], row["escalation_due_at"]) == ("alice", True, None)
