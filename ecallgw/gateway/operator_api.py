@@ -49,7 +49,8 @@ from ecallgw.gateway.pipeline import Pipeline
 from ecallgw.gateway.records import DeskRecord
 from ecallgw.gateway.sinks.operator_stream import DeskEvent, OperatorStream
 from ecallgw.gateway.store import IncidentRow, Store
-from ecallgw.gateway.store.desk import IncidentQuery, QueueRow
+from ecallgw.gateway.store.desk import DeskEventRow, IncidentQuery, QueueRow
+from ecallgw.gateway.store.protocol import RevisionRow
 from ecallgw.model import IncidentSnapshot
 from ecallgw.triage import ACTIONS as TRIAGE_ACTIONS
 
@@ -683,8 +684,8 @@ def _sse_desk(seq: int, record: DeskRecord) -> bytes:
     return b"id: %d\nevent: desk\ndata: %s\n\n" % (seq, data)
 
 
-def _sse_stored(ev: Any) -> bytes:
-    if hasattr(ev, "record"):
+def _sse_stored(ev: RevisionRow | DeskEventRow) -> bytes:
+    if isinstance(ev, DeskEventRow):
         return _sse_desk(ev.seq, ev.record)
     return _sse(ev.seq, ev.snapshot)
 
