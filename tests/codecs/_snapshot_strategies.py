@@ -40,7 +40,7 @@ positions = st.builds(
     lat=st.floats(-90, 90),
     lon=st.floats(-180, 180),
     trusted=st.booleans(),
-    source=st.sampled_from(["msd", "nmea"]),
+    source=st.sampled_from(["msd", "nmea", "caller_link"]),
     at=st.none() | times,
     quality=st.none() | st.sampled_from(["msd", "gps", "dgps", "rtk", "estimated"]),
     heading_deg=st.none() | st.floats(0, 360),
@@ -48,6 +48,7 @@ positions = st.builds(
     altitude_m=st.none() | st.floats(-500, 9000),
     satellites=st.none() | st.integers(0, 99),
     hdop=st.none() | st.floats(0, 99),
+    accuracy_m=st.none() | st.floats(0, 100_000),  # a caller's browser position (issue 14)
 )
 
 
