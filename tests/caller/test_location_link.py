@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -27,8 +28,13 @@ pytestmark = pytest.mark.usefixtures("store_backend")
 
 
 async def test_operator_link_sms_browser_position_reaches_api_and_psap(
-    tmp_path: Path, receiver: Receiver, sms: SimulatedSmsGateway, browser: Browser
+    tmp_path: Path,
+    receiver: Receiver,
+    sms: SimulatedSmsGateway,
+    browser: Browser,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     async with (
         running_gateway(caller_config(tmp_path, psap_url=receiver.url, sms=sms)) as gw,
         aiohttp.ClientSession() as s,
@@ -81,6 +87,10 @@ async def test_operator_link_sms_browser_position_reaches_api_and_psap(
         assert links["links"][0]["uses"] == 1 and links["links"][0]["sms"] == "sent"
         await ctx.close()
     assert browser.foreign_requests == []
+    # Logs name the link id; never its token, never the phone number (pseudonymised).
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert link["link_id"] in logged
+    assert token not in logged and "+4915112345678" not in logged
 
 
 async def test_expired_revoked_and_used_up_links_answer_a_readable_410(
