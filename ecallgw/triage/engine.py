@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from collections.abc import Hashable
 
 from ecallgw.model import (
@@ -125,6 +126,7 @@ _STORM_SEVERITY = Severity(
     score=0,
     reasons=(_r("storm_aggregate", "a provider storm: its members carry their own severity"),),
 )
+_STORM_EVERY = 64
 _STORM_MEMBER = _r("storm_member_added", "another incident of the provider joined the storm")
 _STORM_CONFIRMED = _r("storm_confirmed", "an operator confirmed the provider storm")
 _STORM_DISMISSED = _r("storm_dismissed", "an operator dismissed the provider storm: not a storm")
@@ -171,6 +173,7 @@ class _Call:
         "lang",
         "last_at",
         "mid",
+        "shown",
         "tps",
         "vehicle",
         "version",
@@ -189,9 +192,13 @@ class _Call:
         self.version: int = msd.version
         # The latest messageIdentifier of the call: a lower one is a late older MSD.
         self.mid: int = msd.msd.msd_structure.message_identifier
+        self.shown: Call | None = None  # the frozen view, until a field changes
 
     def frozen(self) -> Call:
-        return _fast.make_call(
+        shown = self.shown
+        if shown is not None:
+            return shown
+        shown = self.shown = _fast.make_call(
             self.tps,
             self.vehicle,
             self.call_id,
@@ -202,6 +209,7 @@ class _Call:
             self.callback,
             self.lang,
         )
+        return shown
 
 
 class _Incident:
@@ -358,6 +366,9 @@ class TriageEngine:
         self._storm_of: dict[str, _Storm] = {}  # provider -> its latest storm aggregate
         self._storm_ids: dict[str, _Storm] = {}
         self._storm_quiet: dict[str, float] = {}  # provider -> no storm flags until (dismissed)
+        # provider -> its non-test incidents of the last storm window, oldest first: what a storm
+        # recognised now looks back at (a window's worth per provider, not an index of everything)
+        self._recent: dict[str, deque[_Incident]] = {}
         self._timers: list[tuple[float, int, str]] = []
         self._timer_seq = 0
         self._grid: dict[_Cell, list[_Incident]] = {}
@@ -512,6 +523,9 @@ class TriageEngine:
         if self._storm_ids:
             self._storm_ids = {k: v for k, v in self._storm_ids.items() if v.last_at >= cutoff}
             self._storm_of = {k: v for k, v in self._storm_of.items() if v.last_at >= cutoff}
+        for recent in self._recent.values():
+            while recent and recent[0].received_at < cutoff:
+                recent.popleft()
         return len(dead)
 
     # --- MSD --------------------------------------------------------------------------------------
@@ -525,7 +539,7 @@ class TriageEngine:
             fp = msd.raw or msd
             seen = inc.seen
             if fp == inc.fp0 or (seen is not None and fp in seen):
-                return _about(_DUP_EXACT, inc.id)
+                return _fast.make_decision(Outcome.duplicate, _EXACT_REPEAT, None, (), inc.id)
             # _remember(), inlined
             if inc.fp0 is None:  # pragma: no cover - an incident starts with its MSD's fingerprint
                 inc.fp0 = fp
@@ -571,7 +585,10 @@ class TriageEngine:
 
     @staticmethod
     def _call_of(inc: _Incident, tps: str, vehicle: str, call_id: str) -> _Call:
-        for c in inc.calls:
+        calls = inc.calls
+        if len(calls) == 1:  # a call maps only to an incident that holds it
+            return calls[0]
+        for c in calls:
             if c.call_id == call_id and c.vehicle == vehicle and c.tps == tps:
                 return c
         raise AssertionError("a call mapped to an incident that does not hold it")  # pragma: no cover
@@ -620,6 +637,7 @@ class TriageEngine:
             inc.last_at = now
         if now > call.last_at:  # noqa: PLR1730 - max() without the call
             call.last_at = now
+        call.shown = None  # any field of the call may change below
         mid = msd.msd.msd_structure.message_identifier
         last_mid = call.mid
         min_move = self.policy.position_change_m
@@ -737,6 +755,13 @@ class TriageEngine:
             if storm is None:
                 storm = self._storms[sig.tps] = StormDetector(policy)
             stormy = storm.observe(now)
+            recent = self._recent.get(sig.tps)
+            if recent is None:
+                recent = self._recent[sig.tps] = deque()
+            horizon = now - policy.storm_window_s
+            while recent and recent[0].received_at < horizon:
+                recent.popleft()
+            recent.append(inc)
             if stormy and self._storm_quiet.get(sig.tps, -math.inf) < now:
                 storm_reason = stormy[0]
                 flags[_STORM] = storm_reason
@@ -780,15 +805,14 @@ class TriageEngine:
             sid = STORM_PREFIX + keys.incident_id(self._id_key, b"storm", tps, "", now)[4:]
             storm = self._storm_of[tps] = self._storm_ids[sid] = _Storm(sid, tps, now)
             horizon = now - window
-            # A scan, once per storm: no per-incident index is kept for a rare event.
-            for other in self._incidents.values():
+            incidents = self._incidents
+            for other in self._recent.get(tps, ()):
                 if (
                     other is inc
-                    or other.tps != tps
-                    or other.is_test
                     or other.closed
                     or other.received_at < horizon
                     or _STORM in other.flags  # a member of an earlier storm
+                    or incidents.get(other.id) is not other  # pruned meanwhile
                 ):
                     continue
                 storm.members.append(other.id)
@@ -800,10 +824,16 @@ class TriageEngine:
             first = True
         else:
             first = False
-        storm.members.append(inc.id)
+        members = storm.members
+        members.append(inc.id)
         storm.last_at = now
-        outcome = Outcome.new_incident if first else Outcome.new_revision
-        out.append(self._storm_emit(storm, outcome, [reason] if first else [_STORM_MEMBER, reason], now))
+        n = len(members)
+        if first or n <= _STORM_EVERY or n & (n - 1) == 0:
+            # Each member revises the aggregate up to 64 members, then each doubling does: a flood of
+            # thousands would otherwise rewrite an ever longer list per member. Every member's own
+            # revision carries the storm flag meanwhile, and the actions act on every member.
+            outcome = Outcome.new_incident if first else Outcome.new_revision
+            out.append(self._storm_emit(storm, outcome, [reason] if first else [_STORM_MEMBER, reason], now))
         return tuple(out)
 
     def _storm_emit(self, storm: _Storm, outcome: Outcome, reasons: list[Reason], now: float) -> Decision:
@@ -961,7 +991,7 @@ class TriageEngine:
             return _ORPHAN_DECISION
         fp = ("cancel", sig.sent_at, sig.reason)  # dedup.fingerprint, inlined
         if fp == inc.fp0 or (inc.seen is not None and fp in inc.seen):
-            return _about(_DUP_EXACT, inc.id)
+            return _fast.make_decision(Outcome.duplicate, _EXACT_REPEAT, None, (), inc.id)
         self._remember(inc, fp)
         self._touch(inc, sig, now)
         reasons: list[Reason] = []
@@ -1018,7 +1048,7 @@ class TriageEngine:
         p = sig.position
         fp = ("position", sig.sent_at, p.lat, p.lon, p.trusted, p.at)  # dedup.fingerprint, inlined
         if fp == inc.fp0 or (inc.seen is not None and fp in inc.seen):
-            return _about(_DUP_EXACT, inc.id)
+            return _fast.make_decision(Outcome.duplicate, _EXACT_REPEAT, None, (), inc.id)
         self._remember(inc, fp)
         self._touch(inc, sig, now)
         reasons: list[Reason] = []
@@ -1029,8 +1059,9 @@ class TriageEngine:
     def _touch(self, inc: _Incident, sig: Signal, now: float) -> None:
         # The signal belongs to its call: the call's last signal time follows it.
         call = self._call_of(inc, sig.tps, sig.vehicle, sig.call_id)
-        if now > call.last_at:  # noqa: PLR1730 - max() without the call
+        if now > call.last_at:
             call.last_at = now
+            call.shown = None
 
     def _apply_position(self, inc: _Incident, sig: PositionSignal, now: float, reasons: list[Reason]) -> bool:
         if now > inc.last_at:  # noqa: PLR1730 - max() without the call
