@@ -35,6 +35,7 @@ from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.mqtt_source import MqttSource, derive_client_id
 from ecallgw.gateway.pipeline import Pipeline
 from ecallgw.gateway.records import CommitResult
+from ecallgw.gateway.reload import Reloader
 from ecallgw.gateway.replica import Replica
 from ecallgw.gateway.sequencer import Sequencer
 from ecallgw.gateway.sinks.kinds import SinkContext, build_sink
@@ -391,8 +392,17 @@ def policy_fingerprint(config: Config) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-async def run_gateway(config: Config, *, on_ready: Callable[[Gateway], None] | None = None) -> None:
-    """Run a gateway until SIGTERM or SIGINT, then drain (the ``serve`` command's body)."""
+async def run_gateway(
+    config: Config,
+    *,
+    on_ready: Callable[[Gateway], None] | None = None,
+    reload: Callable[[], Config] | None = None,
+) -> None:
+    """Run a gateway until SIGTERM or SIGINT, then drain (the ``serve`` command's body).
+
+    With ``reload`` (loads the configuration again), SIGHUP applies what can change while running
+    (`gateway.reload`).
+    """
     import signal
 
     import prometheus_client
@@ -404,10 +414,12 @@ async def run_gateway(config: Config, *, on_ready: Callable[[Gateway], None] | N
     async with Gateway(config, configure_log=True, tune_gc=config.pipeline.gc_tuning) as gw:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, gw.stop)
+        if reload is not None:
+            loop.add_signal_handler(signal.SIGHUP, Reloader(gw, reload).request)
         if on_ready is not None:
             loop.call_soon(on_ready, gw)
         try:
             await gw.run()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)

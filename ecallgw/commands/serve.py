@@ -53,11 +53,14 @@ def overrides_from(args: argparse.Namespace) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     """Load the configuration and run until SIGTERM/SIGINT; 2 on a configuration error."""
     from ecallgw.app import run_gateway
-    from ecallgw.config import load_config
+    from ecallgw.config import Config, load_config
     from ecallgw.errors import ConfigError
 
+    def load() -> Config:  # at start, and again on SIGHUP (the same file, environment and --set)
+        return load_config(args.config, environ=os.environ, overrides=overrides_from(args))
+
     try:
-        config = load_config(args.config, environ=os.environ, overrides=overrides_from(args))
+        config = load()
     except ConfigError as exc:
         return _refuse(args, exc, 2)
     import uvloop
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from ecallgw.gateway.store.migrations import SchemaTooNewError
 
     try:
-        uvloop.run(run_gateway(config))
+        uvloop.run(run_gateway(config, reload=load))
     except (ConfigError, SchemaTooNewError) as exc:
         # Checks that need the policy or the store; http.port taken, store.path unusable.
         return _refuse(args, exc, 2)

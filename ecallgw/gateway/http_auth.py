@@ -56,6 +56,11 @@ class Authenticator:
     """The ``[auth]`` table as lookups: token digest -> holder, certificate identity -> holder."""
 
     def __init__(self, auth: AuthConfig) -> None:
+        self.replace(auth)
+
+    def replace(self, auth: AuthConfig) -> None:
+        """Take a reloaded ``[auth]`` table (SIGHUP): from the next request on, a new token is
+        accepted and a removed one refused (a console session opened with it ends too)."""
         self._tokens = {
             hashlib.sha256(t.token.reveal().encode()).digest(): Principal(name=t.name, role=t.role, tps=t.tps)
             for t in auth.tokens

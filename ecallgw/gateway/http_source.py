@@ -238,6 +238,15 @@ class HttpServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    def reload_auth(self, auth: AuthConfig) -> None:
+        """Take a reloaded ``[auth]`` table (SIGHUP, `gateway.reload`): effective from the next request."""
+        self._auth.replace(auth)
+        if not auth.tokens:
+            log.warning(
+                "auth.tokens is empty: every endpoint but /healthz refuses every request (401)",
+                extra={"event": "no_tokens"},
+            )
+
     def stop_intake(self) -> None:
         """Refuse new ingest with 503 (draining); the API stays up until the server closes."""
         self._accepting = False

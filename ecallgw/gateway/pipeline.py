@@ -205,6 +205,9 @@ class Pipeline:
         # Breakdown calls (kind bcall) go to the assistance dispatcher (gateway/caller_api.py).
         self.on_bcall: Callable[[RawSignal], asyncio.Future[Ingested]] | None = None
         self._holding = False  # `run` took a signal from the queue and has not processed it yet
+        self._resume = asyncio.Event()  # cleared while `swap_engine` holds triage between two signals
+        self._resume.set()
+        self.replayed_seq = 0  # the last journal row `replay` read
         self.desk = Desk()  # claims, acks, notes (issue 13): rebuilt by replay like triage's state
 
     # --- entry points ---------------------------------------------------------------------------
@@ -226,6 +229,7 @@ class Pipeline:
             task is not None
             and not task.done()
             and not self._holding
+            and self._resume.is_set()
             and self._queue.empty()
             and self._uncommitted.try_acquire()
         ):
@@ -279,6 +283,8 @@ class Pipeline:
                 try:
                     await self._uncommitted.acquire()
                     try:
+                        if not self._resume.is_set():
+                            await self._resume.wait()  # a policy swap (`swap_engine`) takes a moment
                         self._process(raw, fut)
                     except BaseException:
                         self._uncommitted.release()
@@ -322,6 +328,7 @@ class Pipeline:
             StoreError: the store cannot write now (full, read-only): refused before triage sees it.
         """
         self._writable_or_refuse()
+        await self._resume.wait()
         now = self._clock()
         record = ActionRecord(
             incident_id=incident_id, action=action, actor=actor, role=role, note=note, at=now
@@ -485,8 +492,8 @@ class Pipeline:
 
     async def tick(self) -> int:
         """Fire due triage timers (escalations) and journal the tick; returns decisions made."""
-        if not self._store.writable:
-            return 0  # held commits first: the timers fire at the first tick after (journaled then)
+        if not self._store.writable or not self._resume.is_set():
+            return 0  # held commits (or a policy swap) first: the timers fire at the next tick
         unit, decisions = self.tick_unit(self._clock())
         if unit is None:
             return 0
@@ -496,7 +503,7 @@ class Pipeline:
 
     async def prune(self) -> int:
         """Forget old triage state, journaled so that a replay forgets it at the same point."""
-        if not self._store.writable:
+        if not self._store.writable or not self._resume.is_set():
             return 0
         now = self._clock()
         dropped = self.engine.prune(now)
@@ -524,7 +531,7 @@ class Pipeline:
         """How far back triage state can reach: its lifetime plus one prune interval."""
         return self.engine.policy.state_lifetime_s + self._config.prune_interval_s
 
-    async def replay(self, chunk: int = 2000) -> int:
+    async def replay(self, chunk: int = 2000, *, report: bool = True) -> int:
         """Rebuild triage state from the journal (call once, before sources start).
 
         Only the window triage keeps state for is read (`Store.replay_after`), and nothing is
@@ -532,7 +539,8 @@ class Pipeline:
         journaled signal can be missing, and a decision that differs now (a changed policy) must not
         be sent again. Afterwards the engine's revisions are checked against the stored ones; a
         mismatch is logged (ERROR, ``replay_mismatch``): live signals of those incidents would then
-        fail to store (fail-stop) rather than overwrite history.
+        fail to store (fail-stop) rather than overwrite history. ``report=False`` skips that check
+        (`swap_engine` makes it itself, once caught up).
 
         Returns:
             Journal entries replayed.
@@ -552,18 +560,58 @@ class Pipeline:
                     # on this loop): a long replay must not starve them.
                     await asyncio.sleep(0)
             self.replayed += len(rows)
-        stored = await self._store.recent_revisions(now - self.engine.policy.state_lifetime_s)
-        wrong = sorted(
-            iid
-            for iid, revision in stored.items()
-            if (snap := self.engine.get(iid)) is None or snap.revision != revision
-        )
+        self.replayed_seq = after
+        wrong = await self._differing(now) if report else []
         if wrong:
             log.error(
                 "replay rebuilt triage state that differs from the store",
                 extra={"event": "replay_mismatch", "count": len(wrong), "incidents": wrong[:10]},
             )
         return self.replayed
+
+    async def _differing(self, now: float) -> list[str]:
+        """Incidents whose latest stored revision the engine does not have (a replay under another policy)."""
+        stored = await self._store.recent_revisions(now - self.engine.policy.state_lifetime_s)
+        return sorted(
+            iid
+            for iid, revision in stored.items()
+            if (snap := self.engine.get(iid)) is None or snap.revision != revision
+        )
+
+    async def swap_engine(self, engine: TriageEngine) -> list[str]:
+        """Hand triage to a fresh engine (a ``[triage]`` policy reloaded on SIGHUP), without a restart.
+
+        The new engine is given what a start would give it: the journal window replayed under its
+        policy, sending nothing. Then, with triage held between two signals (queued ones wait,
+        sources keep reading), it replays what was committed meanwhile and takes over. So the
+        state after the swap is exactly the one the next start rebuilds: replay stays exact.
+
+        Returns:
+            The incidents the new policy would rebuild differently from the store. Then nothing is
+            swapped: a live revision of those would collide with a stored one (docs/operations.md,
+            Policy change); a restart applies such a policy.
+
+        Raises:
+            StoreError: the store cannot be read or is not writable now.
+        """
+        self._writable_or_refuse()
+        shadow = Pipeline(self._config, self._store, engine, self._metrics, _ignore, clock=self._clock)
+        await shadow.replay(report=False)  # the bulk, while triage goes on here; compared below
+        self._resume.clear()
+        try:
+            # A read sees every write queued before it (the Store contract): every unit triaged
+            # before the hold is in what this reads.
+            after = shadow.replayed_seq
+            while rows := await self._store.journal(after, 2000):
+                for row in rows:
+                    after = row.seq
+                    shadow._replay_row(row)
+            wrong = await shadow._differing(self._clock())
+            if not wrong:
+                self.engine = engine
+            return wrong
+        finally:
+            self._resume.set()
 
     def _replay_row(self, row: JournalRow) -> None:
         if row.type == "signal":
@@ -738,6 +786,10 @@ _KINDS = frozenset({"msd", "cancel", "position", "msd_raw", "link_position"})
 _DESK_ACTIONS = frozenset({"claim", "release", "note"})
 _ACTIONS = frozenset(ACTIONS) | _DESK_ACTIONS
 _ESCALATION_PENDING = "escalation_pending"  # triage's reason while a manual call's timer runs
+
+
+def _ignore(_: CommitResult) -> None:
+    """A shadow pipeline's commit listener: it never commits."""
 
 
 def _set(fut: asyncio.Future[Ingested], value: Ingested) -> None:

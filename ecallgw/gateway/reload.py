@@ -1,0 +1,151 @@
+"""SIGHUP: read the configuration file again and apply what can change while the gateway runs.
+
+Applied at once: ``[auth]`` (new tokens accepted, removed ones refused from the next request on,
+console sessions opened with them end) and, on SQLite, the ``[triage]`` policy
+(`Pipeline.swap_engine`: the new engine rebuilds its state from the journal as a start would, then
+takes over between two signals). Everything else is reported as "restart to apply": receivers
+(the forwarder's lanes, sinks and their connections are built at start) and, on PostgreSQL, the
+policy (every replica's sequencer must change it at one journal position: a rolling restart).
+The outcome is one log line: what changed, or the file's error and "kept the running
+configuration". A bad file never stops the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ecallgw.config import Config
+from ecallgw.errors import ConfigError, StoreError
+from ecallgw.triage import TriageEngine, TriagePolicy
+
+if TYPE_CHECKING:
+    from ecallgw.app import Gateway
+
+__all__ = ["Reloader"]
+
+log = logging.getLogger("ecallgw.reload")
+
+_APPLIED = frozenset({"auth", "triage"})
+
+
+class Reloader:
+    """Re-reads the configuration on `request` (the SIGHUP handler) and applies it to ``gateway``.
+
+    Args:
+        gateway: the running gateway.
+        load: loads and validates the configuration as ``serve`` did (file, environment, --set).
+    """
+
+    def __init__(self, gateway: Gateway, load: Callable[[], Config]) -> None:
+        self._gw = gateway
+        self._load = load
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+        self.reloads = 0  # completed, applied or refused (tests wait on it)
+
+    def request(self) -> None:
+        """Schedule a reload (safe from a signal handler); one at a time, a second one after it."""
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="config-reload")
+
+    async def _run(self) -> None:
+        while True:
+            self._again = False
+            try:
+                await self.reload()
+            except Exception:  # never the daemon's end
+                log.exception("configuration reload failed: kept the running configuration")
+            self.reloads += 1
+            if not self._again:
+                return
+
+    async def reload(self) -> None:
+        """Load, check and apply; log the outcome in one line."""
+        gw = self._gw
+        old = gw.config
+        try:
+            new = self._load()
+            policy = TriagePolicy.from_mapping(new.triage)
+            for name in policy.receivers():  # as at start (Gateway._open)
+                if name not in new.receivers:
+                    raise ConfigError(
+                        f"receivers.{name}", None, "triage routes to this receiver: configure it"
+                    )
+        except ConfigError as exc:
+            log.error(
+                "configuration reload refused: kept the running configuration",
+                extra={"event": "config_reload_failed", "error": str(exc)},
+            )
+            return
+        applied: list[str] = []
+        kept: list[str] = []  # changed, not applied now
+        restart = sorted(
+            f.name
+            for f in dataclasses.fields(Config)
+            if f.name not in _APPLIED and getattr(new, f.name) != getattr(old, f.name)
+        )
+        extra: dict[str, object] = {}
+        if new.auth != old.auth:
+            if gw.http is not None:
+                gw.http.reload_auth(new.auth)
+            before = {t.name for t in old.auth.tokens}
+            after = {t.name for t in new.auth.tokens}
+            # Holders' names, never tokens; a changed token or role under the same name counts as changed.
+            extra["tokens_added"] = sorted(after - before)
+            extra["tokens_removed"] = sorted(before - after)
+            extra["tokens_changed"] = sorted(n for n in before & after if _entry(old, n) != _entry(new, n))
+            applied.append("auth")
+        triage_now = old.triage
+        if dict(new.triage) != dict(old.triage):
+            outcome = await self._policy(new, policy)
+            if outcome is None:
+                applied.append("triage")
+                triage_now = new.triage
+            else:
+                kept.append(f"triage ({outcome})")
+        gw.config = dataclasses.replace(old, auth=new.auth, triage=triage_now)
+        log.info(
+            "configuration reloaded"
+            if applied or not (restart or kept)
+            else "configuration reloaded: nothing applied",
+            extra={
+                "event": "config_reloaded",
+                "applied": applied,
+                "not_applied": kept,
+                "restart_to_apply": restart,
+                **extra,
+            },
+        )
+
+    async def _policy(self, new: Config, policy: TriagePolicy) -> str | None:
+        """Swap the triage policy; None when done, else why not."""
+        gw = self._gw
+        running = gw.config
+        secret = running.pipeline.pseudonym_key.reveal()
+        if gw.sequencer is not None:
+            return "replicas on PostgreSQL: restart to apply"
+        try:
+            key = hashlib.sha256(secret.encode()).digest() if secret else await gw.store.key("pseudonym")
+            wrong = await gw.pipeline.swap_engine(TriageEngine(policy, key))
+            if wrong:
+                return (
+                    f"it would rebuild {len(wrong)} open incident(s) differently from the store, "
+                    f"e.g. {wrong[0]}; restart to apply"
+                )
+            from ecallgw.app import policy_fingerprint  # the start's check: no second warning then
+
+            await gw.store.swap_meta("policy_fingerprint", policy_fingerprint(new).encode())
+        except StoreError as exc:
+            return f"store: {exc}; send SIGHUP again later"
+        return None
+
+
+def _entry(config: Config, name: str) -> object:
+    return [t for t in config.auth.tokens if t.name == name]
