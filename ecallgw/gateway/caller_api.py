@@ -231,7 +231,7 @@ class CallerApi:
             incident_id=incident_id,
             case_id=case_id,
             phone=phone,
-            lang=lang if lang in LANGS else "en",
+            lang=pick_lang(None, lang, "en"),  # a call's "de-AT" is "de"
             created_at=now,
             expires_at=now + (ttl_s or default_ttl),
             max_uses=max_uses or default_uses,
@@ -887,8 +887,13 @@ class CallerApi:
 
     async def _retention(self) -> None:
         cfg = self._cfg.store
+        sms = self._cfg.sms
+        # The longest any replica may still be retrying an SMS; pending beyond that, it was lost
+        # with its process (the text, holding the token, is kept nowhere): the operator sees "lost".
+        retry_window_s = sms.max_attempts * (sms.timeout_s + sms.backoff_cap_s)
         while True:
             with contextlib.suppress(StoreError):
+                await self._cstore.mark_sms_lost(time.time() - retry_window_s)
                 deleted = await self._cstore.delete_before(time.time() - cfg.retention_days * 86400.0)
                 for table, n in deleted.items():
                     if n:

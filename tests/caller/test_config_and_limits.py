@@ -13,7 +13,7 @@ import pytest
 
 from ecallgw.config import load_config
 from ecallgw.errors import ConfigError
-from ecallgw.gateway.store.caller import CallerStore, CaseRow
+from ecallgw.gateway.store.caller import CallerStore, CaseRow, LinkRow
 from ecallgw.simulators.sms import SimulatedSmsGateway
 from tests.caller.kit import base_url, call, caller_config, ingest_call
 from tests.gateway.harness import running_gateway
@@ -168,3 +168,33 @@ def test_provider_area_from_geojson() -> None:
         with pytest.raises(ConfigError) as err:
             load_config(base={"assistance": {"providers": [{**PROVIDER, "area": bad}]}})
         assert err.value.key == "assistance.providers[0].area"
+
+
+@pytest.mark.usefixtures("store_backend")
+async def test_an_sms_pending_past_every_retry_is_marked_lost(tmp_path: Path, receiver: Receiver) -> None:
+    async with running_gateway(caller_config(tmp_path, psap_url=receiver.url, sms=None)) as gw:
+        cs = CallerStore(gw.store)
+        now = time.time()
+        for link_id, made in (("lnk-old", now - 7200), ("lnk-new", now)):
+            await cs.insert_link(
+                LinkRow(
+                    link_id=link_id,
+                    token_hash=link_id.encode(),
+                    purpose="location",
+                    incident_id="i",
+                    case_id=None,
+                    phone="+3247",
+                    lang="en",
+                    created_at=made,
+                    expires_at=made + 1800,
+                    max_uses=3,
+                    uses=0,
+                    revoked_at=None,
+                    created_by="alice",
+                    auto_key=None,
+                    sms_state="pending",
+                )
+            )
+        assert await cs.mark_sms_lost(now - 3600) == 1
+        old, new = await cs.link("lnk-old"), await cs.link("lnk-new")
+        assert old is not None and old.sms_state == "lost" and new is not None and new.sms_state == "pending"

@@ -45,7 +45,7 @@ class LinkRow:
     revoked_at: float | None
     created_by: str
     auto_key: str | None
-    sms_state: str  # none, pending, sent, failed
+    sms_state: str  # none, pending, sent, failed, lost (pending when its process stopped)
 
 
 _LINK_COLS = (
@@ -224,6 +224,15 @@ class CallerStore:
         await self._q(
             "UPDATE caller_links SET sms_state = ? WHERE link_id = ? RETURNING link_id", state, link_id
         )
+
+    async def mark_sms_lost(self, before: float) -> int:
+        """Links whose SMS is still pending though made before ``before``: marked ``lost``."""
+        rows = await self._q(
+            "UPDATE caller_links SET sms_state = 'lost' WHERE sms_state = 'pending' AND created_at < ? "
+            "RETURNING link_id",
+            before,
+        )
+        return len(rows)
 
     # --- assistance cases -----------------------------------------------------------------------
 
