@@ -888,10 +888,12 @@ function renderDeliveries(data) {
 // --- workflow ------------------------------------------------------------------------------------
 
 function renderActions(inc) {
-  const status = el("p", { id: "action-status", role: "status" });
+  // The last action's answer survives the view's live refreshes (an event may redraw it any time).
+  const said = state.said && state.said.id === inc.incident_id ? state.said.text : "";
+  const status = el("p", { id: "action-status", role: "status", text: said });
   const button = (action, key, extra = {}) => {
     const b = el("button", { type: "button", text: t(key), dataset: { action } });
-    b.addEventListener("click", () => act(inc.incident_id, { action, ...extra }, status));
+    b.addEventListener("click", () => act(inc.incident_id, { action, ...extra }));
     return b;
   };
   const mine = inc.claimed_by && inc.claimed_by === state.operator;
@@ -900,7 +902,7 @@ function renderActions(inc) {
   noteButton.addEventListener("click", async () => {
     const text = noteBox.value.trim();
     if (!text) return;
-    if (await act(inc.incident_id, { action: "note", note: text }, status)) noteBox.value = "";
+    if (await act(inc.incident_id, { action: "note", note: text })) noteBox.value = "";
   });
   const reason = el(
     "select",
@@ -919,10 +921,10 @@ function renderActions(inc) {
   cancelForm.addEventListener("submit", async (e) => {
     e.preventDefault();
     if (!reason.value || !cancelNote.value.trim()) {
-      status.textContent = t("actions.cancel_needs");
+      say(inc.incident_id, t("actions.cancel_needs"));
       return;
     }
-    await act(inc.incident_id, { action: "cancel", reason: reason.value, note: cancelNote.value.trim() }, status);
+    await act(inc.incident_id, { action: "cancel", reason: reason.value, note: cancelNote.value.trim() });
   });
   const active = ACTIVE.has(inc.status);
   return el(
@@ -937,7 +939,7 @@ function renderActions(inc) {
       active ? button("escalate", "actions.escalate") : null,
       active ? button("resolve", "actions.resolve") : null,
     ),
-    assignBox(inc, status),
+    assignBox(inc),
     el("label", { class: "note-box" }, t("actions.note_label"), noteBox),
     noteButton,
     active ? el("details", {}, el("summary", { text: t("actions.cancel") }), cancelForm) : null,
@@ -945,21 +947,28 @@ function renderActions(inc) {
   );
 }
 
-function assignBox(inc, status) {
+function assignBox(inc) {
   // Hand the incident to another operator (a claim in their name).
   const who = el("input", { id: "assignee", type: "text", maxLength: 64, placeholder: t("actions.assignee") });
   const go = el("button", { type: "button", id: "assign", text: t("actions.assign") });
   go.addEventListener("click", () => {
     const name = who.value.trim();
-    if (name) act(inc.incident_id, { action: "claim", assignee: name }, status);
+    if (name) act(inc.incident_id, { action: "claim", assignee: name });
   });
   return el("div", { class: "assign" }, who, go);
 }
 
-async function act(id, body, status) {
+function say(id, text) {
+  state.said = { id, text };
+  const node = $("action-status");
+  if (node) node.textContent = text;
+}
+
+async function act(id, body) {
   const { ok, status: code, data } = await send("POST", `/v1/incidents/${encodeURIComponent(id)}/actions`, body);
   if (code === 401) return sessionEnded();
-  status.textContent = ok ? t("actions.done", { outcome: state.catalog[`outcome.${data.outcome}`] ?? data.outcome ?? "ok" }) : t("actions.failed", { error: data.error || data.outcome || "?" });
+  const outcome = state.catalog[`outcome.${data.outcome}`] ?? data.outcome ?? "ok";
+  say(id, ok ? t("actions.done", { outcome }) : t("actions.failed", { error: data.error || data.outcome || "?" }));
   if (ok) {
     // What was sent is done: the view's refresh must not bring the text back.
     if (body.action === "note" && $("note-text")) $("note-text").value = "";
@@ -967,8 +976,6 @@ async function act(id, body, status) {
     if (body.assignee && $("assignee")) $("assignee").value = "";
     if (data.claimed_by !== undefined) merge({ incident_id: id, claimed_by: data.claimed_by });
     await loadDetail(id, { keepMap: true });
-    const keep = $("action-status");
-    if (keep) keep.textContent = status.textContent;
   }
   return ok;
 }
