@@ -401,7 +401,9 @@ async def test_a_redial_is_answered_with_its_incident_and_shown_as_such(
             ) as resp:
                 answers.append(await resp.json())
         _, detail = await d.get(f"/v1/incidents/{first}")
+        found = await d.queue("?q=call-again")
     assert [a["incident_id"] for a in answers] == [first, first]
+    assert [i["incident_id"] for i in found] == [first]  # found by the redial's call id
     kinds = [(e["kind"], e.get("revision")) for e in detail["timeline"] if e["kind"] in ("signal", "redial")]
     assert kinds[:2] == [("signal", 1), ("redial", 2)]
 

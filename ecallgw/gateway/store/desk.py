@@ -107,6 +107,7 @@ def _at_psap(non_psap: Sequence[str]) -> tuple[str, list[Any]]:
 
 
 _ACKED = "coalesce(k.acked, 0)"
+_CALLS = "SELECT incident_id FROM incident_calls"
 
 
 def queue_sql(query: IncidentQuery) -> tuple[str, list[Any]]:
@@ -121,10 +122,14 @@ def queue_sql(query: IncidentQuery) -> tuple[str, list[Any]]:
     if query.levels:
         where.append(f"i.level IN ({','.join('?' * len(query.levels))})")
         args += query.levels
-    for column, value in (("i.tps", query.tps), ("i.vehicle", query.vehicle), ("i.kind", query.kind)):
+    for column, value in (("i.tps", query.tps), ("i.kind", query.kind)):
         if value is not None:
             where.append(f"{column} = ?")
             args.append(value)
+    if query.vehicle is not None:
+        # Any of its calls' vehicle keys (a second provider's, issue 12); old incidents: the primary's.
+        where.append(f"(i.vehicle = ? OR i.incident_id IN ({_CALLS} WHERE vehicle = ?))")
+        args += [query.vehicle, query.vehicle]
     if query.since is not None:
         where.append("i.received_at >= ?")
         args.append(query.since)
@@ -132,8 +137,9 @@ def queue_sql(query: IncidentQuery) -> tuple[str, list[Any]]:
         where.append("i.received_at < ?")
         args.append(query.until)
     if query.q is not None:
-        where.append("(i.incident_id = ? OR i.call_id = ?)")
-        args += [query.q, query.q]
+        # The incident id, or the id of any of its calls (a redial's too).
+        where.append(f"(i.incident_id = ? OR i.call_id = ? OR i.incident_id IN ({_CALLS} WHERE call_id = ?))")
+        args += [query.q, query.q, query.q]
     if query.after is not None:
         # Row values: "after this key" in the queue's order, whichever column decides.
         where.append(f"({_ACKED}, i.level_rank, i.received_at, i.incident_id) > (?, ?, ?, ?)")
