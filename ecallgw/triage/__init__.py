@@ -10,6 +10,7 @@ See ``docs/triage.md`` for every rule and threshold, and ``docs/architecture.md`
 from ecallgw.triage.engine import ACTIONS, Decision, Outcome, Route, TriageEngine
 from ecallgw.triage.keys import incident_id, vehicle_key
 from ecallgw.triage.policy import Polygon, PsapArea, TriagePolicy, parse_geometry
+from ecallgw.triage.reasons import ReasonCode
 from ecallgw.triage.scoring import Evidence, evidence_from_msd, score
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "Outcome",
     "Polygon",
     "PsapArea",
+    "ReasonCode",
     "Route",
     "TriageEngine",
     "TriagePolicy",
