@@ -533,9 +533,10 @@ class CallerApi:
         body = await self._json(request)
         if isinstance(body, web.Response):
             return body
-        form = _assist_form(body)
-        if isinstance(form, tuple) and len(form) == 2 and isinstance(form[0], str) and form[0] == "!":
-            return web.json_response({"error": form[1], "field": form[1].split(":")[0]}, status=400)
+        try:
+            form = _assist_form(body)
+        except _FormError as exc:
+            return web.json_response({"error": f"{exc.field}: {exc.reason}", "field": exc.field}, status=400)
         link, refused = await self._resolve(request, "assist", count_use=True)
         if refused is not None:
             return refused
@@ -931,32 +932,41 @@ def _phone_ok(phone: str) -> bool:
     return all(ch.isdigit() or ch in "+ -()" for ch in phone) and sum(ch.isdigit() for ch in phone) >= 3
 
 
-def _assist_form(body: dict[str, Any]) -> tuple[Any, ...]:
-    """(lat, lon, address, vehicle, what, phone) of the form, or ("!", "field: why")."""
+class _FormError(ValueError):
+    """A form field the caller must correct (named in the answer, shown by the page)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def _assist_form(body: dict[str, Any]) -> tuple[float | None, float | None, str, str, str, str]:
+    """(lat, lon, address, vehicle, what, phone) of the form; `_FormError` naming a bad field."""
     lat = lon = None
     if body.get("lat") is not None or body.get("lon") is not None:
         try:
             lat, lon, _ = check_position({"accuracy_m": 0, **body})
         except DecodeError as exc:
-            return ("!", f"{exc.path}: {exc.reason}")
+            raise _FormError(exc.path, exc.reason) from exc
     fields = {"address": 300, "vehicle": 200, "phone": 32}
     values: dict[str, str] = {}
     for key, limit in fields.items():
         v = body.get(key, "")
         if not isinstance(v, str) or len(v) > limit:
-            return ("!", f"{key}: at most {limit} characters")
+            raise _FormError(key, f"at most {limit} characters")
         values[key] = v.strip()
     what = body.get("what")
     if what not in WHATS:
-        return ("!", f"what: one of {', '.join(WHATS)}")
+        raise _FormError("what", f"one of {', '.join(WHATS)}")
     if values["phone"] and not _phone_ok(values["phone"]):
-        return ("!", "phone: a phone number")
+        raise _FormError("phone", "a phone number")
     if lat is None:
         coords = _coordinates(values["address"])
         if coords is not None:
             lat, lon = coords
         elif not values["address"]:
-            return ("!", "address: give the address or coordinates, or use your position")
+            raise _FormError("address", "give the address or coordinates, or use your position")
     return (lat, lon, values["address"], values["vehicle"], what, values["phone"])
 
 
