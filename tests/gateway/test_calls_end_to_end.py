@@ -48,10 +48,23 @@ async def test_two_providers_one_vin_documents_keep_each_call_whole(
         rows = await gw.store.list_incidents()
         by_box = await gw.store.find_incidents(call_id="fb-1")
         by_vehicle = await gw.store.find_incidents(vehicle="box-77")
+        # The operator API finds it by the second provider's call id and vehicle key too.
+        assert gw.http is not None
+        found = []
+        async with aiohttp.ClientSession() as http:
+            for params in ({"q": "fb-1"}, {"vehicle": "box-77"}, {"q": "m-1"}, {"vehicle": "car-21"}):
+                async with http.get(
+                    f"http://127.0.0.1:{gw.http.port}/v1/incidents",
+                    params=params,
+                    headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"},
+                ) as resp:
+                    assert resp.status == 200, await resp.text()
+                    found.append([i["incident_id"] for i in (await resp.json())["incidents"]])
     docs = [document.parse_json_document(r.body) for r in receiver.accepted]  # valid against the schema
     assert len(rows) == 1 and [r.incident_id for r in by_box] == [rows[0].incident_id] == [
         r.incident_id for r in by_vehicle
     ]
+    assert found == [[rows[0].incident_id]] * 4
     first, second = docs
     assert (first["revision"], second["revision"]) == (1, 2)  # the new number: news for the PSAP
     for doc in docs:
