@@ -255,7 +255,7 @@ class _Connection:
             self.slots.release()
             if stored.cancelled() or stored.exception() is not None:
                 # Not stored: leave it unacknowledged; the broker redelivers it on the next connection.
-                log.error("store failed, message left unacknowledged", extra={"mid": mid})
+                _unstored(mid, stored)
                 if not stored.cancelled():
                     # A store that refused it (and may recover: a PostgreSQL restart): reconnect,
                     # so that the broker redelivers it. A cancelled one means we are stopping.
@@ -266,6 +266,29 @@ class _Connection:
                 self.acked += 1
         if self.metrics is not None:
             self.metrics.mqtt_inflight.set(len(pending))
+
+
+_UNSTORED_QUIET_S = 60.0  # one WARNING per this long for messages left unacknowledged
+_unstored_quiet_until = 0.0
+
+
+def _unstored(mid: int, stored: asyncio.Future[Any]) -> None:
+    """Say that a message was left unacknowledged: WARNING once a minute, DEBUG in between.
+
+    A store that refuses writes (full, read-only) refuses every message; the store's own WARNING
+    ``store not writable`` says why, and a line per message would bury it.
+    """
+    global _unstored_quiet_until
+    now = time.monotonic()
+    extra = {"mid": mid, "reason": "stopping" if stored.cancelled() else str(stored.exception())[:300]}
+    if now < _unstored_quiet_until:
+        log.debug("message not stored, left unacknowledged", extra=extra)
+        return
+    _unstored_quiet_until = now + _UNSTORED_QUIET_S
+    log.warning(
+        "message not stored, left unacknowledged for the broker to redeliver (more at DEBUG for a minute)",
+        extra=extra,
+    )
 
 
 async def _broker_has_read(client: aiomqtt.Client, *, timeout_s: float) -> None:

@@ -696,8 +696,8 @@ async def test_signals_refused_while_the_store_is_down_are_stored_once_it_is_bac
             await asyncio.to_thread(server.start)
             stored = await settle_async(store.signals, n, stall_s=10, timeout_s=30)
             refused = sum(
-                1 for e in replica.events() if e.get("msg") == "store failed, message left unacknowledged"
-            )
+                1 for e in replica.events() if str(e.get("msg", "")).startswith("message not stored")
+            )  # one WARNING a minute (the rest at DEBUG)
             print(
                 f"\n  {refused} appends failed while the store was down; "
                 f"{stored}/{n} stored 10 s after it was back"
