@@ -130,3 +130,44 @@ async def test_http_redial_is_answered_with_the_incident_it_joined(
     assert [h["outcome"] for h in history] == ["new_incident", "joined_incident"]
     assert "redial_joined" in {r["code"] for r in history[1]["reasons"]}
     assert [json.loads(r.body)["revision"] for r in receiver.accepted] == [1]
+
+
+async def test_a_storm_seen_in_hindsight_is_confirmed_at_the_desk(tmp_path: Path, receiver: Receiver) -> None:
+    # A provider's SOS buttons fire together: the first manual calls open normally, the fourth makes
+    # the storm known; all four are held, the desk confirms the storm's aggregate and they are
+    # cancelled, none ever reaching the PSAP.
+    now = time.time()
+    config = gateway_config(
+        tmp_path, broker=None, psap_url=receiver.url, triage={"storm_min_count": 3, "escalation_delay_s": 3}
+    )
+    async with running_gateway(config) as gw:
+        assert gw.http is not None
+        base = f"http://127.0.0.1:{gw.http.port}"
+        provider = {"Authorization": f"Bearer {PROVIDER_TOKEN}", "Content-Type": "application/msgpack"}
+        operator = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+        ids = []
+        async with aiohttp.ClientSession() as http:
+            for n in range(4):
+                msd = make_msd(vin=vin_for(40 + n), timestamp=int(now), automatic=False)
+                async with http.post(
+                    f"{base}/v1/ecall/acme/sos-{n}/msd",
+                    data=msd_envelope(msd, call_id=f"s-{n}", sent_at=now + n),
+                    headers=provider,
+                ) as resp:
+                    assert resp.status == 202
+                    ids.append((await resp.json())["incident_id"])
+            storms = [r for r in await gw.store.list_incidents() if r.incident_id.startswith("storm-")]
+            assert len(storms) == 1
+            storm = storms[0].incident_id
+            async with http.post(
+                f"{base}/v1/incidents/{storm}/actions", json={"action": "confirm_storm"}, headers=operator
+            ) as resp:
+                assert resp.status == 200, await resp.text()
+                confirmed = await resp.json()
+            await asyncio.sleep(4)  # past every escalation timer
+            rows = {r.incident_id: r for r in await gw.store.list_incidents()}
+            found = await gw.store.get_incident(storm)
+    assert confirmed["outcome"] == "resolved"
+    assert [rows[i].status for i in ids] == ["cancelled"] * 4
+    assert found is not None and found[0].status == "resolved"
+    assert receiver.accepted == []  # nothing of it at the PSAP
