@@ -771,6 +771,8 @@ class Pipeline:
         snap = decision.incident
         if decision.outcome == "new_incident" and snap is not None:
             m.incidents.labels(snap.severity.level).inc()
+        for more in decision.also:  # a storm seen in hindsight: outcomes only (an aggregate is no incident)
+            m.outcome(str(more.outcome), more.reasons[0].code if more.reasons else "none")
 
     def _remember(self, digest: bytes, value: asyncio.Future[Ingested] | Ingested) -> None:
         seen = self._seen
