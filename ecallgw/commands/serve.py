@@ -76,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
     except StoreError as exc:  # the store's server cannot be reached: one line, not a traceback
         return _refuse(args, exc, 1)
     except ExceptionGroup as group:
-        # A store that fails while running (a commit refused: disk full, read-only) stops the
-        # gateway (fail-stop: nothing more is acknowledged; a restart replays the journal).
+        # A store that breaks while running stops the gateway (fail-stop: nothing more is
+        # acknowledged; a restart replays the journal). A full or read-only disk does not: the
+        # gateway holds its commits and waits (docs/operations.md, Store not writable).
         stored, rest = group.split(StoreError)
         if stored is None or rest is not None:
             raise
