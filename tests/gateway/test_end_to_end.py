@@ -557,6 +557,7 @@ async def test_entries_for_a_removed_receiver_are_dead_lettered_and_expire(
                 "dead_letters",
                 "outbox",
                 "revisions",
+                "incident_calls",
                 "desk_events",
                 "desk",
                 "incidents",
