@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 from prometheus_client import Histogram
 
-from ecallgw.caller.dispatch import Candidate, ranked
+from ecallgw.caller.dispatch import Candidate, distance_km, ranked
 from ecallgw.config import AssistanceConfig, ProviderConfig
 from ecallgw.errors import StoreError
 from ecallgw.gateway.metrics import Metrics
@@ -165,6 +165,55 @@ class Dispatcher:
         self._spawn(self._webhook(moved, self.providers[chosen.name], distance))
         self._wake.set()
         return moved
+
+    async def offer_to(self, case: CaseRow, name: str) -> CaseRow | None:
+        """An operator's choice: offer the case to this provider now, whatever its distance and
+        whether it was asked before; a pending offer to another is withdrawn. None if the case
+        changed meanwhile."""
+        p = self.providers[name]
+        now = self._clock()
+        tried = tried_list(case)
+        if case.status == "dispatching" and case.provider is not None:
+            tried.append((case.provider, "withdrawn"))
+        moved = await self._store.update_case(
+            case,
+            status="dispatching",
+            provider=name,
+            deadline=now + self._config.answer_timeout_s,
+            tried=",".join(f"{n}:{o}" for n, o in tried if n != name),
+            reason="",
+            updated_at=now,
+        )
+        if moved is not None:
+            distance = (
+                0.0 if case.lat is None or case.lon is None else distance_km(case.lat, case.lon, p.lat, p.lon)
+            )
+            log.info(
+                "assistance case offered by an operator", extra={"case_id": case.case_id, "provider": name}
+            )
+            self._spawn(self._webhook(moved, p, distance))
+            self._wake.set()
+        return moved
+
+    async def restart(self, case: CaseRow) -> CaseRow | None:
+        """Dispatch again from the nearest provider (after availability changed): the timer loop
+        takes a case with no deadline at its next turn."""
+        moved = await self._store.update_case(
+            case,
+            status="dispatching",
+            provider=None,
+            deadline=None,
+            tried="",
+            reason="",
+            updated_at=self._clock(),
+        )
+        self._wake.set()
+        return moved
+
+    async def close(self, case: CaseRow, note: str) -> CaseRow | None:
+        return await self._store.update_case(
+            case, status="closed", deadline=None, note=note or case.note, updated_at=self._clock()
+        )
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -11,6 +11,8 @@ GET    /v1/assistance/cases                 operator   cases (``status=unassigne
 GET    /v1/assistance/cases/{id}            operator   one case with its links
 POST   /v1/assistance/cases/{id}/share      operator   what the tracking page shows (garage, ...)
 POST   /v1/assistance/cases/{id}/links      operator   a tracking link for the case, by SMS
+POST   /v1/assistance/cases/{id}/dispatch   operator   offer to a named provider, or again from the nearest
+POST   /v1/assistance/cases/{id}/close      operator   close a case
 GET    /v1/assistance/providers             operator   the registry with availability
 POST   /v1/assistance/providers/{name}      operator   ``{"available": bool}``
 POST   /v1/assistance/availability          assistance the provider's own availability
@@ -149,6 +151,8 @@ class CallerApi:
         router.add_get("/v1/assistance/cases/{id}", guard(op, self._case))
         router.add_post("/v1/assistance/cases/{id}/share", guard(op, self._share))
         router.add_post("/v1/assistance/cases/{id}/links", guard(op, self._create_case_link))
+        router.add_post("/v1/assistance/cases/{id}/dispatch", guard(op, self._dispatch))
+        router.add_post("/v1/assistance/cases/{id}/close", guard(op, self._close))
         router.add_get("/v1/assistance/providers", guard(op, self._providers))
         router.add_post("/v1/assistance/providers/{name}", guard(op, self._set_provider))
         router.add_post("/v1/assistance/availability", guard("assistance", self._own_availability))
@@ -719,6 +723,48 @@ class CallerApi:
                 )
                 return web.json_response(_case_json(moved))
         return self._refuse(409, "the case keeps changing; retry")
+
+    async def _dispatch(self, request: web.Request, who: Principal) -> web.StreamResponse:
+        """``{"provider": name}`` offers the case to that provider; ``{}`` dispatches it again
+        from the nearest (a case of the queue once a provider is available again)."""
+        body = await self._json(request)
+        if isinstance(body, web.Response):
+            return body
+        name = body.get("provider")
+        if name is not None and name not in self.dispatcher.providers:
+            return self._refuse(400, "provider: no such provider")
+        case = await self._cstore.case(request.match_info["id"])
+        if case is None:
+            return self._refuse(404, "no such case")
+        if case.status in ("accepted", "closed"):
+            return self._refuse(409, f"the case is {case.status}")
+        moved = await (self.dispatcher.offer_to(case, name) if name else self.dispatcher.restart(case))
+        if moved is None:
+            return self._refuse(409, "the case changed meanwhile; look again")
+        await self._audit(
+            "",
+            actor=who.name,
+            role=who.role,
+            action="assistance_dispatch",
+            note=f"{case.case_id} {name or 'nearest'}",
+        )
+        return web.json_response(_case_json(moved))
+
+    async def _close(self, request: web.Request, who: Principal) -> web.StreamResponse:
+        body = await self._json(request)
+        if isinstance(body, web.Response):
+            return body
+        note = body.get("note", "")
+        if not isinstance(note, str) or len(note) > 500:
+            return self._refuse(400, "note must be a string of at most 500 characters")
+        case = await self._cstore.case(request.match_info["id"])
+        if case is None:
+            return self._refuse(404, "no such case")
+        moved = await self.dispatcher.close(case, note)
+        if moved is None:
+            return self._refuse(409, "the case changed meanwhile; look again")
+        await self._audit("", actor=who.name, role=who.role, action="assistance_close", note=case.case_id)
+        return web.json_response(_case_json(moved))
 
     async def _providers(self, request: web.Request, who: Principal) -> web.StreamResponse:
         cands = {c.name: c for c in await self.dispatcher.candidates()}

@@ -304,3 +304,74 @@ async def test_dispatch_state_survives_a_restart(tmp_path: Path, receiver: Recei
             # The tracking link made before the restart still works.
             _, full = await call(s, "GET", f"{base_url(gw)}/v1/assistance/cases/{case_id}")
             assert [lk["purpose"] for lk in full["links"]] == ["tracking"]
+
+
+async def test_operator_controls_availability_redispatch_named_offer_and_close(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    async with providers(
+        ("tow-mid", 50.90, 4.40, ("tow",), "accept", 50.0),
+        ("tow-elsewhere", 51.50, -0.12, ("tow",), "accept", 20.0),  # London: out of range
+    ) as ps:
+        cfg = caller_config(tmp_path, psap_url=receiver.url, sms=None, assistance=assistance(ps))
+        async with running_gateway(cfg) as gw, aiohttp.ClientSession() as s:
+            base = base_url(gw)
+            code, _ = await call(
+                s, "POST", f"{base}/v1/assistance/providers/tow-mid", json={"available": False}
+            )
+            assert code == 200
+            _, listed = await call(s, "GET", f"{base}/v1/assistance/providers")
+            assert {p["name"]: p["available"] for p in listed["providers"]} == {
+                "tow-mid": False,
+                "tow-elsewhere": True,
+            }
+            _, link = await call(s, "POST", f"{base}/v1/assistance/links", json={})
+            async with s.post(
+                f"{link['url']}/request", json={"lat": HERE[0], "lon": HERE[1], "what": "engine"}
+            ) as resp:
+                case_id = (await resp.json())["case_id"]
+            case = await case_when(s, base, case_id, "unassigned")
+            assert "no available provider" in case["reason"]
+            # The provider comes back on its own (its token, its own availability only) ...
+            own = {"Authorization": f"Bearer {ps[0].token}"}
+            code, _ = await call(
+                s, "POST", f"{base}/v1/assistance/availability", headers=own, json={"available": True}
+            )
+            assert code == 200
+            code, _ = await call(s, "GET", f"{base}/v1/assistance/cases", headers=own)
+            assert code == 403  # a provider does not read the operators' queue
+            # ... and the operator dispatches the case again: the nearest takes it.
+            code, _ = await call(s, "POST", f"{base}/v1/assistance/cases/{case_id}/dispatch", json={})
+            assert code == 200
+            case = await case_when(s, base, case_id, "accepted")
+            assert case["provider"] == "tow-mid"
+            code, _ = await call(s, "POST", f"{base}/v1/assistance/cases/{case_id}/dispatch", json={})
+            assert code == 409  # accepted: nothing to dispatch
+            # A named offer reaches a provider dispatch would not choose (out of its range).
+            async with s.post(
+                f"{link['url']}/request", json={"lat": HERE[0], "lon": HERE[1], "what": "engine"}
+            ) as resp:
+                second = (await resp.json())["case_id"]
+            await case_when(s, base, second, "accepted")
+            code, _ = await call(
+                s, "POST", f"{base}/v1/assistance/cases/{second}/close", json={"note": "caller left"}
+            )
+            assert code == 200
+            async with s.post(
+                f"{link['url']}/request", json={"lat": HERE[0], "lon": HERE[1], "what": "engine"}
+            ) as resp:
+                third = (await resp.json())["case_id"]
+            await call(s, "POST", f"{base}/v1/assistance/providers/tow-mid", json={"available": False})
+            code, moved = await call(
+                s, "POST", f"{base}/v1/assistance/cases/{third}/dispatch", json={"provider": "tow-elsewhere"}
+            )
+            assert code == 200 and moved["provider"] == "tow-elsewhere"
+            case = await case_when(s, base, third, "accepted")
+            assert case["provider"] == "tow-elsewhere"
+            code, closed = await call(s, "GET", f"{base}/v1/assistance/cases?status=closed")
+            assert [c["case_id"] for c in closed["cases"]] == [second]
+            code, _ = await call(
+                s, "POST", f"{base}/v1/assistance/cases/{third}/dispatch", json={"provider": "nobody"}
+            )
+            assert code == 400
+    assert receiver.requests == []
