@@ -1,11 +1,15 @@
 """SIGHUP: read the configuration file again and apply what can change while the gateway runs.
 
 Applied at once: ``[auth]`` (new tokens accepted, removed ones refused from the next request on,
-console sessions opened with them end) and, on SQLite, the ``[triage]`` policy
-(`Pipeline.swap_engine`: the new engine rebuilds its state from the journal as a start would, then
-takes over between two signals). Everything else is reported as "restart to apply": receivers
-(the forwarder's lanes, sinks and their connections are built at start) and, on PostgreSQL, the
-policy (every replica's sequencer must change it at one journal position: a rolling restart).
+console sessions opened with them end); a receiver's settings (URL, token, TLS files, format,
+timeouts, retries, breaker) when its kind and concurrency stay: its lane gets a new sink and keeps
+its queue, ordering and pending entries, the old sink closes once its requests are over; and, on
+SQLite, the ``[triage]`` policy (`Pipeline.swap_engine`: the new engine rebuilds its state from
+the journal as a start would, then takes over between two signals), unless it routes to a receiver
+the running forwarder has no lane for. Everything else is reported as "restart to apply": a receiver
+added, removed, or changed in kind or concurrency (lanes and their workers are made at start), the
+policy on PostgreSQL (every replica's sequencer must change it at one journal position: a rolling
+restart), and the other tables.
 The outcome is one log line: what changed, or the file's error and "kept the running
 configuration". A bad file never stops the daemon.
 """
@@ -16,11 +20,16 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ecallgw.config import Config
+from ecallgw.codecs.renderers import Renderer, renderer
+from ecallgw.config import Config, ReceiverConfig
 from ecallgw.errors import ConfigError, StoreError
+from ecallgw.gateway.forwarder import CircuitBreaker
+from ecallgw.gateway.sinks import Sink
+from ecallgw.gateway.sinks.kinds import SinkContext, build_sink
 from ecallgw.triage import TriageEngine, TriagePolicy
 
 if TYPE_CHECKING:
@@ -30,7 +39,7 @@ __all__ = ["Reloader"]
 
 log = logging.getLogger("ecallgw.reload")
 
-_APPLIED = frozenset({"auth", "triage"})
+_APPLIED = frozenset({"auth", "triage", "receivers"})
 
 
 class Reloader:
@@ -46,6 +55,7 @@ class Reloader:
         self._load = load
         self._task: asyncio.Task[None] | None = None
         self._again = False
+        self._closing: set[asyncio.Task[None]] = set()  # replaced sinks waiting to close
         self.reloads = 0  # completed, applied or refused (tests wait on it)
 
     def request(self) -> None:
@@ -78,6 +88,7 @@ class Reloader:
                     raise ConfigError(
                         f"receivers.{name}", None, "triage routes to this receiver: configure it"
                     )
+            swaps, restart_receivers = self._receivers(old, new)  # sinks built: a TLS file may be bad
         except ConfigError as exc:
             log.error(
                 "configuration reload refused: kept the running configuration",
@@ -102,6 +113,12 @@ class Reloader:
             extra["tokens_removed"] = sorted(before - after)
             extra["tokens_changed"] = sorted(n for n in before & after if _entry(old, n) != _entry(new, n))
             applied.append("auth")
+        receivers_now = dict(old.receivers)
+        for name, (cfg, sink, rendering) in swaps.items():
+            self._swap_receiver(cfg, sink, rendering)
+            receivers_now[name] = cfg
+            applied.append(f"receivers.{name}")
+        restart += restart_receivers
         triage_now = old.triage
         if dict(new.triage) != dict(old.triage):
             outcome = await self._policy(new, policy)
@@ -110,7 +127,9 @@ class Reloader:
                 triage_now = new.triage
             else:
                 kept.append(f"triage ({outcome})")
-        gw.config = dataclasses.replace(old, auth=new.auth, triage=triage_now)
+        gw.config = dataclasses.replace(
+            old, auth=new.auth, triage=triage_now, receivers=types.MappingProxyType(receivers_now)
+        )
         log.info(
             "configuration reloaded"
             if applied or not (restart or kept)
@@ -131,6 +150,9 @@ class Reloader:
         secret = running.pipeline.pseudonym_key.reveal()
         if gw.sequencer is not None:
             return "replicas on PostgreSQL: restart to apply"
+        missing = sorted(set(policy.receivers()) - set(gw.forwarder.lanes))
+        if missing:
+            return f"routes to receivers.{missing[0]}, which runs only after a restart; restart to apply"
         try:
             key = hashlib.sha256(secret.encode()).digest() if secret else await gw.store.key("pseudonym")
             wrong = await gw.pipeline.swap_engine(TriageEngine(policy, key))
@@ -145,6 +167,65 @@ class Reloader:
         except StoreError as exc:
             return f"store: {exc}; send SIGHUP again later"
         return None
+
+    def _receivers(
+        self, old: Config, new: Config
+    ) -> tuple[dict[str, tuple[ReceiverConfig, Sink, Renderer]], list[str]]:
+        """Receivers whose settings can be swapped (with their new sink and renderer), and the
+        changes that need a restart.
+
+        Raises:
+            ConfigError: a new sink cannot be built (a TLS file, say): nothing is applied.
+        """
+        gw = self._gw
+        context = SinkContext(mqtt=old.mqtt, mqtt_client_id=gw.mqtt_client_id)
+        swaps: dict[str, tuple[ReceiverConfig, Sink, Renderer]] = {}
+        restart: list[str] = []
+        for name in sorted(set(old.receivers) | set(new.receivers)):
+            before, after = old.receivers.get(name), new.receivers.get(name)
+            if before == after:
+                continue
+            if (
+                before is None
+                or after is None
+                or name not in gw.forwarder.lanes
+                or (before.kind, before.concurrency) != (after.kind, after.concurrency)
+            ):
+                restart.append(f"receivers.{name}")
+                continue
+            swaps[name] = (
+                after,
+                build_sink(after, context),
+                renderer(after.format, sender=old.pipeline.sender),
+            )
+        return swaps, restart
+
+    def _swap_receiver(self, cfg: ReceiverConfig, sink: Sink, rendering: Renderer) -> None:
+        """Give a receiver's lane its new settings and sink; the old sink closes once idle."""
+        lane = self._gw.forwarder.lanes[cfg.name]
+        old_cfg, old_sink = lane.config, lane.sink
+        lane.config, lane.sink, lane.renderer = cfg, sink, rendering
+        breaker = (cfg.breaker_threshold, cfg.breaker_cooldown_s, cfg.breaker_probe_initial_s)
+        if breaker != (
+            old_cfg.breaker_threshold,
+            old_cfg.breaker_cooldown_s,
+            old_cfg.breaker_probe_initial_s,
+        ):
+            lane.breaker = CircuitBreaker(
+                cfg.breaker_threshold, cfg.breaker_cooldown_s, probe_initial_s=cfg.breaker_probe_initial_s
+            )
+        task = asyncio.get_running_loop().create_task(_close_later(old_sink, old_cfg.timeout_s + 1.0))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+
+async def _close_later(sink: Sink, delay_s: float) -> None:
+    """Close a replaced sink once the requests it had in flight are over (they time out by then)."""
+    await asyncio.sleep(delay_s)
+    try:
+        await sink.aclose()
+    except Exception as exc:  # a connection that fails to close is no reason to log a traceback
+        log.warning("closing a replaced receiver's connections failed", extra={"error": str(exc)})
 
 
 def _entry(config: Config, name: str) -> object:

@@ -69,8 +69,9 @@ def _tokens(*entries: tuple[str, str]) -> str:
 async def test_sighup_swaps_tokens_and_policy_and_survives_a_broken_file(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    recv = Receiver()
+    recv, moved = Receiver(), Receiver()
     await recv.start()
+    await moved.start()
     port = free_port()
     log = tmp_path / "serve.log"
     spec = StoreSpec("sqlite", sqlite_path=tmp_path / "store" / "gw.sqlite3")
@@ -84,20 +85,30 @@ async def test_sighup_swaps_tokens_and_policy_and_survives_a_broken_file(
             assert await _ingest(http, port, PROVIDER_TOKEN, 1) == 202
             assert await _ingest(http, port, NEW_TOKEN, 2) == 401
 
-            # Rotate: the old entry out, a new one in; a triage threshold and a receiver changed.
+            async with asyncio.timeout(10):
+                while len(recv.keys) < 1:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+
+            # Rotate: the old entry out, a new one in; a triage threshold changed; the PSAP moved
+            # to another URL (applied: same kind and concurrency); a receiver added (restart).
             config.write_text(
-                base.read_text().replace("backoff_cap_s = 0.5", "backoff_cap_s = 0.7")
+                base.read_text().replace(recv.url, moved.url)
                 + _tokens(("acme-2", NEW_TOKEN))
                 + "[triage]\nescalation_delay_s = 45.0\n"
+                + f'[receivers.psap-extra]\nkind = "http"\nurl = "{moved.url}"\n'
             )
             line = await _reload(proc, log)
             assert line["event"] == "config_reloaded", line
-            assert line["applied"] == ["auth", "triage"], line
-            assert line["restart_to_apply"] == ["receivers"], line
+            assert line["applied"] == ["auth", "receivers.psap-fallback", "triage"], line
+            assert line["restart_to_apply"] == ["receivers.psap-extra"], line
             assert (line["tokens_added"], line["tokens_removed"]) == (["acme-2"], ["acme"])
             assert NEW_TOKEN not in log.read_text() and PROVIDER_TOKEN not in log.read_text()
             assert await _ingest(http, port, NEW_TOKEN, 3) == 202  # accepted at once
             assert await _ingest(http, port, PROVIDER_TOKEN, 4) == 401  # refused at once
+            async with asyncio.timeout(10):  # the new incident goes to the PSAP's new URL
+                while len(moved.keys) < 1:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            assert len(recv.keys) == 1
 
             # A broken file: one line naming the key, the running configuration kept.
             config.write_text(
@@ -119,6 +130,7 @@ async def test_sighup_swaps_tokens_and_policy_and_survives_a_broken_file(
         assert "Traceback" not in log.read_text(), tail(log)
     finally:
         await recv.stop()
+        await moved.stop()
 
 
 async def test_policy_swap_between_signals_keeps_state_or_refuses(tmp_path: Path, receiver: Receiver) -> None:
