@@ -517,13 +517,16 @@ def _row_json(r: IncidentRow) -> dict[str, Any]:
 
 
 def _receivers(deliveries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Deliveries per receiver: revisions routed and confirmed, attempts, last error, when confirmed."""
+    """Deliveries per receiver: revisions routed, confirmed, pending, dead-lettered; attempts of the
+    settled ones; the last dead letter's reason; when the receiver last confirmed one."""
     by: dict[str, dict[str, Any]] = {}
+    confirmed_at: dict[str, float] = {}
     for d in deliveries:
+        name = d["receiver"]
         r = by.setdefault(
-            d["receiver"],
+            name,
             {
-                "receiver": d["receiver"],
+                "receiver": name,
                 "revisions": 0,
                 "confirmed": 0,
                 "pending": 0,
@@ -537,17 +540,15 @@ def _receivers(deliveries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         r["attempts"] += d.get("attempts") or 0
         if d.get("delivered_at") is not None:
             r["confirmed"] += 1
-            r["confirmed_at"] = _iso(max(d["delivered_at"], _unix(r["confirmed_at"])))
+            confirmed_at[name] = max(confirmed_at.get(name, 0.0), d["delivered_at"])
         elif d.get("dead_letter_reason") is not None:
             r["dead_lettered"] += 1
             r["last_error"] = d["dead_letter_reason"]
         else:
             r["pending"] += 1
+    for name, at in confirmed_at.items():
+        by[name]["confirmed_at"] = _iso(at)
     return list(by.values())
-
-
-def _unix(iso: str | None) -> float:
-    return 0.0 if iso is None else dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def _trail(snaps: list[IncidentSnapshot]) -> list[dict[str, Any]]:

@@ -425,3 +425,42 @@ async def test_the_desk_survives_a_restart(tmp_path: Path, receiver: Receiver) -
     [escalated] = [json.loads(r.body) for r in receiver.accepted if json.loads(r.body)["revision"] == 2]
     assert escalated["operator_note"] == "driver answers, no injuries"
     assert (row["claimed_by"], row["acked"], row["escalation_due_at"]) == ("alice", True, None)
+
+
+async def test_deliveries_per_receiver_name_the_last_error(tmp_path: Path) -> None:
+    refusing = Receiver(script=lambda n: (422, {}))  # the PSAP refuses every document
+    await refusing.start()
+    try:
+        cfg = gateway_config(
+            tmp_path,
+            broker=None,
+            psap_url=refusing.url,
+            auth={"tokens": TOKENS},
+            receivers={"psap-fallback": {"kind": "http", "url": refusing.url, "max_attempts": 2}},
+        )
+        async with running_gateway(cfg) as gw, aiohttp.ClientSession() as http:
+            assert gw.http is not None
+            d = Desk(gw, http, f"http://127.0.0.1:{gw.http.port}")
+            iid = await d.ingest("car-1", 1, automatic=True)
+            await until(lambda: len(refusing.requests) >= 1, timeout_s=10)
+            for _ in range(100):
+                _, detail = await d.get(f"/v1/incidents/{iid}")
+                [psap] = [r for r in detail["receivers"] if r["receiver"] == "psap-fallback"]
+                if psap["dead_lettered"]:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        await refusing.stop()
+    assert (psap["revisions"], psap["confirmed"], psap["dead_lettered"], psap["confirmed_at"]) == (
+        1,
+        0,
+        1,
+        None,
+    )
+    assert psap["last_error"]
+    [desk_receiver] = [r for r in detail["receivers"] if r["receiver"] == "operator"]
+    assert (desk_receiver["confirmed"], desk_receiver["last_error"]) == (1, None)
+    assert not detail["at_psap"]
+    assert [
+        e["state"] for e in detail["timeline"] if e["kind"] == "delivery" and e["receiver"] == "psap-fallback"
+    ] == ["dead_lettered"]
