@@ -490,7 +490,11 @@ function connect() {
   source.addEventListener("revision", onIncidentEvent);
   source.addEventListener("desk", onDeskEvent);
   for (const kind of ["claim", "note", "action"]) source.addEventListener(kind, onDeskEvent);
-  source.addEventListener("reset", () => loadQueue().catch(() => {}));
+  source.addEventListener("reset", () => {
+    // The gateway cannot replay what was missed: start again from its list.
+    state.incidents.clear();
+    loadQueue().catch(() => {});
+  });
 }
 
 // --- the incident ------------------------------------------------------------------------------

@@ -82,6 +82,16 @@ async def crash(mosquitto: Mosquitto, n: int, *, lat: float = 50.8466, lon: floa
     return call_id
 
 
+TONE_COUNTER = """() => {
+    window.tones = 0;
+    const start = OscillatorNode.prototype.start;
+    OscillatorNode.prototype.start = function (...args) {
+        window.tones += 1;
+        return start.apply(this, args);
+    };
+}"""
+
+
 async def sign_in(
     browser: Browser, gw: Gateway, token: str = OPERATOR_TOKEN, *, locale: str = "en-GB"
 ) -> tuple[BrowserContext, Page]:
@@ -125,6 +135,10 @@ async def test_sign_in_live_queue_and_claim_seen_by_another_operator(
 
         ctx_a, alice = await sign_in(browser, gw)
         ctx_c, carol = await sign_in(browser, gw, SECOND_OPERATOR)
+        for page in (alice, carol):  # count the tones the page plays (WebAudio oscillators started)
+            await page.evaluate(TONE_COUNTER)
+        await carol.click("#sound")  # Carol mutes hers
+        await expect(carol.locator("#sound")).to_have_text("Sound off")
         await expect(alice.locator("#who")).to_have_text("Signed in as alice")
         cookies = await ctx_a.cookies()
         [session] = [c for c in cookies if c["name"] == "ecallgw_session"]
@@ -138,6 +152,8 @@ async def test_sign_in_live_queue_and_claim_seen_by_another_operator(
         assert time.monotonic() - t0 < 1.5  # publish included
         await expect(carol.locator("#queue-body tr", has_text=call_id)).to_be_visible(timeout=1000)
         await expect(alice.locator("#announce")).to_contain_text("New")
+        assert await alice.evaluate("window.tones") == 1
+        assert await carol.evaluate("window.tones") == 0
         await expect(row).to_have_class(re.compile(r"\bfresh\b"))  # highlighted
         await expect(alice.locator("#c-open")).to_have_text("1", timeout=3000)
         await expect(alice.locator("#c-unacknowledged")).to_have_text("1")
