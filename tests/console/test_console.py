@@ -7,6 +7,7 @@ drives the page as an operator would; every request the page makes is checked to
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import signal
@@ -26,7 +27,10 @@ from playwright.async_api import BrowserContext, Page, expect
 
 from ecallgw.app import Gateway
 from ecallgw.codecs import document
+from ecallgw.codecs import msd as msd_codec
 from ecallgw.config import Config
+from ecallgw.model import AdditionalData, CrashInfo, EraAdditionalData
+from ecallgw.simulators._oad import encode_era
 from tests.browserkit import Browser
 from tests.gateway.broker import Mosquitto, free_port
 from tests.gateway.harness import OPERATOR_TOKEN, SRE_TOKEN, gateway_config, running_gateway
@@ -68,6 +72,17 @@ async def gateway(
 def base_url(gw: Gateway) -> str:
     assert gw.http is not None
     return f"http://127.0.0.1:{gw.http.port}"
+
+
+def with_crash_data(msd: bytes) -> bytes:
+    """The same MSD with ERA additional data: crash severity (ASI15) 1200, front impact and rollover."""
+    value = msd_codec.decode(msd)
+    era = EraAdditionalData(
+        format=1, crash_severity=1200, crash_info=CrashInfo(crash_front=True, crash_rollover=True)
+    )
+    oad = AdditionalData(oid="1.4.1", data=encode_era(era))
+    message = dataclasses.replace(value.msd, optional_additional_data=oad)
+    return msd_codec.encode(dataclasses.replace(value, msd=message))
 
 
 async def crash(mosquitto: Mosquitto, n: int, *, lat: float = 50.8466, lon: float = 4.3528) -> str:
@@ -258,6 +273,7 @@ async def test_map_shows_the_trail_without_a_tile_server_and_the_area_filter(
         msd = make_msd(
             vin=vin_for(3), timestamp=int(time.time()), lat=50.8480, lon=4.3560, message_identifier=2
         )
+        msd = with_crash_data(msd)  # and now with crash data
         async with aiomqtt.Client(mosquitto.host, mosquitto.port) as pub:
             await pub.publish(
                 "ecall/v1/acme/car-3/msd", msd_envelope(msd, call_id="call-3", sent_at=time.time()), qos=1
@@ -269,6 +285,9 @@ async def test_map_shows_the_trail_without_a_tile_server_and_the_area_filter(
         await expect(page.locator("#map .leaflet-overlay-pane path")).not_to_have_count(0)
         await expect(page.locator("#map .leaflet-control-scale")).to_be_visible()
         assert await page.locator("#map .leaflet-tile").count() == 0
+        # The MSD's optional additional data in words.
+        await expect(page.locator("#detail")).to_contain_text("Crash severity1200")
+        await expect(page.locator("#detail")).to_contain_text("Crash typefront, rollover")
         # The queue's area filter: the PSAP area triage routed by.
         await expect(page.locator("#detail")).to_contain_text("psap-brussels")
         row = page.locator(f"#queue-body tr[data-id='{incident_id}']")
