@@ -34,6 +34,8 @@ log = logging.getLogger("ecallgw.sequencer")
 
 _FAILED: tuple[type[BaseException], ...] = (StoreError, *DB_ERRORS)  # a commit or read that failed
 _POLL_S = 0.5  # fallback when a NOTIFY is missed (listener reconnecting)
+_RETRY_MIN_S = 0.5  # after a failed commit, the first pause before rebuilding (doubling while it repeats)
+_RETRY_MAX_S = 5.0
 _YIELD_ROWS = 100  # rows triaged between two yields to the event loop
 
 
@@ -82,6 +84,9 @@ class Sequencer:
 
     async def run(self) -> None:
         """Lead whenever this replica is elected, until cancelled."""
+        failing = ""  # the kind of the last commit failure: said once while it repeats
+        sequenced_at_failure = -1
+        pause = _RETRY_MIN_S
         while True:
             epoch = await self._leadership.wait_leading()
             try:
@@ -91,8 +96,21 @@ class Sequencer:
                 self._leadership.step_down("fenced")
             except _FAILED as exc:
                 # The engine may be ahead of the store: rebuilt from the journal on the next try.
-                log.error("sequencer commit failed; rebuilding triage state", extra={"error": str(exc)})
-                await asyncio.sleep(0.5)
+                kind = str(
+                    getattr(exc.__cause__, "sqlstate", None)
+                    or getattr(exc, "sqlstate", None)
+                    or type(exc).__name__
+                )
+                if self.sequenced != sequenced_at_failure:
+                    failing = ""  # rows were sequenced since the last failure: a new episode
+                sequenced_at_failure = self.sequenced
+                if kind != failing:
+                    log.error("sequencer commit failed; rebuilding triage state", extra={"error": str(exc)})
+                    failing, pause = kind, _RETRY_MIN_S
+                else:  # the same again (a full or read-only server): quieter, and less often
+                    log.debug("sequencer commit failed again", extra={"error": str(exc)})
+                    pause = min(_RETRY_MAX_S, pause * 2)  # each retry replays the journal window
+                await asyncio.sleep(pause)
             except Exception:
                 # Never the daemon's end: another replica can lead meanwhile (this one steps down).
                 log.exception("sequencer failed; stepping down and rebuilding")

@@ -116,3 +116,54 @@ async def test_postgres_disk_full_refuses_then_recovers(
     entered = [r for r in caplog.records if getattr(r, "event", None) == "store_unwritable"]
     left = [r for r in caplog.records if getattr(r, "event", None) == "store_writable"]
     assert (len(entered), len(left)) == (1, 1), [r.getMessage() for r in entered + left]
+
+
+async def test_sequencer_refused_says_it_once_and_catches_up(
+    tmp_path: Path, pg_dsn: str, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Intake stores, the sequencer's commits are refused (53100 on revisions: simulated as above)."""
+    caplog.set_level(logging.DEBUG, logger="ecallgw.sequencer")
+    store = {
+        "backend": "postgresql",
+        "dsn": pg_dsn,
+        "lease_s": 2.0,
+        "outbox_lease_s": 5.0,
+        "decision_wait_s": 1.0,
+    }
+    cfg = gateway_config(tmp_path, broker=None, psap_url=receiver.url, store=store)
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        async with running_gateway(cfg) as gw, aiohttp.ClientSession() as http:
+            assert gw.http is not None
+            await admin.execute(_FULL.replace("ON journal", "ON revisions"))
+
+            async def post(n: int) -> int:
+                now = time.time()
+                async with http.post(
+                    f"http://127.0.0.1:{gw.http.port}/v1/ecall/acme/s{n}/msd",  # type: ignore[union-attr]
+                    data=msd_envelope(
+                        make_msd(vin=vin_for(500 + n), timestamp=int(now)), call_id=f"s{n}", sent_at=now
+                    ),
+                    headers={
+                        "Authorization": f"Bearer {PROVIDER_TOKEN}",
+                        "Content-Type": "application/msgpack",
+                    },
+                ) as resp:
+                    return resp.status
+
+            assert await asyncio.gather(*(post(n) for n in range(5))) == [202] * 5  # stored: intake works
+            await asyncio.sleep(4.0)  # the sequencer fails, again and again
+            failed = [r for r in caplog.records if r.getMessage().startswith("sequencer commit failed")]
+            assert len([r for r in failed if r.levelno == logging.ERROR]) == 1, [
+                r.getMessage() for r in failed
+            ]
+            assert len(failed) >= 2  # and retried (at DEBUG), with backoff
+            await admin.execute(_SPACE_BACK.replace("ON journal", "ON revisions"))
+            async with asyncio.timeout(30):
+                while await admin.fetchval("SELECT count(*) FROM journal WHERE seq IS NULL"):  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+            await until(lambda: len(receiver.keys) >= 5, timeout_s=30)
+            vehicles = await admin.fetch("SELECT vehicle FROM incidents WHERE vehicle LIKE 's%'")
+            assert sorted(r["vehicle"] for r in vehicles) == [f"s{n}" for n in range(5)]
+    finally:
+        await admin.close()
