@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import json
 import re
 import signal
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import aiomqtt
@@ -212,8 +214,25 @@ async def test_cancel_with_note_reaches_the_psap_and_notes_are_text(
         await crash(mosquitto, 2)
         await until(lambda: len(receiver.accepted) >= 1)
         incident_id = await first_incident(gw)
-        await page.wait_for_selector(f"#queue-body tr[data-id='{incident_id}']")
+        row = page.locator(f"#queue-body tr[data-id='{incident_id}']")
+        await expect(row).to_be_visible()
+        # Times in the operator's zone (the context's Europe/Brussels), whatever the server's.
+        [stored] = await gw.store.list_incidents()
+        local = dt.datetime.fromtimestamp(stored.received_at, ZoneInfo("Europe/Brussels"))
+        await expect(row).to_contain_text(local.strftime("%H:%M:%S"))
+        # Filters and search narrow the queue, live rows included.
+        await page.select_option("#f-kind", "manual")
+        await expect(row).to_have_count(0)
+        await page.select_option("#f-kind", "automatic")
+        await expect(row).to_have_count(1)
+        await page.fill("#f-q", "call-2")
+        await expect(row).to_have_count(1)
+        await page.fill("#f-q", "call-99")
+        await expect(row).to_have_count(0)
+        await page.fill("#f-q", "")
         await open_incident(page, incident_id)
+        await page.click("button[data-action=ack]")
+        await expect(row).to_contain_text("acknowledged", timeout=3000)
 
         # A note with markup and CRLF: shown as the very text, nothing runs.
         hostile = "<script>alert(1)</script>\r\n<img src=x onerror=alert(2)>second line"
@@ -361,6 +380,10 @@ async def test_sign_out_ends_the_session_and_csrf_is_checked(
             "async () => (await fetch('/console/')).headers.get('content-security-policy')"
         )
         assert "default-src 'self'" in headers and "frame-ancestors 'none'" in headers
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/console/console.js") as resp:
+            assert resp.headers["X-Content-Type-Options"] == "nosniff"
+            assert resp.headers["Referrer-Policy"] == "no-referrer"
+            assert resp.headers["Content-Type"].startswith("text/javascript")
         async with aiohttp.ClientSession(cookies=jar) as http:
             async with http.get(f"{url}/v1/incidents") as resp:  # the cookie stands for alice
                 assert resp.status == 200
