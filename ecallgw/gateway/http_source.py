@@ -194,11 +194,10 @@ class HttpServer:
         return app
 
     async def __aenter__(self) -> HttpServer:
-        self._runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
         cfg = self._config
         # Built at start: a rotated certificate or CA takes effect on restart. Loopback-only
-        # plaintext is enforced by the configuration (http.host, http.allow_plaintext).
+        # plaintext is enforced by the configuration (http.host, http.allow_plaintext). Built before
+        # the runner's setup starts the routes' background tasks, so a bad file leaves none behind.
         tls = (
             server_context(
                 cfg.tls_cert_file,
@@ -209,6 +208,8 @@ class HttpServer:
             if cfg.tls_cert_file
             else None
         )
+        self._runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True)
+        await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.host, cfg.port, ssl_context=tls)
         try:
             await site.start()
