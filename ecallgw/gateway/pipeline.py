@@ -667,19 +667,21 @@ class Pipeline:
         snap = decision.incident
         # The incident the signal made, changed or joined, also without a revision (issue 12).
         result = Ingested(outcome=str(decision.outcome), incident_id=decision.incident_id)
-        self._submit_unit(unit, fut, result, decision, raw.digest)
+        announce = None
         if decision.outcome == "new_incident" and isinstance(signal, MsdSignal) and snap is not None:
-            log.info(
-                "new incident",
-                extra={
-                    "incident": snap.incident_id,
-                    "tps": raw.tps,
-                    "severity": snap.severity.level,  # not "level": the line's own
-                    "score": snap.severity.score,
-                    "automatic": snap.automatic,
-                    "test": snap.test,
-                },
-            )
+            new_incident = {
+                "incident": snap.incident_id,
+                "tps": raw.tps,
+                "severity": snap.severity.level,  # not "level": the line's own
+                "score": snap.severity.score,
+                "automatic": snap.automatic,
+                "test": snap.test,
+            }
+
+            def announce() -> None:  # once committed: nothing is logged as done before it is
+                log.info("new incident", extra=new_incident)
+
+        self._submit_unit(unit, fut, result, decision, raw.digest, announce)
 
     def _submit_unit(
         self,
@@ -688,6 +690,7 @@ class Pipeline:
         result: Ingested,
         decision: Decision | None,
         digest: bytes,
+        announce: Callable[[], None] | None = None,
     ) -> None:
         stored = self._store.commit_nowait(unit)
         self._remember(digest, fut)
@@ -708,6 +711,8 @@ class Pipeline:
             try:
                 if decision is not None:
                     self._count(decision)
+                if announce is not None:
+                    announce()
                 self._remember(digest, result)
                 self._notify(s.result())
             finally:

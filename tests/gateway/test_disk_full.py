@@ -171,6 +171,8 @@ async def test_disk_full_holds_then_recovers_without_restart(tmp_path: Path, mos
             assert held_at < len(before) + len(during), "everything was stored: the disk was not full"
             assert await store.signals() == held_at  # nothing stored while full
             assert len(events(log, "store_unwritable")) == 1, tail(log)
+            # Nothing logged as done before it is committed: a "new incident" line per stored one.
+            assert log.read_text().count('"msg": "new incident"') == held_at
 
             filler.unlink()  # space is back
             total = len(before) + len(during)
