@@ -273,7 +273,8 @@ class Pipeline:
         Raises:
             StoreError: a commit failed. Triage has already seen what could not be stored, so the
                 only consistent way on is to stop; the next start replays the journal and the broker
-                redelivers what was not acknowledged (fail-stop).
+                redelivers what was not acknowledged (fail-stop). A full or read-only disk is not
+                such a failure: the store holds those commits until they go through (sqlite.py).
         """
         self._task = asyncio.current_task()
         try:
