@@ -410,6 +410,17 @@ async def test_sign_out_ends_the_session_and_csrf_is_checked(
         await page.wait_for_selector("body[data-ready=signin]")
         async with aiohttp.ClientSession(cookies=jar) as http, http.get(f"{url}/v1/incidents") as resp:
             assert resp.status == 401  # the session is gone on the server, not only in the browser
+        # Guessing tokens at the sign-in form is throttled like guessing bearer tokens.
+        async with aiohttp.ClientSession() as http:
+            statuses = []
+            for i in range(11):
+                async with http.post(
+                    f"{url}/console/session",
+                    data={"token": f"guess-{i:04d}-xxxxxxxxxxxx"},
+                    allow_redirects=False,
+                ) as resp:
+                    statuses.append(resp.status)
+            assert statuses[:10] == [303] * 10 and statuses[10] == 429
         await ctx.close()
     assert browser.foreign_requests == []
 
