@@ -167,3 +167,39 @@ async def test_sequencer_refused_says_it_once_and_catches_up(
             assert sorted(r["vehicle"] for r in vehicles) == [f"s{n}" for n in range(5)]
     finally:
         await admin.close()
+
+
+async def test_http_only_gateway_notices_space_back_without_traffic(
+    tmp_path: Path, pg_dsn: str, receiver: Receiver
+) -> None:
+    """Ingest is refused (503) while the store refuses writes, so no write comes to retry: the store
+    probes (a journal insert, rolled back) and readiness returns by itself (53100 simulated as above)."""
+    store = {
+        "backend": "postgresql",
+        "dsn": pg_dsn,
+        "lease_s": 2.0,
+        "outbox_lease_s": 5.0,
+        "decision_wait_s": 1.0,
+    }
+    cfg = gateway_config(tmp_path, broker=None, psap_url=receiver.url, store=store)
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        async with running_gateway(cfg) as gw, aiohttp.ClientSession() as http:
+            assert gw.http is not None
+            url = f"http://127.0.0.1:{gw.http.port}/v1/ecall/acme/q1/msd"
+            headers = {"Authorization": f"Bearer {PROVIDER_TOKEN}", "Content-Type": "application/msgpack"}
+            now = time.time()
+            body = msd_envelope(make_msd(vin=vin_for(700), timestamp=int(now)), call_id="q1", sent_at=now)
+            await admin.execute(_FULL)
+            async with http.post(url, data=body, headers=headers) as resp:
+                assert resp.status == 503  # its commit was refused
+            assert not gw.store.writable
+            await asyncio.sleep(1.5)
+            assert not gw.store.writable  # the probes are refused too
+            await admin.execute(_SPACE_BACK)
+            await until(lambda: gw.store.writable, timeout_s=5)  # no request needed
+            async with http.post(url, data=body, headers=headers) as resp:
+                assert resp.status == 202
+            assert await admin.fetchval("SELECT count(*) FROM journal WHERE type = 'probe'") == 0
+    finally:
+        await admin.close()

@@ -267,7 +267,17 @@ class PostgresStore:
                 if self._closing:
                     return
                 self._wake.clear()
-                await self._wake.wait()
+                if self._healthy:
+                    await self._wake.wait()
+                    continue
+                # Refusing writes and nothing queued to retry (ingest answers 503 meanwhile, so
+                # nothing may come): a probe write tells when the server takes writes again.
+                try:
+                    async with asyncio.timeout(backoff):
+                        await self._wake.wait()
+                except TimeoutError:
+                    self._health_changed(await self._probe())
+                    backoff = min(1.0, backoff * 2)
                 continue
             batch, self._jobs = self._jobs[: self._config.batch_max], self._jobs[self._config.batch_max :]
             if self._delivered_fut is not None and any(f is self._delivered_fut for _, f in batch):
@@ -296,6 +306,22 @@ class PostgresStore:
             else:
                 backoff = 0.05
                 self.commits += 1
+
+    async def _probe(self) -> BaseException | None:
+        """The write intake needs, rolled back: None once the server takes journal rows again."""
+        try:
+            async with self.pool.acquire() as conn:
+                tx = conn.transaction()
+                await tx.start()
+                try:
+                    await conn.execute("INSERT INTO journal (type, at) VALUES ('probe', 0)")
+                finally:
+                    await tx.rollback()  # nobody ever sees the row (its id is skipped)
+        except DB_ERRORS as exc:
+            err = StoreError(f"probe write failed: {exc!r}")
+            err.__cause__ = exc
+            return err
+        return None
 
     def _health_changed(self, failed: BaseException | None) -> None:
         """One WARNING when group commits start failing, one INFO when they succeed again."""
