@@ -59,7 +59,7 @@ from ecallgw.gateway.intake import Intake
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.operator_api import OperatorApi
 from ecallgw.gateway.pipeline import Ingested, Pipeline
-from ecallgw.gateway.records import RawSignal
+from ecallgw.gateway.records import ENVELOPE_KINDS, RawSignal
 from ecallgw.gateway.sinks.operator_stream import OperatorStream
 from ecallgw.gateway.sre_api import SreApi
 from ecallgw.gateway.store import Store
@@ -73,7 +73,6 @@ access_log = logging.getLogger("ecallgw.access")
 _ROLE = web.RequestKey("ecallgw_role", str)  # the authenticated principal's role, for the access log
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_KINDS = frozenset({"msd", "cancel", "position"})
 MSGPACK = "application/msgpack"
 RAW_MSD = document.MSD_MEDIA_TYPE.lower()
 _STORE_TIMEOUT_S = 30.0
@@ -391,7 +390,7 @@ class HttpServer:
         kind = request.match_info["kind"]
         if tps != who.tps:
             return self._refuse(403, f"this token may write under {who.tps!r} only")
-        if kind not in _KINDS:
+        if kind not in ENVELOPE_KINDS:
             return self._refuse(404, f"unknown kind {kind[:20]!r}: msd, cancel or position")
         if not self._accepting:
             return self._refuse(503, "draining; retry on another gateway", {"Retry-After": "5"})
@@ -405,6 +404,7 @@ class HttpServer:
             )
         ctype = request.content_type.lower()
         call_id: str | None = None
+        raw_kind: str
         if ctype == MSGPACK:
             raw_kind = kind
         elif ctype == RAW_MSD and kind == "msd":

@@ -25,14 +25,12 @@ from ecallgw.config import PipelineConfig
 from ecallgw.errors import StoreError
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.pipeline import ActionResult, Ingested, Pipeline, quarantine_unit
-from ecallgw.gateway.records import ActionRecord, RawSignal, Unit
+from ecallgw.gateway.records import KINDS, ActionRecord, RawSignal, Unit
 from ecallgw.gateway.store.postgres import PostgresStore
 
 __all__ = ["Decisions", "Intake"]
 
 log = logging.getLogger("ecallgw.intake")
-
-_KINDS = frozenset({"msd", "cancel", "position", "msd_raw"})
 
 
 class Decisions:
@@ -134,7 +132,7 @@ class Intake:
         if raw.kind == "bcall" and self.on_bcall is not None:  # a breakdown: never triaged (issue 14)
             return self.on_bcall(raw)
         m = self._metrics
-        m.received(raw.transport, raw.kind if raw.kind in _KINDS else "invalid")
+        m.received(raw.transport, raw.kind if raw.kind in KINDS else "invalid")
         original = self._seen.get(raw.digest)
         failed = (
             original is not None

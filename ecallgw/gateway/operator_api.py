@@ -47,22 +47,20 @@ from ecallgw.errors import EncodeError, StoreError
 from ecallgw.gateway.http_auth import Guard, Principal, Refuse
 from ecallgw.gateway.intake import Intake
 from ecallgw.gateway.pipeline import Pipeline
-from ecallgw.gateway.records import DeskRecord
+from ecallgw.gateway.records import OPERATOR_ACTIONS, DeskRecord
 from ecallgw.gateway.sinks.operator_stream import DeskEvent, OperatorStream
 from ecallgw.gateway.store import IncidentRow, Store
 from ecallgw.gateway.store.desk import DeskEventRow, IncidentQuery, QueueRow
 from ecallgw.gateway.store.protocol import RevisionRow
 from ecallgw.model import IncidentSnapshot
-from ecallgw.triage import ACTIONS as TRIAGE_ACTIONS
 
-__all__ = ["ACTIONS", "OperatorApi"]
+__all__ = ["OperatorApi"]
 
 _SSE_KEEPALIVE_S = 15.0
 _STATUSES = ("open", "updated", "cancelled", "resolved")
 _LEVELS = ("critical", "high", "medium", "low")
 _KINDS = ("automatic", "manual", "test")
 # Triage's (confirm_storm/dismiss_storm act on a storm's aggregate, issue 12) and the desk's own.
-ACTIONS = ("ack", "claim", "release", "note", *(a for a in TRIAGE_ACTIONS if a != "ack"))
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _OPERATOR = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 _NOTE_MAX = 2000
@@ -398,8 +396,8 @@ def _uncursor(text: str) -> tuple[int, int, float, str]:
 def _action_of(body: dict[str, Any]) -> tuple[str, str]:
     """(the journaled action, the note) of an action's body; `_BadParameterError` names the wrong field."""
     action = body.get("action")
-    if action not in ACTIONS:
-        raise _BadParameterError(f"action must be one of {', '.join(ACTIONS)}")
+    if action not in OPERATOR_ACTIONS:
+        raise _BadParameterError(f"action must be one of {', '.join(OPERATOR_ACTIONS)}")
     note = body.get("note", "")
     if note is None:
         note = ""

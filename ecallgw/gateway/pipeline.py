@@ -37,6 +37,10 @@ from ecallgw.errors import DecodeError, StoreError
 from ecallgw.gateway.desk import Desk, unknown_incident
 from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.records import (
+    DESK_ACTIONS,
+    ENVELOPE_KINDS,
+    KINDS,
+    OPERATOR_ACTIONS,
     ActionRecord,
     CommitResult,
     DecisionRecord,
@@ -49,7 +53,7 @@ from ecallgw.gateway.records import (
 from ecallgw.gateway.slots import Slots
 from ecallgw.gateway.store import Store
 from ecallgw.model import MsdSignal, Signal
-from ecallgw.triage import ACTIONS, Decision, TriageEngine
+from ecallgw.triage import Decision, TriageEngine
 from ecallgw.triage.decision import Outcome
 
 __all__ = ["ActionResult", "Ingested", "Pipeline", "codec_label", "quarantine_unit", "reason_label"]
@@ -364,7 +368,7 @@ class Pipeline:
         decision, desk = self._act(record, now)
         verb = record.action.partition(":")[0]
         self._metrics.operator_actions.labels(
-            verb if verb in _ACTIONS else "other", str(decision.outcome)
+            verb if verb in OPERATOR_ACTIONS else "other", str(decision.outcome)
         ).inc()
         unit = Unit(
             journal_type="action",
@@ -385,7 +389,7 @@ class Pipeline:
         verb, _, arg = record.action.partition(":")
         iid, actor, note = record.incident_id, record.actor, record.note
         desk = self.desk
-        if verb in _DESK_ACTIONS:
+        if verb in DESK_ACTIONS:
             if self.engine.get(iid) is None:
                 return unknown_incident(iid), ()
             return desk.act(iid, verb, arg, actor, note, now)
@@ -640,7 +644,7 @@ class Pipeline:
 
     def _process(self, raw: RawSignal, fut: asyncio.Future[Ingested]) -> None:
         m = self._metrics
-        m.received(raw.transport, raw.kind if raw.kind in _KINDS else "invalid")
+        m.received(raw.transport, raw.kind if raw.kind in KINDS else "invalid")
         original = self._seen.get(raw.digest)
         if original is not None:
             m.signals_duplicate.labels(raw.transport).inc()
@@ -740,7 +744,7 @@ class Pipeline:
             )
         if raw.kind == LINK_POSITION:  # a caller's browser position (issue 14)
             return decode_link_position(raw.tps, raw.vehicle, raw.payload)
-        if raw.kind not in _ENVELOPE_KINDS:
+        if raw.kind not in ENVELOPE_KINDS:
             raise DecodeError("topic", f"not an ingest topic or path: {raw.source[:100]!r}", path="kind")
         return decode_envelope(raw.kind, raw.tps, raw.vehicle, raw.payload)
 
@@ -789,10 +793,6 @@ class Pipeline:
 
 
 _REPLAY_YIELD = 200  # journal rows replayed between two yields to the event loop
-_ENVELOPE_KINDS = frozenset({"msd", "cancel", "position"})
-_KINDS = frozenset({"msd", "cancel", "position", "msd_raw", "link_position"})
-_DESK_ACTIONS = frozenset({"claim", "release", "note"})
-_ACTIONS = frozenset(ACTIONS) | _DESK_ACTIONS
 _ESCALATION_PENDING = "escalation_pending"  # triage's reason while a manual call's timer runs
 
 

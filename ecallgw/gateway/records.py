@@ -6,10 +6,15 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ecallgw.codecs.envelope import KINDS as ENVELOPE_KINDS
 from ecallgw.model import IncidentSnapshot, Reason
+from ecallgw.triage import ACTIONS as TRIAGE_ACTIONS
 
 __all__ = [
+    "DESK_ACTIONS",
+    "ENVELOPE_KINDS",
     "KINDS",
+    "OPERATOR_ACTIONS",
     "ActionRecord",
     "CommitResult",
     "DecisionRecord",
@@ -23,9 +28,16 @@ __all__ = [
 
 _frozen = {"frozen": True, "slots": True, "kw_only": True}
 
-KINDS = frozenset({"msd", "cancel", "position", "msd_raw", "link_position"})
-"""Signal kinds: the three envelope kinds, ``msd_raw`` for an RFC 8147 body over HTTP, and
-``link_position`` for a caller's position through a location link (transport ``link``)."""
+KINDS = frozenset({*ENVELOPE_KINDS, "msd_raw", "link_position"})
+"""Signal kinds triage decides: the envelope kinds (``codecs.envelope.KINDS``: msd, cancel,
+position), ``msd_raw`` for an RFC 8147 body over HTTP, and ``link_position`` for a caller's position
+through a location link (transport ``link``). Breakdown requests (``bcall``) are not triaged."""
+
+DESK_ACTIONS = ("claim", "release", "note")
+"""Operator actions on the desk only (who has it, notes): no triage decision, no PSAP revision."""
+
+OPERATOR_ACTIONS = ("ack", *DESK_ACTIONS, *(a for a in TRIAGE_ACTIONS if a != "ack"))
+"""Every action ``POST /v1/incidents/{id}/actions`` accepts: triage's and the desk's."""
 
 
 @dataclass(**_frozen)

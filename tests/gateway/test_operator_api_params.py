@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from multidict import MultiDict
 
 from ecallgw.gateway.operator_api import (
-    ACTIONS,
     _action_of,
     _BadParameterError,
     _cursor,
@@ -21,6 +20,7 @@ from ecallgw.gateway.operator_api import (
     _time,
     _uncursor,
 )
+from ecallgw.gateway.records import OPERATOR_ACTIONS
 
 keys = st.tuples(
     st.integers(0, 1),
@@ -108,7 +108,7 @@ def test_a_bad_filter_is_named(params: dict[str, Any], name: str) -> None:
 
 
 @given(
-    action=st.sampled_from(ACTIONS),
+    action=st.sampled_from(OPERATOR_ACTIONS),
     note=st.one_of(st.none(), st.text(max_size=30)),
     reason=st.one_of(st.none(), st.text(max_size=30)),
     assignee=st.one_of(st.none(), st.from_regex(r"[A-Za-z0-9_.@-]{1,10}", fullmatch=True)),
