@@ -414,8 +414,9 @@ async def run_gateway(
     async with Gateway(config, configure_log=True, tune_gc=config.pipeline.gc_tuning) as gw:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, gw.stop)
-        if reload is not None:
-            loop.add_signal_handler(signal.SIGHUP, Reloader(gw, reload).request)
+        reloader = Reloader(gw, reload) if reload is not None else None
+        if reloader is not None:
+            loop.add_signal_handler(signal.SIGHUP, reloader.request)
         if on_ready is not None:
             loop.call_soon(on_ready, gw)
         try:
@@ -423,3 +424,5 @@ async def run_gateway(
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            if reloader is not None:
+                await reloader.aclose()

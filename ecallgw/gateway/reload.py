@@ -58,6 +58,13 @@ class Reloader:
         self._closing: set[asyncio.Task[None]] = set()  # replaced sinks waiting to close
         self.reloads = 0  # completed, applied or refused (tests wait on it)
 
+    async def aclose(self) -> None:
+        """At the stop: end a reload under way and close replaced sinks now, not after their delay."""
+        tasks = [*self._closing, *([self._task] if self._task is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def request(self) -> None:
         """Schedule a reload (safe from a signal handler); one at a time, a second one after it."""
         if self._task is not None and not self._task.done():
@@ -221,7 +228,13 @@ class Reloader:
 
 async def _close_later(sink: Sink, delay_s: float) -> None:
     """Close a replaced sink once the requests it had in flight are over (they time out by then)."""
-    await asyncio.sleep(delay_s)
+    try:
+        await asyncio.sleep(delay_s)
+    finally:  # also when the gateway stops first (`Reloader.aclose`)
+        await _close(sink)
+
+
+async def _close(sink: Sink) -> None:
     try:
         await sink.aclose()
     except Exception as exc:  # a connection that fails to close is no reason to log a traceback
