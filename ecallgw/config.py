@@ -598,12 +598,16 @@ class ConsoleConfig:
             and ``{y}`` ("" : no tiles; the map still shows the position and trail on a blank
             background); its host is the only one the page's Content-Security-Policy allows.
         tile_attribution: the text shown under the map for those tiles (plain text).
+        cookie_secure: ``auto``: the session cookie is ``Secure`` (and ``__Host-``) when ecallgw
+            itself serves TLS; ``always``: also over plain HTTP, for TLS ended by a reverse proxy
+            in front (the console then works through that proxy only).
     """
 
     enabled: bool = True
     session_hours: float = 12.0
     tile_url: str = ""
     tile_attribution: str = ""
+    cookie_secure: Literal["auto", "always"] = "auto"
 
 
 @dataclass(**_frozen)

@@ -78,7 +78,9 @@ class Console:
         self._refuse = refuse
         self._throttle = throttle
         self._tls = tls
-        self.sessions = Sessions(auth, store, hours=config.session_hours)
+        self.sessions = Sessions(
+            auth, store, hours=config.session_hours, always_secure=config.cookie_secure == "always"
+        )
         self._assets = _assets()
         tile_host = ""
         if config.tile_url:  # "{s}" (a subdomain Leaflet picks) is any subdomain to the CSP
@@ -204,12 +206,13 @@ class Console:
         session, who, _ = opened
         log.info("console sign-in", extra={"event": "console_signin", "holder": who.name, "remote": remote})
         response = web.HTTPSeeOther("/console/", headers=self._headers)
+        secure = self.sessions.secure(request) or self._tls
         response.set_cookie(
-            cookie_name(request.secure),
+            cookie_name(secure),
             session,
             max_age=max(1, int(self._config.session_hours * 3600)),
             path="/",
-            secure=request.secure or self._tls,
+            secure=secure,
             httponly=True,
             samesite="Strict",
         )
@@ -223,5 +226,5 @@ class Console:
             return self._refuse(403, refusal)
         await self.sessions.sign_out(request)
         response = self._answer(b'{"signed_out": true}', "application/json")
-        response.del_cookie(cookie_name(request.secure), path="/")
+        response.del_cookie(cookie_name(self.sessions.secure(request)), path="/")
         return response

@@ -7,7 +7,8 @@ token is still an operator token in ``auth.tokens`` (removing the token ends its
 
 Every state-changing request made with the cookie carries ``X-CSRF-Token`` (an HMAC of the session
 id, handed to the page by ``GET /console/session``) and, when the browser sends one, an ``Origin``
-of this very host; the cookie itself is ``SameSite=Strict`` and ``HttpOnly`` (``Secure`` over TLS).
+of this very host; the cookie itself is ``SameSite=Strict`` and ``HttpOnly`` (``Secure`` over TLS,
+and always with ``console.cookie_secure = "always"``, for TLS ended by a reverse proxy in front).
 """
 
 from __future__ import annotations
@@ -55,14 +56,21 @@ def _digest(session: str) -> str:
 class Sessions:
     """Sign-in, lookup and sign-out of console sessions kept in the store."""
 
-    def __init__(self, auth: Authenticator, store: Store, *, hours: float) -> None:
+    def __init__(
+        self, auth: Authenticator, store: Store, *, hours: float, always_secure: bool = False
+    ) -> None:
         self._auth = auth
         self._store = store
         self._lifetime_s = hours * 3600.0
+        self._always_secure = always_secure
 
-    @staticmethod
-    def cookie(request: web.Request) -> str | None:
-        value = request.cookies.get(cookie_name(request.secure))
+    def secure(self, request: web.Request) -> bool:
+        """Whether the cookie is Secure (and ``__Host-``): over TLS, or always when TLS ends at a
+        proxy in front (the browser speaks HTTPS; this server sees plain HTTP)."""
+        return self._always_secure or request.secure
+
+    def cookie(self, request: web.Request) -> str | None:
+        value = request.cookies.get(cookie_name(self.secure(request)))
         return value if value and len(value) <= 128 else None
 
     async def sign_in(self, token: str) -> tuple[str, Principal, float] | None:

@@ -561,3 +561,32 @@ async def test_over_tls_the_cookie_is_secure_and_host_only(tmp_path: Path, pki: 
             headers = {"Cookie": f"ecallgw_session={value}"}  # the plaintext name is not this session
             async with http.get(f"{url}/v1/incidents", headers=headers) as resp:
                 assert resp.status == 401
+
+
+async def test_behind_a_tls_proxy_the_cookie_can_be_always_secure(tmp_path: Path) -> None:
+    """``console.cookie_secure = "always"``: plain HTTP here (a proxy in front ends TLS), yet the
+    cookie is Secure with the ``__Host-`` prefix, and that cookie is the session."""
+    cfg = gateway_config(
+        tmp_path, broker=None, psap_url="http://127.0.0.1:9/none", console={"cookie_secure": "always"}
+    )
+    async with running_gateway(cfg) as gw, aiohttp.ClientSession() as http:
+        url = base_url(gw)
+        async with http.post(
+            f"{url}/console/session", data={"token": OPERATOR_TOKEN}, allow_redirects=False
+        ) as resp:
+            assert resp.status == 303
+            cookie = resp.headers["Set-Cookie"]
+        assert cookie.startswith("__Host-ecallgw_session=")
+        assert "secure" in {f.strip().lower() for f in cookie.split(";")[1:]}
+        value = cookie.split(";")[0].split("=", 1)[1]
+        headers = {"Cookie": f"__Host-ecallgw_session={value}"}
+        async with http.get(f"{url}/v1/incidents", headers=headers) as resp:
+            assert resp.status == 200
+    cfg = gateway_config(tmp_path, broker=None, psap_url="http://127.0.0.1:9/none")
+    async with running_gateway(cfg) as gw, aiohttp.ClientSession() as http:  # "auto": plain HTTP
+        async with http.post(
+            f"{base_url(gw)}/console/session", data={"token": OPERATOR_TOKEN}, allow_redirects=False
+        ) as resp:
+            cookie = resp.headers["Set-Cookie"]
+        assert cookie.startswith("ecallgw_session=")
+        assert "secure" not in {f.strip().lower() for f in cookie.split(";")[1:]}

@@ -125,6 +125,7 @@ class _NoStore:
         ("tile_url", "http://tiles.example.org/{z}/{x}/{y}.png"),  # plaintext beyond loopback
         ("tile_url", "https://tiles.example.org/tile.png"),  # no {z}/{x}/{y}
         ("tile_attribution", "x" * 201),
+        ("cookie_secure", "yes"),
         ("colour", "blue"),
     ],
 )
