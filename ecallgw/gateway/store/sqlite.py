@@ -306,11 +306,8 @@ class SqliteStore:
                             held.append(job)  # behind the held ones: the journal order stays
                 continue
             self._batch = held  # failed, not lost, should the writer die
-            if held:
-                outcomes = self._commit_batch(conn, held)
-                reason = _refused(outcomes)
-            else:
-                outcomes, reason = [], self._probe(conn)
+            outcomes = self._commit_batch(conn, held)  # the retry is the probe
+            reason = _refused(outcomes)
             if reason is None:
                 # Committed; or failed otherwise (a bug, not the disk): the pipeline stops on that.
                 loop.call_soon_threadsafe(_resolve_all, outcomes)
@@ -370,20 +367,6 @@ class SqliteStore:
         done: _Outcome = (fut, value, None)
         loop.call_soon_threadsafe(_resolve_all, [done])
         return True
-
-    @staticmethod
-    def _probe(conn: sqlite3.Connection) -> str | None:
-        """Nothing held (the refused batch had no unit): a small write tells whether space is back."""
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT OR REPLACE INTO meta VALUES ('writable_probe', randomblob(4096))")
-            conn.execute("COMMIT")
-            return None
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            return store_refusal(exc)
 
     @staticmethod
     def _commit_batch(
