@@ -24,7 +24,8 @@ Definitions:
   The throughput profile, one signal per scenario, makes loss exact per signal.
 - invalid documents: accepted documents that fail ``codecs.document.parse_json_document`` (the
   shipped JSON Schema) or ``parse_cap``; unreadable: ones the report cannot even read an incident,
-  revision and vehicle from; foreign: readable ones about a vehicle this run did not send.
+  revision and vehicle from; foreign: readable ones about a vehicle this run did not send (a provider
+  storm's aggregate, which names no vehicle, is neither).
 - duplicates: accepted deliveries of a document the same receiver had accepted before, by its
   Idempotency-Key *or* by its content (incident id and revision), so a gateway that changes or
   drops the key on a retry cannot hide a duplicate.
@@ -319,6 +320,8 @@ def build_report(
         if info is None:
             unreadable += 1
             continue
+        if info.incident_id.startswith("storm-") and not info.vehicle:
+            continue  # a provider storm's aggregate for the desk (issue 12): about incidents, no vehicle
         owned = owner.get((info.tps, info.vehicle))
         if owned is None:
             foreign += 1
