@@ -338,6 +338,12 @@ class Gateway:
             # broker keeps it), so waiting the whole deadline for it would only delay the stop.
             deadline_s = cfg.drain_deadline_s if self.store.writable else min(cfg.drain_deadline_s, 1.0)
             log.info("draining", extra={"deadline_s": deadline_s})
+            if not self.store.writable:
+                log.warning(
+                    "stopping while the store is not writable: what it holds is not stored and not "
+                    "acknowledged; the broker redelivers it to the next start",
+                    extra={"event": "store_unwritable_stop", "reason": self.store.unwritable_reason},
+                )
             if self.http is not None:
                 self.http.stop_intake()
             if self.mqtt is not None and source is not None:

@@ -281,7 +281,7 @@ def _unstored(mid: int, stored: asyncio.Future[Any]) -> None:
     global _unstored_quiet_until
     now = time.monotonic()
     extra = {"mid": mid, "reason": "stopping" if stored.cancelled() else str(stored.exception())[:300]}
-    if now < _unstored_quiet_until:
+    if stored.cancelled() or now < _unstored_quiet_until:  # a stop is no news: the drain said it
         log.debug("message not stored, left unacknowledged", extra=extra)
         return
     _unstored_quiet_until = now + _UNSTORED_QUIET_S

@@ -200,3 +200,42 @@ async def test_disk_full_holds_then_recovers_without_restart(tmp_path: Path, mos
         )
         assert "Traceback" not in log.read_text(), tail(log)
     await recv.stop()
+
+
+async def test_stop_while_full_then_restart_loses_nothing(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """SIGTERM while commits are held: a prompt, clean exit; what was held was not acknowledged,
+    so the broker hands it to the next start, which stores each signal once."""
+    recv = Receiver()
+    await recv.start()
+    http_port = free_port()
+    log = tmp_path / "serve.log"
+    before, during = calls(10, first=4000), calls(100, first=5000)
+    with small_disk(tmp_path / "disk") as disk:
+        spec = StoreSpec("sqlite", sqlite_path=disk / "store" / "gw.sqlite3")
+        config = write_config(
+            tmp_path / "gw.toml", mosquitto, recv, http_port, spec, client_id="gw-full-stop", log_level="info"
+        )
+        store = spec.inspector()
+        async with serve(config, http_port, log), aiohttp.ClientSession() as http:
+            await publish_all(mosquitto, before)
+            await until_count(store.signals, len(before), timeout_s=30)
+            filler = fill(disk)
+            await publish_all(mosquitto, during)
+            async with asyncio.timeout(30):
+                while (await readyz(http, http_port))[0] != 503:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            t0 = time.monotonic()
+        stopped_in = time.monotonic() - t0  # serve() sent SIGTERM and saw exit code 0
+        assert stopped_in < 10, stopped_in
+        assert len(events(log, "store_unwritable_stop")) == 1, tail(log)
+        held_at = await store.signals()
+        assert held_at < len(before) + len(during)
+        filler.unlink()
+        total = len(before) + len(during)
+        async with serve(config, http_port, log):
+            await until_count(store.signals, total, timeout_s=60)
+            await until_count(lambda: _zero(store.pending), 1, timeout_s=60)
+            await asyncio.sleep(0.5)
+            assert await store.signals() == total  # each once: nothing lost, nothing twice
+        assert "Traceback" not in log.read_text(), tail(log)
+    await recv.stop()
