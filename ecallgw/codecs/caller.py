@@ -32,7 +32,9 @@ TRUSTED_ACCURACY_M = 150.0
 
 def _number(d: dict[str, Any], key: str, lo: float, hi: float) -> float:
     v = d.get(key)
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or not lo <= v <= hi:
+    # The range test comes first: it is exact for an int of any size (math.isfinite would raise
+    # OverflowError converting a 400-digit one) and false for NaN.
+    if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi or not math.isfinite(v):
         raise DecodeError("link", f"{key} must be a number in [{lo:g}, {hi:g}]", path=key)
     return float(v)
 

@@ -189,17 +189,33 @@ class CallerApi:
         if self._cfg.caller.public_url:
             return self._cfg.caller.public_url.rstrip("/")
         if request is not None:
-            # Without caller.public_url, links use the address this server was reached at; the
-            # last one seen also serves what no request carries (a provider's answer URL).
-            self._origin = str(request.url.origin())
-            return self._origin
+            # Without caller.public_url, a link goes back to the address its requester reached
+            # (their own Host header: it serves only them).
+            self._remember_socket(request)
+            return str(request.url.origin())
+        return self._own_origin()
+
+    def _remember_socket(self, request: web.Request) -> None:
+        """This server's own address as the request's connection reached it (its socket, never the
+        Host header, which any client, unauthenticated ones included, writes as it likes)."""
+        sock = request.transport.get_extra_info("sockname") if request.transport is not None else None
+        if isinstance(sock, tuple) and len(sock) >= 2:
+            host = str(sock[0])
+            host = f"[{host}]" if ":" in host else host
+            self._origin = f"{'https' if request.secure else 'http'}://{host}:{sock[1]}"
+
+    def _own_origin(self) -> str:
         if self._origin:
             return self._origin
         h = self._cfg.http
         return f"{'https' if h.tls_cert_file else 'http'}://{h.host}:{h.port}"
 
     def _answer_url(self, case_id: str) -> str:
-        return f"{self._base(None)}/v1/assistance/cases/{case_id}/answer"
+        # What a provider posts its own token to: caller.public_url, else this server's socket
+        # address; never a request's Host header (it would hand the provider's token to whoever
+        # wrote it).
+        base = self._cfg.caller.public_url.rstrip("/") or self._own_origin()
+        return f"{base}/v1/assistance/cases/{case_id}/answer"
 
     # --- links ------------------------------------------------------------------------------------
 
@@ -293,7 +309,7 @@ class CallerApi:
             return self._refuse(413, f"body over {_BODY_MAX} bytes")
         try:
             body = json.loads(raw or b"{}")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[...]]]]
             return self._refuse(400, "body must be JSON")
         if not isinstance(body, dict):
             return self._refuse(400, "body must be a JSON object")
@@ -533,7 +549,7 @@ class CallerApi:
         return self._page(pages.assist_page(self._lang(request, link), request.path))
 
     async def _assist_request(self, request: web.Request) -> web.StreamResponse:
-        self._base(request)
+        self._remember_socket(request)
         body = await self._json(request)
         if isinstance(body, web.Response):
             return body
@@ -838,7 +854,7 @@ class CallerApi:
 
     async def _bcall(self, request: web.Request, who: Principal) -> web.StreamResponse:
         tps, vehicle = request.match_info["tps"], request.match_info["vehicle"]
-        self._base(request)
+        self._remember_socket(request)
         if tps != who.tps:
             return self._refuse(403, f"this token may write under {who.tps!r} only")
         try:
@@ -963,8 +979,7 @@ def _link_options(body: dict[str, Any]) -> tuple[str | None, float | None, int |
     if ttl is not None and (
         isinstance(ttl, bool)
         or not isinstance(ttl, int | float)
-        or not math.isfinite(ttl)
-        or not 60 <= ttl <= 7 * 86400
+        or not 60 <= ttl <= 7 * 86400  # False for NaN; exact for any int (no float conversion)
     ):
         return "ttl_s must be seconds between 60 and 604800"
     if uses is not None and (isinstance(uses, bool) or not isinstance(uses, int) or not 1 <= uses <= 100):

@@ -179,7 +179,7 @@ class OperatorApi:
                 body = await request.json()
         except TimeoutError:
             return self._refuse(408, f"body not received within {self._config.read_timeout_s:g} s")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return self._refuse(400, 'body must be JSON: {"action": ..., "note": ...}')
         if not isinstance(body, dict):
             return self._refuse(400, "body must be a JSON object")
