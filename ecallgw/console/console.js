@@ -1,6 +1,9 @@
 // The operator console (docs/console.md). Plain ES module, no build step.
 // Every value from a vehicle or an operator reaches the page through textContent or a DOM
 // property, never through innerHTML: notes, call ids and VINs are text, whatever they contain.
+// The caller's side (links sent by SMS, breakdown assistance) is in caller.js.
+
+import * as caller from "./caller.js";
 
 const LANGS = ["en", "fr", "nl"];
 const LEVELS = { critical: 0, high: 1, medium: 2, low: 3 };
@@ -26,6 +29,7 @@ const state = {
   muted: localStorage.getItem(STORE.muted) === "1",
   map: null,
   source: null,
+  links: null, // the selected incident's caller links (null: the gateway has none)
 };
 
 const $ = (id) => document.getElementById(id);
@@ -86,6 +90,7 @@ async function loadLang(lang) {
   if (state.operator) $("who").textContent = t("header.signed_in_as", { name: state.operator });
   renderQueue();
   if (state.detail) renderDetail();
+  if (state.operator) caller.relabel();
 }
 
 function locale() {
@@ -507,9 +512,13 @@ async function select(id) {
 
 async function loadDetail(id, { keepMap }) {
   try {
-    const data = await getJson(`/v1/incidents/${encodeURIComponent(id)}`);
+    const [data, links] = await Promise.all([
+      getJson(`/v1/incidents/${encodeURIComponent(id)}`),
+      caller.loadIncidentLinks(id),
+    ]);
     if (id !== state.selected) return;
     state.detail = data;
+    state.links = links;
     const inc = normalize(latestDocument(data) || {});
     const fromRow = normalize(data);
     if (inc) merge(inc);
@@ -612,7 +621,7 @@ function renderDetail(keepMap = false) {
   const propulsion = Object.entries(props).filter(([, v]) => v === true).map(([k]) => t(`prop.${k}`));
   const direction = msd && typeof msd.vehicleDirection === "number" && msd.vehicleDirection <= 179 ? msd.vehicleDirection * 2 : inc.direction_deg;
   const passengers = msd && msd.numberOfPassengers !== undefined ? msd.numberOfPassengers : inc.passengers;
-  const pos = inc.position;
+  const pos = doc.position || inc.position;
   const vehicle = section(
     "detail.vehicle",
     el(
@@ -629,9 +638,7 @@ function renderDetail(keepMap = false) {
       ),
       field(
         t("detail.position"),
-        pos
-          ? el("span", { class: pos.trusted === false ? "untrusted" : "trusted", text: `${Number(pos.lat).toFixed(5)}, ${Number(pos.lon).toFixed(5)} — ${pos.trusted === false ? t("detail.untrusted") : t("detail.trusted")}` })
-          : t("detail.no_position"),
+        pos ? positionText(pos) : t("detail.no_position"),
       ),
     ),
   );
@@ -672,11 +679,14 @@ function renderDetail(keepMap = false) {
     el(
       "ol",
       { id: "trail", class: "trail" },
-      ...trail.map((p) => el("li", { text: `${p.lat.toFixed(5)}, ${p.lon.toFixed(5)}${p.source ? ` (${p.source})` : ""}${p.at ? ` — ${fmtTime(p.at)}` : ""}` })),
+      ...trail.map((p) => el("li", { text: `${p.lat.toFixed(5)}, ${p.lon.toFixed(5)}${p.source ? ` (${caller.sourceText(p.source)})` : ""}${p.at ? ` — ${fmtTime(p.at)}` : ""}` })),
     ),
   );
 
   const actions = renderActions(inc);
+  const phoneNode = $("link-phone");
+  const typedPhone = keepMap && phoneNode && root.contains(phoneNode) ? phoneNode.value : undefined;
+  const links = caller.incidentLinksCard(inc, state.links, typedPhone);
   const notes = renderNotes(data);
   const timeline = renderTimeline(data);
   const deliveries = renderDeliveries(data);
@@ -706,7 +716,7 @@ function renderDetail(keepMap = false) {
   root.replaceChildren(
     head,
     actions,
-    el("div", { class: "columns" }, el("div", {}, call, vehicle, additional, severity), el("div", {}, mapSection, linked)),
+    el("div", { class: "columns" }, el("div", {}, call, vehicle, additional, severity), el("div", {}, mapSection, links, linked)),
     notes,
     timeline,
     deliveries,
@@ -716,6 +726,16 @@ function renderDetail(keepMap = false) {
   if (details && cancelOpen) details.open = true;
   drawMap(mapBox, trail, pos);
   tickCountdown();
+}
+
+function positionText(pos) {
+  const where = `${Number(pos.lat).toFixed(5)}, ${Number(pos.lon).toFixed(5)}`;
+  if (pos.source === "caller_link") {
+    // Shared by the caller's browser from a location link: its stated accuracy, not the MSD's flag.
+    const acc = Number(pos.accuracy_m) > 0 ? ` ${t("detail.accuracy", { m: Math.round(pos.accuracy_m) })}` : "";
+    return el("span", { id: "position-source", class: "caller", text: `${where} — ${caller.sourceText(pos.source)}${acc}` });
+  }
+  return el("span", { class: pos.trusted === false ? "untrusted" : "trusted", text: `${where} — ${pos.trusted === false ? t("detail.untrusted") : t("detail.trusted")}` });
 }
 
 function trailOf(data, doc) {
@@ -760,7 +780,10 @@ function drawMap(box, trail, pos) {
       fillOpacity: last ? 0.7 : 0.4,
     }).addTo(map);
   });
+  // A caller's phone states how far off its position may be: the circle shows it.
+  const circle = caller.accuracyCircle(L, map, pos);
   if (latlngs.length > 1) map.fitBounds(latlngs, { padding: [24, 24], maxZoom: 17 });
+  else if (circle) map.fitBounds(circle.getBounds(), { padding: [24, 24], maxZoom: 17 });
   else map.setView(latlngs[0], 15);
 }
 
@@ -1044,6 +1067,7 @@ async function main() {
   }
   state.csrf = session.csrf;
   state.operator = session.operator;
+  caller.init({ el, t, getJson, send, fmtTime, fmtShort, section, field, sessionEnded, state });
   $("who").textContent = t("header.signed_in_as", { name: session.operator });
   for (const id of ["who", "signout", "sound", "counters", "app"]) $(id).hidden = false;
   $("signout").addEventListener("click", signOut);
@@ -1070,6 +1094,7 @@ async function main() {
   $("f-area").addEventListener("change", () => renderQueue());
   await loadQueue();
   connect();
+  caller.initAssist();
   setInterval(tickCountdown, 1000);
   document.body.dataset.ready = "app";
 }
