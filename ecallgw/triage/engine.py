@@ -146,7 +146,6 @@ _NOT_A_STORM = _plain(
 
 
 # Decisions are frozen: the common constant ones are built once and shared.
-_DUP_EXACT = _plain(Outcome.duplicate, _EXACT_REPEAT)
 _DUP_RESEND = _plain(Outcome.duplicate, _RESEND_UNCHANGED)
 _ORPHAN_DECISION = _plain(Outcome.orphan_signal, _ORPHAN)
 _UNKNOWN_INCIDENT = _plain(
@@ -802,7 +801,11 @@ class TriageEngine:
         storm = self._storm_of.get(tps)
         out: list[Decision] = []
         if storm is None or storm.closed or now - storm.last_at > window:
-            sid = STORM_PREFIX + keys.incident_id(self._id_key, b"storm", tps, "", now)[4:]
+            generation = 0
+            sid = self._storm_id(tps, now, generation)
+            while sid in self._storm_ids:  # one closed at this very time: unique, still deterministic
+                generation += 1
+                sid = self._storm_id(tps, now, generation)
             storm = self._storm_of[tps] = self._storm_ids[sid] = _Storm(sid, tps, now)
             horizon = now - window
             incidents = self._incidents
@@ -835,6 +838,10 @@ class TriageEngine:
             outcome = Outcome.new_incident if first else Outcome.new_revision
             out.append(self._storm_emit(storm, outcome, [reason] if first else [_STORM_MEMBER, reason], now))
         return tuple(out)
+
+    def _storm_id(self, tps: str, now: float, generation: int) -> str:
+        # Keyed like incident ids, from the provider and the time the storm was recognised.
+        return STORM_PREFIX + keys.incident_id(self._id_key, b"storm", tps, "", now, generation)[4:]
 
     def _storm_emit(self, storm: _Storm, outcome: Outcome, reasons: list[Reason], now: float) -> Decision:
         # The aggregate goes to the operator desk only: it is the desk's tool, no PSAP's business.

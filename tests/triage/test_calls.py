@@ -594,3 +594,17 @@ def test_safety_automatic_reaches_a_psap_inside_storms(inputs: list[tuple[float,
                     assert x.reasons[0].code == "cancelled_by_operator"
     for iid, snap in latest.items():
         assert engine.get(iid) == snap
+
+
+def test_a_storm_recognised_when_the_last_one_closed_gets_an_id_of_its_own() -> None:
+    engine = TriageEngine(STORMY, KEY)
+    for n in range(4):
+        d = engine.on_signal(msd_signal(position=_place(n), **_car(n, **MANUAL)), now=T0 + n)
+    first = d.also[-1].incident_id
+    assert first is not None
+    engine.on_operator_action(first, "confirm_storm", now=T0 + 4)
+    # The next flagged incident at the very same time opens another storm, not the closed one again.
+    d = engine.on_signal(msd_signal(position=_place(5), **_car(5, **MANUAL)), now=T0 + 4)
+    second = d.also[-1].incident_id
+    assert second is not None and second != first and second.startswith("storm-")
+    assert engine.get(second) is not None and engine.get(first).status == "resolved"  # type: ignore[union-attr]
