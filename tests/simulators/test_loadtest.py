@@ -64,7 +64,7 @@ def _check_against_records(
     owner = {(t.signal.tps, t.signal.vehicle): s.id for s in scenarios for t in s.signals}
     first_doc: dict[str, float] = {}
     for a in accepted:
-        if a.key.startswith("storm-"):
+        if (a.key or "").startswith("storm-"):
             continue  # a storm's aggregate stands for incidents, not for one vehicle
         sid = owner[_vehicle_of(a)]  # every document names a vehicle we sent
         first_doc[sid] = min(first_doc.get(sid, math.inf), a.at)
