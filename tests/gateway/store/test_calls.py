@@ -58,8 +58,8 @@ async def test_an_incident_is_found_by_any_of_its_calls(store: AnyStore) -> None
     car, other = ids[0], ids[3]
     assert ids[1] == ids[2] == car
 
-    async def found(**kw: str) -> list[str]:
-        return [r.incident_id for r in await store.find_incidents(**kw)]
+    async def found(*, call_id: str | None = None, vehicle: str | None = None) -> list[str]:
+        return [r.incident_id for r in await store.find_incidents(call_id=call_id, vehicle=vehicle)]
 
     assert await found(call_id="call-1") == [car]
     assert await found(call_id="fb-1") == [car]  # the second provider's call
