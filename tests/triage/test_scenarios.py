@@ -134,6 +134,7 @@ def test_false_triggers_kept_off_psaps(
         print(f"\nUK 2024 suite: {score}")
     # UK 2024: automatic false calls (~7 % of false ones) reach a PSAP by the safety invariant.
     assert score["kept_off"] >= 0.90, score
+    assert score["kept_off"] >= 997 / 1070, score  # issue 12: no lower than before (93.2 %)
     for s in scenarios:
         if s.label.kind in ("accidental_cancel", "test_call", "press_no_cancel", "dealer_demo"):
             assert not (res.incidents[s.id] & res.psap), s.id
@@ -170,6 +171,7 @@ def test_all_kinds_suite(capsys: pytest.CaptureFixture[str]) -> None:
     res = play(scenarios)
     score = _score(scenarios, res)
     assert score["recall"] == 1.0
+    assert score["kept_off"] >= 169 / 251, score  # issue 12: no lower than before (67.3 %)
     for s in scenarios:
         if s.label.kind == "stale_replay":
             assert "msd_timestamp_stale" in res.reasons[s.id], s.id
