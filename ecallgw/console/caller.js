@@ -17,6 +17,7 @@ const assist = {
   selected: null,
   case: null,
   providers: [],
+  formUrl: undefined, // the last assistance form: its URL to read out (no SMS), null (SMS sent)
   listTimer: null,
   countTimer: null,
 };
@@ -238,6 +239,7 @@ export function relabel() {
   if (assist.shown) loadCases();
   if (assist.case) renderCase(assist.case, false); // the forms too, in the new language
   renderProviders();
+  renderFormResult();
 }
 
 function showCount(n) {
@@ -371,14 +373,22 @@ async function sendAssistForm(e) {
   const phone = $("assist-phone").value.trim();
   const out = $("assist-form-status");
   out.replaceChildren();
+  assist.formUrl = undefined;
   const { ok, status, data } = await C.send("POST", "/v1/assistance/links", phone ? { phone } : {});
   if (!ok) {
     out.textContent = refused(status, data);
     return;
   }
   $("assist-phone").value = "";
-  if (data.sms === "none" || data.sms === "failed") {
-    out.replaceChildren(C.el("span", { text: `${t("assist.form_no_sms")} ` }), C.el("code", { class: "link-url", text: data.url || "" }));
+  assist.formUrl = data.sms === "none" || data.sms === "failed" ? data.url || "" : null;
+  renderFormResult();
+}
+
+function renderFormResult() {
+  const out = $("assist-form-status");
+  if (assist.formUrl === undefined) return;
+  if (assist.formUrl !== null) {
+    out.replaceChildren(C.el("span", { text: `${t("assist.form_no_sms")} ` }), C.el("code", { class: "link-url", text: assist.formUrl }));
   } else {
     out.textContent = t("assist.form_sent");
   }
@@ -514,6 +524,8 @@ function caseActions(c) {
     if (ok && after) after(data);
     await loadCase(id);
     loadCases();
+    // A provider offered a case usually answers within a second: look again before the next poll.
+    if (ok && tail === "dispatch") setTimeout(() => assist.selected === id && loadCase(id), 1000);
   };
 
   // Dispatch: to a named provider (any distance), or again from the nearest available.

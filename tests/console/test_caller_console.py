@@ -170,9 +170,28 @@ async def test_a_breakdown_nobody_could_take_is_dispatched_by_hand_from_the_cons
             await expect(case).to_contain_text("25 min")
             assert len(far.offers) == 1 and far.offers[0]["case_id"] == case_id
             await expect(page.locator("#dispatch")).to_be_disabled()
+            # What the caller's tracking page shows, then the case is closed.
+            await page.fill("#share-garage", "Garage Dupont, Chaussée de Wavre 12")
+            await page.fill("#share-eta", "15")
+            await page.click("#share-form button[type=submit]")
+            await expect(case.locator("#case-info")).to_contain_text("Garage Dupont, Chaussée de Wavre 12")
+            await expect(case).to_contain_text("15 min")
+            await page.click("#close-case")
+            await expect(case.locator("#case-status-line")).to_contain_text("Closed", timeout=3000)
+            # The assistance form for another caller (no SMS gateway here: the address to read out),
+            # and the provider marked unavailable.
+            await page.click("#assist-form button[type=submit]")
+            await expect(page.locator("#assist-form-status code.link-url")).to_contain_text(f"{base}/assist/")
+            toggle = page.locator("#providers-body button[data-provider=tow-ghent]")
+            await expect(toggle).to_have_text("available")
+            await toggle.click()
+            await expect(toggle).to_have_text("unavailable", timeout=3000)
+            async with aiohttp.ClientSession() as s:
+                _, listed = await call(s, "GET", f"{base}/v1/assistance/providers")
+                assert [p["available"] for p in listed["providers"]] == [False]
             # The Breakdowns tab in French: no English left.
             await page.select_option("#lang", "fr")
-            await expect(case.locator("#case-status-line")).to_contain_text("Prestataire en route")
+            await expect(case.locator("#case-status-line")).to_contain_text("Clôturé")
             text = await page.inner_text("body")
             assert _visible_english_leftovers(text, "fr") == [], text
             await ctx.close()
