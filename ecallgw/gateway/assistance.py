@@ -242,7 +242,10 @@ class Dispatcher:
             return
         for attempt in range(1, self._config.webhook_attempts + 1):
             try:
-                async with session.post(p.webhook_url, data=data, headers=headers) as resp:
+                # No redirect is followed (the case's personal data would go wherever it points).
+                async with session.post(
+                    p.webhook_url, data=data, headers=headers, allow_redirects=False
+                ) as resp:
                     await resp.read()
                     if 200 <= resp.status < 300:
                         return

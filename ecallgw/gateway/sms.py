@@ -4,7 +4,7 @@ Contract (docs/caller.md): ``POST {sms.url}`` with ``Authorization: Bearer {sms.
 ``Idempotency-Key: {key}`` and the JSON ``{"to", "text", "sender", "idempotency_key"}``. 2xx is
 delivered; 408, 425, 429 and 5xx (and no answer) are retried with capped exponential backoff and
 full jitter (`retry.backoff_s`, honouring Retry-After) under the same key, so the gateway sends a
-retried message once; any other 4xx is final.
+retried message once; any other 4xx (and any 3xx: redirects are not followed) is final.
 
 The text holds a link's token, which is stored nowhere: the queue is in memory. A message still
 queued when the process stops is not sent; its link shows ``sms_state`` pending and the operator
@@ -109,7 +109,11 @@ class SmsSender:
         for attempt in range(1, cfg.max_attempts + 1):
             wait: float | None = None
             try:
-                async with self._session.post(cfg.url, json=body, headers=headers) as resp:
+                # No redirect is followed: a 307 would re-post the text (the link's token) to
+                # wherever it points, plain http:// included (sms.url's https check bypassed).
+                async with self._session.post(
+                    cfg.url, json=body, headers=headers, allow_redirects=False
+                ) as resp:
                     await resp.read()
                     if 200 <= resp.status < 300:
                         log.info(

@@ -5,13 +5,15 @@ Real gateway (SQLite), real HTTP on 127.0.0.1, a simulated provider's webhook.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 
 from ecallgw.simulators.assistance import SimulatedProvider
 from tests.caller.kit import OPERATOR, base_url, call, caller_config, ingest_call
-from tests.gateway.harness import running_gateway
+from tests.gateway.harness import gateway_config, running_gateway
 from tests.gateway.helpers import until
 from tests.gateway.receiver import Receiver
 
@@ -111,3 +113,63 @@ async def test_deep_or_huge_json_is_a_400_never_a_500(tmp_path: Path, receiver: 
                 json={"lat": 50.0, "lon": 4.0, "accuracy_m": 9},
             )
             assert code == 200, answer
+
+
+async def test_sms_gateway_and_provider_webhook_redirects_are_not_followed(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """A 307 from the SMS gateway or a provider's webhook would re-post the text (the link's token)
+    or the case (phone, position) to wherever it points, plain http:// included: not followed."""
+    stolen: list[str] = []
+
+    async def steal(request: web.Request) -> web.Response:
+        stolen.append(await request.text())
+        return web.json_response({})
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect("/steal")
+
+    app = web.Application()
+    app.router.add_post("/steal", steal)
+    app.router.add_post("/{any}", redirect)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    here = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        cfg = gateway_config(
+            tmp_path,
+            broker=None,
+            psap_url=receiver.url,
+            sms={"url": f"{here}/sms", "max_attempts": 2, "backoff_base_s": 0.05, "backoff_cap_s": 0.1},
+            assistance={
+                "answer_timeout_s": 30.0,
+                "providers": [{"name": "tow-1", "lat": 50.85, "lon": 4.35, "webhook_url": f"{here}/cases"}],
+            },
+        )
+        async with running_gateway(cfg) as gw, aiohttp.ClientSession() as s:
+            base = base_url(gw)
+            incident_id = await ingest_call(s, gw)
+            code, link = await call(
+                s, "POST", f"{base}/v1/incidents/{incident_id}/links", json={"purpose": "location"}
+            )
+            assert code == 201 and link["sms"] == "pending", link
+            code, form = await call(s, "POST", f"{base}/v1/assistance/links", json={"phone": "+32 470 11"})
+            assert code == 201, form
+            body = {"lat": 50.85, "lon": 4.35, "accuracy_m": 10, "what": "engine"}
+            code, made = await call(s, "POST", f"{form['url']}/request", headers={}, json=body)
+            assert code == 201, made
+
+            async def settled() -> bool:
+                _, links = await call(s, "GET", f"{base}/v1/incidents/{incident_id}/links")
+                _, case = await call(s, "GET", f"{base}/v1/assistance/cases/{made['case_id']}")
+                return bool(links["links"][0]["sms"] == "failed" and case["status"] == "unassigned")
+
+            async with asyncio.timeout(10):
+                while not await settled():  # noqa: ASYNC110 - polling the API
+                    await asyncio.sleep(0.05)
+            _, case = await call(s, "GET", f"{base}/v1/assistance/cases/{made['case_id']}")
+            assert case["tried"] == [{"provider": "tow-1", "outcome": "unreachable"}], case
+            assert stolen == []
+    finally:
+        await runner.cleanup()
