@@ -1,9 +1,10 @@
-"""Make docs/img/console-queue.png and docs/img/console-incident.png with the tests' browser.
+"""Make docs/img/console-queue.png, console-incident.png and console-breakdowns.png with the tests' browser.
 
     .venv/bin/python -m tests.console.screenshots
 
 A real gateway (mosquitto, SQLite in a temporary directory, a PSAP webhook on 127.0.0.1), a few
-simulated crashes around Brussels published over MQTT, an operator signed in through the page;
+simulated crashes around Brussels published over MQTT, two simulated assistance providers and two
+breakdowns from the online form (one no provider can take), an operator signed in through the page;
 no tile server (the map as the tests see it).
 """
 
@@ -14,8 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 import aiomqtt
 
+from ecallgw.simulators.assistance import SimulatedProvider
 from tests.browserkit import launch
 from tests.gateway.broker import Mosquitto
 from tests.gateway.harness import OPERATOR_TOKEN, gateway_config, running_gateway
@@ -33,13 +36,50 @@ CALLS = [
 ]
 
 
+async def breakdowns(base: str) -> None:
+    """Two breakdowns from the online form: one a provider takes, one with no tow truck in range."""
+    headers = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+    forms = [
+        {"lat": 50.8400, "lon": 4.3600, "what": "battery", "vehicle": "1-XYZ-987 Peugeot 208"},
+        {
+            "lat": 50.7000,
+            "lon": 4.6000,
+            "what": "engine",
+            "vehicle": "2-ABC-123 VW Golf",
+            "phone": "+32 470 11 12 13",
+        },
+    ]
+    async with aiohttp.ClientSession() as s:
+        for form in forms:
+            async with s.post(f"{base}/v1/assistance/links", json={}, headers=headers) as resp:
+                url = (await resp.json())["url"]
+            async with s.post(f"{url}/request", json=form) as resp:
+                assert resp.status == 201, await resp.text()
+
+
 async def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp, Mosquitto() as broker:
         receiver = Receiver()
+        garage = SimulatedProvider(
+            name="garage-ixelles",
+            token="garage-ixelles-token-0001",
+            lat=50.8300,
+            lon=4.3700,
+            capabilities=("repair",),
+            radius_km=15.0,
+        )
+        tow = SimulatedProvider(
+            name="tow-brussels", token="tow-brussels-token-0001", lat=50.8600, lon=4.3500, radius_km=10.0
+        )
         await receiver.start()
         try:
-            cfg = gateway_config(Path(tmp), broker=broker, psap_url=receiver.url, psap_format="cap")
+            await garage.start()
+            await tow.start()
+            assistance: dict[str, object] = {"providers": [garage.config(), tow.config()]}
+            cfg = gateway_config(
+                Path(tmp), broker=broker, psap_url=receiver.url, psap_format="cap", assistance=assistance
+            )
             async with running_gateway(cfg) as gw, launch() as browser:
                 assert gw.http is not None
                 url = f"http://127.0.0.1:{gw.http.port}/console/"
@@ -89,10 +129,24 @@ async def main() -> None:
                 await page.wait_for_selector(".note-text")
                 await asyncio.sleep(0.5)
                 await page.screenshot(path=str(OUT / "console-incident.png"))
+                await breakdowns(url.removesuffix("/console/"))
+                await page.set_viewport_size({"width": 1440, "height": 1100})
+                await page.select_option("#f-status", "active")
+                await page.click("#tab-assist")
+                await page.wait_for_selector("#cases-body tr")
+                await page.click("#cases-body tr")
+                await page.wait_for_selector("#case-actions")
+                await page.fill("#share-garage", "Garage Dupont, Chaussée de Wavre 12, Ixelles")
+                await asyncio.sleep(0.5)
+                await page.screenshot(path=str(OUT / "console-breakdowns.png"))
                 await ctx.close()
         finally:
             await receiver.stop()
-    print(f"wrote {OUT / 'console-queue.png'} and {OUT / 'console-incident.png'}")
+            await garage.stop()
+            await tow.stop()
+    print(
+        f"wrote {OUT / 'console-queue.png'}, {OUT / 'console-incident.png'}, {OUT / 'console-breakdowns.png'}"
+    )
 
 
 if __name__ == "__main__":
