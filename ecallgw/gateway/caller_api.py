@@ -267,7 +267,11 @@ class CallerApi:
         await self._audit(
             incident_id or "",
             actor=created_by,
-            role="operator" if not created_by.startswith("policy") else "policy",
+            role="policy"
+            if created_by.startswith("policy")
+            else "caller"
+            if created_by.startswith("link:")  # a form's own tracking link
+            else "operator",
             action=f"link_create_{purpose}",
             note=f"link={row.link_id} case={case_id or '-'} to={pseudonym(phone) if phone else '-'} "
             f"expires_in_s={int(row.expires_at - now)} max_uses={row.max_uses}",
@@ -299,20 +303,21 @@ class CallerApi:
         with contextlib.suppress(StoreError):
             await self._pipeline.audit_view(incident_id, actor=actor, role=role, action=action, note=note)
 
-    async def _json(self, request: web.Request) -> dict[str, Any] | web.Response:
+    async def _json(self, request: web.Request, *, public: bool = False) -> dict[str, Any] | web.Response:
+        h = _PAGE_HEADERS if public else None  # a public answer carries the pages' headers too
         try:
             async with asyncio.timeout(self._cfg.http.read_timeout_s):
                 raw = await request.content.read(_BODY_MAX + 1)
         except TimeoutError:
-            return self._refuse(408, "body not received in time")
+            return self._refuse(408, "body not received in time", h)
         if len(raw) > _BODY_MAX:
-            return self._refuse(413, f"body over {_BODY_MAX} bytes")
+            return self._refuse(413, f"body over {_BODY_MAX} bytes", h)
         try:
             body = json.loads(raw or b"{}")
         except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[...]]]]
-            return self._refuse(400, "body must be JSON")
+            return self._refuse(400, "body must be JSON", h)
         if not isinstance(body, dict):
-            return self._refuse(400, "body must be a JSON object")
+            return self._refuse(400, "body must be a JSON object", h)
         return body
 
     async def _create_incident_link(self, request: web.Request, who: Principal) -> web.StreamResponse:
@@ -427,19 +432,15 @@ class CallerApi:
         )
 
     async def _resolve(
-        self, request: web.Request, purpose: str, *, count_use: bool = False
+        self, request: web.Request, purpose: str, *, count_use: bool = False, throttled: bool = False
     ) -> tuple[LinkRow | None, web.Response | None]:
-        """The link a public request's token names, or the answer that refuses it."""
+        """The link a public request's token names, or the answer that refuses it; ``throttled``:
+        the handler asked `_throttled` already."""
+        if not throttled and (refused := self._throttled(request)) is not None:
+            return None, refused
         now = time.time()
         token = request.match_info["token"]
-        remote = request.remote or "unknown"
         digest = token_hash(token)
-        if not self._per_address.allow(remote, now) or not self._per_token.allow(digest, now):
-            return None, web.Response(
-                text="Too many requests; wait a minute.\n",
-                status=429,
-                headers={"Retry-After": "60", **_PAGE_HEADERS},
-            )
         link = None if len(token) > 100 else await self._cstore.link_by_hash(digest)
         if link is None or link.purpose != purpose:
             return None, self._gone(request, None, 404)
@@ -457,6 +458,20 @@ class CallerApi:
             )
             return None, self._gone(request, link, 410)
         return link, None
+
+    def _throttled(self, request: web.Request) -> web.Response | None:
+        """429 beyond the rate per client address or per token; first thing on every public route,
+        before the body is read (refused input is counted too)."""
+        now = time.time()
+        remote = request.remote or "unknown"
+        digest = token_hash(request.match_info["token"])
+        if self._per_address.allow(remote, now) and self._per_token.allow(digest, now):
+            return None
+        return web.Response(
+            text="Too many requests; wait a minute.\n",
+            status=429,
+            headers={"Retry-After": "60", **_PAGE_HEADERS},
+        )
 
     def _gone(self, request: web.Request, link: LinkRow | None, status: int) -> web.Response:
         lang = self._lang(request, link)
@@ -491,7 +506,9 @@ class CallerApi:
         return self._page(pages.location_page(self._lang(request, link), request.path))
 
     async def _position(self, request: web.Request) -> web.StreamResponse:
-        body = await self._json(request)
+        if (throttled := self._throttled(request)) is not None:
+            return throttled
+        body = await self._json(request, public=True)
         if isinstance(body, web.Response):
             return body
         try:
@@ -500,7 +517,7 @@ class CallerApi:
             return web.json_response(
                 {"error": exc.reason, "field": exc.path}, status=400, headers=_PAGE_HEADERS
             )
-        link, refused = await self._resolve(request, "location", count_use=True)
+        link, refused = await self._resolve(request, "location", count_use=True, throttled=True)
         if refused is not None:
             return refused
         assert link is not None and link.incident_id is not None
@@ -524,7 +541,9 @@ class CallerApi:
                 result = await asyncio.shield(stored)
             result = await self._pipeline.answer(result)
         except (TimeoutError, StoreError):
-            return web.json_response({"error": "not stored; retry"}, status=503, headers={"Retry-After": "1"})
+            return web.json_response(
+                {"error": "not stored; retry"}, status=503, headers={"Retry-After": "1", **_PAGE_HEADERS}
+            )
         await self._audit(
             link.incident_id,
             actor=f"link:{link.link_id}",
@@ -550,14 +569,18 @@ class CallerApi:
 
     async def _assist_request(self, request: web.Request) -> web.StreamResponse:
         self._remember_socket(request)
-        body = await self._json(request)
+        if (throttled := self._throttled(request)) is not None:
+            return throttled
+        body = await self._json(request, public=True)
         if isinstance(body, web.Response):
             return body
         try:
             form = _assist_form(body)
         except _FormError as exc:
-            return web.json_response({"error": f"{exc.field}: {exc.reason}", "field": exc.field}, status=400)
-        link, refused = await self._resolve(request, "assist", count_use=True)
+            return web.json_response(
+                {"error": f"{exc.field}: {exc.reason}", "field": exc.field}, status=400, headers=_PAGE_HEADERS
+            )
+        link, refused = await self._resolve(request, "assist", count_use=True, throttled=True)
         if refused is not None:
             return refused
         assert link is not None

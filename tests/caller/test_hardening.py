@@ -173,3 +173,37 @@ async def test_sms_gateway_and_provider_webhook_redirects_are_not_followed(
             assert stolen == []
     finally:
         await runner.cleanup()
+
+
+async def test_public_posts_are_rate_limited_before_their_body_and_answer_with_the_page_headers(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Refused input counts against the address too (it used to be parsed before the limiter), every
+    public answer carries the pages' headers, and a form's own tracking link is audited as the
+    caller's, not an operator's."""
+    cfg = caller_config(
+        tmp_path,
+        psap_url=receiver.url,
+        sms=None,
+        caller={"address_rate_per_min": 4, "token_rate_per_min": 100},
+    )
+    async with running_gateway(cfg) as gw, aiohttp.ClientSession() as s:
+        base = base_url(gw)
+        code, form = await call(s, "POST", f"{base}/v1/assistance/links", json={"phone": "+3247"})
+        assert code == 201, form
+        body = {"what": "engine", "address": "Rue de la Loi 16, Bruxelles"}
+        async with s.post(f"{form['url']}/request", json=body) as resp:
+            assert resp.status == 201, await resp.text()
+        for url, data in ((f"{base}/l/guess/position", b"[[["), (f"{form['url']}/request", b'{"what": 5}')):
+            async with s.post(url, data=data) as resp:
+                assert resp.status == 400, await resp.text()
+                assert resp.headers["Content-Security-Policy"].startswith("default-src 'self'")
+                assert resp.headers["Referrer-Policy"] == "no-referrer"
+                assert resp.headers["Cache-Control"] == "no-store"
+        statuses = []
+        for _ in range(2):
+            async with s.post(f"{base}/l/guess/position", data=b"not json") as resp:
+                statuses.append(resp.status)
+        assert statuses == [400, 429]  # 1 + 2 + 1 = the address's four a minute
+        [made] = [a for a in await gw.store.audit_log() if a["action"] == "link_create_tracking"]
+        assert made["role"] == "caller" and made["actor"] == f"link:{form['link_id']}", made
