@@ -31,7 +31,8 @@ from tests.console.test_console import (
     sign_in,
 )
 from tests.gateway.broker import Mosquitto
-from tests.gateway.helpers import make_msd, msd_envelope, vin_for
+from tests.gateway.harness import OPERATOR_TOKEN
+from tests.gateway.helpers import make_msd, msd_envelope, until, vin_for
 from tests.gateway.receiver import Receiver
 
 CALLBACK = "+4915112345678"  # msd_envelope's callback number
@@ -197,4 +198,52 @@ async def test_a_breakdown_nobody_could_take_is_dispatched_by_hand_from_the_cons
             await ctx.close()
     finally:
         await far.stop()
+    assert browser.foreign_requests == []
+
+
+async def test_breakdowns_are_polled_only_while_seen(
+    tmp_path: Path, mosquitto: Mosquitto, receiver: Receiver, browser: Browser
+) -> None:
+    """Cases have no event stream: the list is polled while the tab is shown, only a count while
+    the incidents are, nothing while the browser tab is hidden (the page's clock is driven here)."""
+    async with gateway(tmp_path, mosquitto, receiver) as gw:
+        ctx = await browser.context()
+        await ctx.clock.install()
+        page = await ctx.new_page()
+        await page.goto(f"{base_url(gw)}/console/")
+        await page.fill("#token", OPERATOR_TOKEN)
+        await page.click("#signin button[type=submit]")
+        await page.wait_for_selector("body[data-ready=app]")
+
+        def polls() -> int:
+            return sum("/v1/assistance/cases" in u for u in browser.requests)
+
+        async def settled(expected: int) -> None:
+            # A timer's fetch reaches the recording route a moment after the clock ran it.
+            await until(lambda: polls() >= expected, timeout_s=3)
+            await asyncio.sleep(0.3)
+            assert polls() == expected
+
+        await page.click("#tab-assist")
+        await expect(page.locator("#cases-empty")).to_be_visible()
+        await asyncio.sleep(0.3)
+        shown = polls()
+        await page.clock.run_for(9100)
+        await settled(shown + 3)  # every 3 s
+        await page.click("#tab-incidents")
+        await settled(shown + 4)  # the tab's count, at once ...
+        await page.clock.run_for(19000)
+        await settled(shown + 4)
+        await page.clock.run_for(2000)
+        await settled(shown + 5)  # ... and every 20 s, no list
+        # The browser tab is hidden: nothing at all.
+        await page.evaluate(
+            """() => {
+                Object.defineProperty(document, "hidden", { value: true, configurable: true });
+                document.dispatchEvent(new Event("visibilitychange"));
+            }"""
+        )
+        await page.clock.run_for(120000)
+        await settled(shown + 5)
+        await ctx.close()
     assert browser.foreign_requests == []
