@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 
 from ecallgw.codecs.document import parse_cap, parse_json_document, render_cap, render_json
@@ -30,7 +32,11 @@ def test_json_call_block_is_the_primary_call_and_calls_lists_every_call(snap: In
 @settings(max_examples=40, deadline=None)
 @given(snapshots())
 def test_cap_parameters_name_each_call_from_that_call(snap: IncidentSnapshot) -> None:
-    alert = parse_cap(render_cap(snap, sender=SENDER, forwarded_at=T0))
+    if snap.status == "cancelled" and snap.revision == 1:
+        snap = replace(snap, status="open")  # a Cancel needs an Alert before it (test_document_cap)
+    # Later revisions reference the Alert of revision 1, as the forwarder passes it.
+    first = None if snap.revision == 1 else snap.received_at
+    alert = parse_cap(render_cap(snap, sender=SENDER, forwarded_at=T0, first_sent_at=first))
     for n, c in enumerate(snap.calls, 1):
         assert alert.parameter(f"call:{n}:tps") == c.tps
         assert alert.parameter(f"call:{n}:vehicle") == c.vehicle
@@ -43,8 +49,6 @@ def test_cap_parameters_name_each_call_from_that_call(snap: IncidentSnapshot) ->
 
 
 def test_a_storm_aggregate_has_no_call_and_names_its_members() -> None:
-    from dataclasses import replace
-
     from tests.codecs.test_document_json import golden_snapshot
 
     storm = replace(
