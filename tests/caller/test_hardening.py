@@ -6,15 +6,18 @@ Real gateway (SQLite), real HTTP on 127.0.0.1, a simulated provider's webhook.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
 from ecallgw.simulators.assistance import SimulatedProvider
-from tests.caller.kit import OPERATOR, base_url, call, caller_config, ingest_call
+from ecallgw.simulators.sms import SimulatedSmsGateway
+from tests.caller.kit import OPERATOR, PROVIDER, base_url, call, caller_config, ingest_call
+from tests.caller.test_tracking import _untrusted_msd
 from tests.gateway.harness import gateway_config, running_gateway
-from tests.gateway.helpers import until
+from tests.gateway.helpers import msd_envelope, until
 from tests.gateway.receiver import Receiver
 
 FORGED = {"Host": "attacker.example"}
@@ -207,3 +210,26 @@ async def test_public_posts_are_rate_limited_before_their_body_and_answer_with_t
         assert statuses == [400, 429]  # 1 + 2 + 1 = the address's four a minute
         [made] = [a for a in await gw.store.audit_log() if a["action"] == "link_create_tracking"]
         assert made["role"] == "caller" and made["actor"] == f"link:{form['link_id']}", made
+
+
+async def test_a_forged_host_does_not_reach_the_policys_sms_links(
+    tmp_path: Path, receiver: Receiver, sms: SimulatedSmsGateway
+) -> None:
+    """The policy's location link is made with no request at hand: its SMS URL must not be the Host
+    an unauthenticated request wrote before (the caller would open the attacker's page, token and all)."""
+    cfg = caller_config(tmp_path, psap_url=receiver.url, sms=sms, caller={"auto_location_link": True})
+    async with running_gateway(cfg) as gw, aiohttp.ClientSession() as s:
+        base = base_url(gw)
+        code, _ = await call(s, "POST", f"{base}/assist/no-such-token/request", headers=FORGED, data=b"{}")
+        assert code == 400
+        now = time.time()
+        code, answer = await call(
+            s,
+            "POST",
+            f"{base}/v1/ecall/acme/car-2/msd",
+            headers=PROVIDER,
+            data=msd_envelope(_untrusted_msd(2, now), call_id="call-2", sent_at=now, callback="+32471000002"),
+        )
+        assert code == 202, answer
+        [message] = await sms.wait(1)
+        assert message.url is not None and message.url.startswith(f"{base}/l/"), message.url
