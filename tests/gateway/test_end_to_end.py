@@ -687,13 +687,16 @@ async def test_operator_desk_deliveries_are_recorded_with_the_commit_and_never_s
     headers = {"Authorization": f"Bearer {PROVIDER_TOKEN}", "Content-Type": "application/msgpack"}
     async with running_gateway(config) as gw:
         assert gw.http is not None
-        async with aiohttp.ClientSession() as http, http.post(
-            f"http://127.0.0.1:{gw.http.port}/v1/ecall/acme/car-9/msd",
-            data=msd_envelope(
-                make_msd(vin=vin_for(9), timestamp=int(now), automatic=False), call_id="c9", sent_at=now
-            ),
-            headers=headers,
-        ) as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"http://127.0.0.1:{gw.http.port}/v1/ecall/acme/car-9/msd",
+                data=msd_envelope(
+                    make_msd(vin=vin_for(9), timestamp=int(now), automatic=False), call_id="c9", sent_at=now
+                ),
+                headers=headers,
+            ) as resp,
+        ):
             assert resp.status == 202
             incident_id = (await resp.json())["incident_id"]
         # Stored (202) means with the operators: the record exists without a forwarder round.
