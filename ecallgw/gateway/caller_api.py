@@ -90,6 +90,10 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+_VIEW_REPEAT_S = 300.0
+"""An operator's identical repeated view of the breakdown list or a case is audited once per this."""
+
+
 class _Window:
     """Requests per key per minute (fixed one-minute windows), for the public pages."""
 
@@ -137,6 +141,8 @@ class CallerApi:
         self._per_address = _Window(caller.address_rate_per_min)
         self._tasks: list[asyncio.Task[Any]] = []
         self._origin = ""
+        # (operator, view) -> (digest of what was shown, when): the console polls its lists.
+        self._views: dict[tuple[str, str], tuple[bytes, float]] = {}
         pipeline.on_bcall = self._bcall_signal  # MQTT (and any source) breakdown calls
 
     # --- wiring -----------------------------------------------------------------------------------
@@ -298,6 +304,18 @@ class CallerApi:
 
     async def _sms_outcome(self, message: SmsMessage, outcome: str) -> None:
         await self._cstore.set_sms_state(message.key, outcome)
+
+    async def _audit_view(self, *, actor: str, role: str, action: str, note: str) -> None:
+        """Audit a view unless the same operator saw exactly the same thing within
+        `_VIEW_REPEAT_S`: the console polls the breakdown list every few seconds, and a row per
+        poll would bury the views that matter without saying anything new about who saw what."""
+        digest = hashlib.sha256(note.encode()).digest()
+        now = time.monotonic()
+        last = self._views.get((actor, action))
+        if last is not None and last[0] == digest and now - last[1] < _VIEW_REPEAT_S:
+            return
+        self._views[(actor, action)] = (digest, now)
+        await self._audit("", actor=actor, role=role, action=action, note=note)
 
     async def _audit(self, incident_id: str, *, actor: str, role: str, action: str, note: str) -> None:
         with contextlib.suppress(StoreError):
@@ -714,13 +732,8 @@ class CallerApi:
         if status is not None and status not in _CASE_STATES:
             return self._refuse(400, "status must be dispatching, accepted, unassigned or closed")
         rows = await self._cstore.cases(status)
-        await self._audit(
-            "",
-            actor=who.name,
-            role=who.role,
-            action="assistance_list",
-            note=",".join(r.case_id for r in rows),
-        )
+        note = f"status={status} cases=" + ",".join(r.case_id for r in rows)
+        await self._audit_view(actor=who.name, role=who.role, action="assistance_list", note=note)
         return web.json_response({"cases": [_case_json(r) for r in rows]})
 
     async def _case(self, request: web.Request, who: Principal) -> web.StreamResponse:
@@ -728,7 +741,7 @@ class CallerApi:
         if case is None:
             return self._refuse(404, "no such case")
         links = await self._cstore.links_of(case_id=case.case_id)
-        await self._audit("", actor=who.name, role=who.role, action="assistance_view", note=case.case_id)
+        await self._audit_view(actor=who.name, role=who.role, action="assistance_view", note=case.case_id)
         return web.json_response({**_case_json(case), "links": [_link_json(r) for r in links]})
 
     async def _share(self, request: web.Request, who: Principal) -> web.StreamResponse:
