@@ -22,9 +22,20 @@ from typing import Any, TextIO
 
 __all__ = ["JsonFormatter", "configure_logging", "pseudonymise_vin"]
 
+# Secrets a line can carry when a library logs a request it could not parse (aiohttp logs the bad
+# request line): a caller link's token in its path, a bearer token, a console session cookie.
+_SECRET = re.compile(
+    r"(/(?:l|t|assist)/)[A-Za-z0-9_-]{16,}|(?i:(bearer\s+))[A-Za-z0-9._~+/=-]{8,}|(ecallgw_session=)[^;\s]+"
+)
 # ISO 3779 VIN alphabet (no I, O, Q), either case; a letter or digit on either side means a longer
 # token (a 24-hex incident id), which is left intact. "_" and "-" do not: "car_<VIN>" is a VIN.
 _VIN = re.compile(r"(?<![A-Za-z0-9])[A-HJ-NPR-Z0-9]{17}(?![A-Za-z0-9])", re.IGNORECASE)
+
+
+def _redact(m: re.Match[str]) -> str:
+    return (m.group(1) or m.group(2) or m.group(3)) + "[secret]"
+
+
 _OWN_KEYS = frozenset({"ts", "level", "logger", "msg", "exc", "stack"})
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -48,6 +59,8 @@ class JsonFormatter(logging.Formatter):
     def _scrub(self, text: str) -> str:
         if len(text) < 17:
             return text
+        if "/" in text or "earer" in text or "session" in text:
+            text = _SECRET.sub(_redact, text)
         return _VIN.sub(
             lambda m: pseudonymise_vin(self._key, m.group(0)) if _looks_like_vin(m.group(0)) else m.group(0),
             text,

@@ -209,3 +209,50 @@ async def test_no_vin_of_a_simulated_fleet_reaches_the_logs_at_debug_level(
     upper = logs.upper()
     leaked = sorted(v for v in vins if v in upper)
     assert not leaked, f"{len(leaked)} VINs of the fleet in the logs"
+
+
+def test_secrets_in_lines_a_library_logs_are_redacted() -> None:
+    """aiohttp logs a request line it cannot parse as it came: a caller link's token, a bearer
+    token or a console session cookie must not reach the log with it."""
+    stream = io.StringIO()
+    handler = configure_logging("info", KEY, stream)
+    token = "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_abcd"
+    try:
+        log = logging.getLogger("aiohttp.server")
+        log.error("Error handling request from 127.0.0.1: GET /t/%s\x01 HTTP/1.1", token)
+        log.error("bad header", extra={"line": f"Authorization: Bearer {token}"})
+        log.error("bad cookie: __Host-ecallgw_session=%s; theme=dark", token)
+        log.warning("GET /assist/%s and /l/%s", token, token)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    text = stream.getvalue()
+    assert token not in text
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert "GET /t/[secret]" in lines[0]["msg"]
+    assert lines[1]["line"] == "Authorization: Bearer [secret]"
+    assert "__Host-ecallgw_session=[secret]; theme=dark" in lines[2]["msg"]
+    assert lines[3]["msg"] == "GET /assist/[secret] and /l/[secret]"
+
+
+async def test_a_link_token_in_a_request_the_server_cannot_parse_stays_out_of_the_log(
+    tmp_path: Path, receiver: Receiver, capfd: pytest.CaptureFixture[str]
+) -> None:
+    token = "ZyXwVuTsRqPoNmLkJiHgFeDcBa9876543210_-zyxw"
+    cfg = gateway_config(tmp_path, broker=None, psap_url=receiver.url, log={"level": "debug"})
+    async with Gateway(cfg, configure_log=True) as gw:
+        task = asyncio.create_task(gw.run())
+        try:
+            async with asyncio.timeout(10):
+                await gw.ready.wait()
+            assert gw.http is not None
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.http.port)
+            writer.write(f"GET /t/{token}\x01 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(4096), 10)
+            writer.close()
+            assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request")  # to the sender only
+        finally:
+            gw.stop()
+            await task
+    err = capfd.readouterr().err
+    assert token not in err
