@@ -564,6 +564,7 @@ async def test_entries_for_a_removed_receiver_are_dead_lettered_and_expire(
                 "journal",
                 "quarantine",
                 "audit",
+                "console_sessions",
             ),
             0,
         )  # pending forever: retention could not touch it

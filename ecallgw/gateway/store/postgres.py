@@ -602,6 +602,9 @@ class PostgresStore:
             )
             for table in ("quarantine", "audit"):
                 counts[table] = _rowcount(await conn.execute(f"DELETE FROM {table} WHERE at < $1", cutoff))
+            counts["console_sessions"] = _rowcount(
+                await conn.execute("DELETE FROM console_sessions WHERE expires_at <= $1", time.time())
+            )
             return counts
 
         return await self.run(fn)

@@ -603,6 +603,11 @@ class SqliteStore:
             counts["journal"] = conn.execute("DELETE FROM journal WHERE at < ?", (journal_cutoff,)).rowcount
             for table in ("quarantine", "audit"):
                 counts[table] = conn.execute(f"DELETE FROM {table} WHERE at < ?", (cutoff,)).rowcount
+            # Expired console sessions: not personal data beyond the operator's name, but no reason
+            # to keep them until the next sign-in sweeps them.
+            counts["console_sessions"] = conn.execute(
+                "DELETE FROM console_sessions WHERE expires_at <= ?", (time.time(),)
+            ).rowcount
             return counts
 
         return await self.run(fn)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import time
 from typing import Any
 
 import pytest
@@ -791,3 +792,16 @@ async def test_a_store_of_a_newer_schema_is_refused(open_store: OpenStore) -> No
         message = str(caught.value)
         assert f"version {known + 5}" in message and f"({known})" in message, message
         assert isinstance(caught.value, StoreError)
+
+
+async def test_retention_deletes_expired_console_sessions_and_keeps_live_ones(store: AnyStore) -> None:
+    now = time.time()
+    # "live" first: a sign-in sweeps sessions expired at its own time.
+    await store.session_put("live", operator="bob", token_sha256="t", created_at=now, expires_at=now + 3600)
+    await store.session_put(
+        "gone", operator="alice", token_sha256="t", created_at=now - 7200, expires_at=now - 1
+    )
+    deleted = await store.delete_before(now - 86400.0)
+    assert deleted["console_sessions"] == 1
+    assert await store.session_get("gone", now=now - 10) is None  # deleted, not only expired
+    assert await store.session_get("live", now=now) is not None
