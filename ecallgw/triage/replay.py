@@ -20,6 +20,7 @@ from ecallgw.triage.engine import Decision, TriageEngine
 
 __all__ = [
     "ActionRecord",
+    "FurtherRecord",
     "LogError",
     "PruneRecord",
     "Record",
@@ -63,6 +64,14 @@ class ActionRecord:
 @dataclass(**_frozen)
 class TickRecord:
     """A timer tick: ``due(at)`` was called."""
+
+    at: float
+
+
+@dataclass(**_frozen)
+class FurtherRecord:
+    """A further decision of the input before it (a storm seen in hindsight: its members' revisions
+    and its aggregate), so every input still has exactly one line of its own."""
 
     at: float
 
@@ -204,7 +213,7 @@ def parse_record(obj: Any) -> Record:
 
 def replay(
     engine: TriageEngine, records: Iterable[Record], *, tick_each: bool = False
-) -> Iterator[tuple[Record, Decision]]:
+) -> Iterator[tuple[Record | FurtherRecord, Decision]]:
     """Run records through the engine in order, yielding every decision with the record that caused it.
 
     Args:
@@ -230,7 +239,7 @@ def replay(
             d = engine.on_operator_action(rec.incident_id, rec.action, now=rec.at, actor=rec.actor)
         yield rec, d
         for more in d.also:  # a storm seen in hindsight: its members' revisions and its aggregate
-            yield rec, more
+            yield FurtherRecord(at=rec.at), more
 
 
 def _reasons(rs: tuple[Reason, ...]) -> list[dict[str, str]]:
@@ -272,11 +281,15 @@ def _incident(s: IncidentSnapshot) -> dict[str, Any]:
     }
 
 
-def decision_to_json(record: Record, decision: Decision) -> dict[str, Any]:
+def decision_to_json(record: Record | FurtherRecord, decision: Decision) -> dict[str, Any]:
     """The JSON object printed for one decision (keys in a fixed order)."""
-    kind = {SignalRecord: "signal", ActionRecord: "action", TickRecord: "tick", PruneRecord: "prune"}[
-        type(record)
-    ]
+    kind = {
+        SignalRecord: "signal",
+        ActionRecord: "action",
+        TickRecord: "tick",
+        PruneRecord: "prune",
+        FurtherRecord: "further",
+    }[type(record)]
     return {
         "at": record.at,
         "cause": kind,
