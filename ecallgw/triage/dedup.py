@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 from ecallgw.model import CancelSignal, Msd, MsdSignal, Position, PositionSignal, Reason, Signal
-from ecallgw.triage._fast import make_position, make_reason
 from ecallgw.triage.routing import distance_m
 
 __all__ = ["CallKey", "fingerprint", "msd_changes", "msd_position", "position_changes"]
@@ -47,12 +46,13 @@ def msd_position(msd: Msd) -> Position | None:
     degrees = s.vehicle_location.degrees
     if degrees is None:
         return None
-    return make_position(
-        degrees[0],
-        degrees[1],
-        s.control.position_can_be_trusted,
-        float(s.timestamp) if s.timestamp else None,
-        float(s.vehicle_direction * 2) if s.vehicle_direction <= 179 else None,
+    return Position(
+        lat=degrees[0],
+        lon=degrees[1],
+        trusted=s.control.position_can_be_trusted,
+        source="msd",
+        at=float(s.timestamp) if s.timestamp else None,
+        heading_deg=float(s.vehicle_direction * 2) if s.vehicle_direction <= 179 else None,
     )
 
 
@@ -68,7 +68,7 @@ def position_changes(old: Position | None, new: Position | None, min_move_m: flo
         return (Reason(code="position_first_fix", text="first known position"),)
     moved = distance_m(old.lat, old.lon, new.lat, new.lon)
     if moved > min_move_m:
-        return (make_reason("position_moved", f"position moved {moved:.0f} m"),)
+        return (Reason(code="position_moved", text=f"position moved {moved:.0f} m"),)
     if new.trusted and not old.trusted:
         return (Reason(code="position_trusted", text="position became trusted"),)
     return ()

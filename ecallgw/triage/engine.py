@@ -12,6 +12,7 @@ reasons for the operator, who alone can cancel what a PSAP has seen.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 from collections import deque
@@ -31,7 +32,7 @@ from ecallgw.model import (
     Signal,
     Status,
 )
-from ecallgw.triage import _fast, keys
+from ecallgw.triage import keys
 from ecallgw.triage.decision import Decision, Outcome, Route
 from ecallgw.triage.dedup import CallKey, fingerprint, msd_changes, msd_position, position_changes
 from ecallgw.triage.false_triggers import (
@@ -55,17 +56,17 @@ STORM_PREFIX = "storm-"
 
 
 def _r(code: str, text: str) -> Reason:
-    return _fast.make_reason(code, text)
+    return Reason(code=code, text=text)
 
 
 def _plain(outcome: Outcome, reasons: tuple[Reason, ...], incident_id: str | None = None) -> Decision:
     """A decision without a revision (nothing receivers see changed)."""
-    return _fast.make_decision(outcome, reasons, None, (), incident_id)
+    return Decision(outcome=outcome, reasons=reasons, incident_id=incident_id)
 
 
 def _about(d: Decision, incident_id: str) -> Decision:
     """A shared constant decision, naming the incident it concerned (the ingest answer says it)."""
-    return _fast.make_decision(d.outcome, d.reasons, None, (), incident_id)
+    return Decision(outcome=d.outcome, reasons=d.reasons, incident_id=incident_id)
 
 
 def _activation(msd: Msd) -> Activation:
@@ -197,16 +198,16 @@ class _Call:
         shown = self.shown
         if shown is not None:
             return shown
-        shown = self.shown = _fast.make_call(
-            self.tps,
-            self.vehicle,
-            self.call_id,
-            self.activation,
-            self.first_at,
-            self.last_at,
-            self.version,
-            self.callback,
-            self.lang,
+        shown = self.shown = Call(
+            tps=self.tps,
+            vehicle=self.vehicle,
+            call_id=self.call_id,
+            activation=self.activation,
+            first_at=self.first_at,
+            last_at=self.last_at,
+            msd_version=self.version,
+            callback=self.callback,
+            lang=self.lang,
         )
         return shown
 
@@ -538,7 +539,7 @@ class TriageEngine:
             fp = msd.raw or msd
             seen = inc.seen
             if fp == inc.fp0 or (seen is not None and fp in seen):
-                return _fast.make_decision(Outcome.duplicate, _EXACT_REPEAT, None, (), inc.id)
+                return Decision(outcome=Outcome.duplicate, reasons=_EXACT_REPEAT, incident_id=inc.id)
             # _remember(), inlined
             if inc.fp0 is None:  # pragma: no cover - an incident starts with its MSD's fingerprint
                 inc.fp0 = fp
@@ -623,7 +624,7 @@ class TriageEngine:
         if visible:
             return self._emit(inc, Outcome.new_revision, reasons, now)
         if reasons:
-            return _fast.make_decision(Outcome.duplicate, tuple(reasons), None, (), inc.id)
+            return Decision(outcome=Outcome.duplicate, reasons=tuple(reasons), incident_id=inc.id)
         return _about(_DUP_RESEND, inc.id)
 
     def _apply_msd(
@@ -784,7 +785,7 @@ class TriageEngine:
         if storm_reason is None:
             return d
         also = self._storm_join(inc, storm_reason, now)
-        return _fast.make_decision(d.outcome, d.reasons, d.incident, d.routes, d.incident_id, also)
+        return dataclasses.replace(d, also=also)
 
     # --- storms -------------------------------------------------------------------------------------
 
@@ -849,29 +850,23 @@ class TriageEngine:
         if storm.status not in _CLOSED_STATUSES:
             storm.status = "open" if storm.revision == 1 else "updated"
         rs = tuple(reasons)
-        snap = storm.shown = _fast.make_snapshot(
-            storm.id,
-            storm.revision,
-            storm.status,
-            _STORM_SEVERITY,
-            storm.tps,
-            "",
-            "",
-            False,
-            False,
-            storm.received_at,
-            now,
-            None,
-            None,
-            None,
-            None,
-            None,
-            rs,
-            (),
-            tuple(storm.members),
+        snap = storm.shown = IncidentSnapshot(
+            incident_id=storm.id,
+            revision=storm.revision,
+            status=storm.status,
+            severity=_STORM_SEVERITY,
+            tps=storm.tps,
+            vehicle="",
+            call_id="",
+            automatic=False,
+            test=False,
+            received_at=storm.received_at,
+            updated_at=now,
+            reasons=rs,
+            members=tuple(storm.members),
         )
-        route = _fast.make_route(self.policy.operator_receiver, storm.id, storm.revision)
-        return _fast.make_decision(outcome, rs, snap, (route,), storm.id)
+        route = Route(receiver=self.policy.operator_receiver, incident_id=storm.id, revision=storm.revision)
+        return Decision(outcome=outcome, reasons=rs, incident=snap, routes=(route,), incident_id=storm.id)
 
     def _storm_action(self, sid: str, action: str, now: float) -> Decision:
         """``confirm_storm``: the held members (manual, not at a PSAP) are cancelled as false
@@ -911,7 +906,7 @@ class TriageEngine:
             [_STORM_CONFIRMED if confirm else _STORM_DISMISSED],
             now,
         )
-        return _fast.make_decision(d.outcome, d.reasons, d.incident, d.routes, d.incident_id, tuple(out))
+        return dataclasses.replace(d, also=tuple(out))
 
     def _arm_escalation(self, inc: _Incident, now: float) -> None:
         if inc.acked or inc.escalated or inc.automatic or inc.is_test:
@@ -998,13 +993,13 @@ class TriageEngine:
             return _ORPHAN_DECISION
         fp = ("cancel", sig.sent_at, sig.reason)  # dedup.fingerprint, inlined
         if fp == inc.fp0 or (inc.seen is not None and fp in inc.seen):
-            return _fast.make_decision(Outcome.duplicate, _EXACT_REPEAT, None, (), inc.id)
+            return Decision(outcome=Outcome.duplicate, reasons=_EXACT_REPEAT, incident_id=inc.id)
         self._remember(inc, fp)
         self._touch(inc, sig, now)
         reasons: list[Reason] = []
         outcome = self._apply_cancel(inc, sig, now, reasons)
         if outcome is None:
-            return _fast.make_decision(Outcome.duplicate, tuple(reasons), None, (), inc.id)
+            return Decision(outcome=Outcome.duplicate, reasons=tuple(reasons), incident_id=inc.id)
         return self._emit(inc, outcome, reasons, now)
 
     def _apply_cancel(
@@ -1055,13 +1050,13 @@ class TriageEngine:
         p = sig.position
         fp = ("position", sig.sent_at, p.lat, p.lon, p.trusted, p.at)  # dedup.fingerprint, inlined
         if fp == inc.fp0 or (inc.seen is not None and fp in inc.seen):
-            return _fast.make_decision(Outcome.duplicate, _EXACT_REPEAT, None, (), inc.id)
+            return Decision(outcome=Outcome.duplicate, reasons=_EXACT_REPEAT, incident_id=inc.id)
         self._remember(inc, fp)
         self._touch(inc, sig, now)
         reasons: list[Reason] = []
         if self._apply_position(inc, sig, now, reasons):
             return self._emit(inc, Outcome.new_revision, reasons, now)
-        return _fast.make_decision(Outcome.duplicate, tuple(reasons), None, (), inc.id)
+        return Decision(outcome=Outcome.duplicate, reasons=tuple(reasons), incident_id=inc.id)
 
     def _touch(self, inc: _Incident, sig: Signal, now: float) -> None:
         # The signal belongs to its call: the call's last signal time follows it.
@@ -1213,12 +1208,11 @@ class TriageEngine:
         inc.shown_calls = tuple([c.frozen() for c in inc.calls])
         snap = self._snapshot(inc, shown, now)
         iid, rev = inc.id, inc.revision
-        make_route = _fast.make_route
         receivers = inc.receivers
         if not everyone and self.policy.operator_receiver in receivers:
             receivers = [self.policy.operator_receiver]
-        routes = tuple([make_route(r, iid, rev) for r in receivers])
-        return _fast.make_decision(outcome, rs, snap, routes, iid)
+        routes = tuple([Route(receiver=r, incident_id=iid, revision=rev) for r in receivers])
+        return Decision(outcome=outcome, reasons=rs, incident=snap, routes=routes, incident_id=iid)
 
     @staticmethod
     def _snapshot(inc: _Incident, shown: tuple[Reason, ...], updated_at: float) -> IncidentSnapshot:
@@ -1227,25 +1221,25 @@ class TriageEngine:
             raise AssertionError("incident emitted without a severity")
         calls = inc.shown_calls
         primary = calls[0]  # the snapshot's call fields are the primary call's, all of them
-        return _fast.make_snapshot(
-            inc.id,
-            inc.revision,
-            inc.status,
-            sev,
-            primary.tps,
-            primary.vehicle,
-            primary.call_id,
-            inc.automatic,
-            inc.is_test,
-            inc.received_at,
-            updated_at,
-            inc.msd,
-            inc.position,
-            primary.callback,
-            primary.lang,
-            inc.scene_id,
-            shown,
-            calls,
+        return IncidentSnapshot(
+            incident_id=inc.id,
+            revision=inc.revision,
+            status=inc.status,
+            severity=sev,
+            tps=primary.tps,
+            vehicle=primary.vehicle,
+            call_id=primary.call_id,
+            automatic=inc.automatic,
+            test=inc.is_test,
+            received_at=inc.received_at,
+            updated_at=updated_at,
+            msd=inc.msd,
+            position=inc.position,
+            callback=primary.callback,
+            lang=primary.lang,
+            scene_id=inc.scene_id,
+            reasons=shown,
+            calls=calls,
         )
 
     @staticmethod
