@@ -184,9 +184,40 @@ function normalize(src) {
     acked: src.acked,
     escalation_due_at: src.escalation_due_at,
     at_psap: src.at_psap,
+    members: Array.isArray(src.members) ? src.members : undefined,
+    triage_reasons: Array.isArray(src.reasons) ? src.reasons : undefined,
     received_at: src.received_at,
     updated_at: src.updated_at,
   };
+}
+
+// --- provider storms (issue 12): one aggregate standing for many incidents of one provider ------
+
+const STORM_PREFIX = "storm-";
+const STORM_CODES = ["provider_storm", "storm_confirmed", "storm_dismissed"];
+
+function isStorm(inc) {
+  return !!inc && String(inc.incident_id || "").startsWith(STORM_PREFIX);
+}
+
+function stormOf(id) {
+  // The storm aggregate this console knows that lists incident ``id`` among its members.
+  let found = null;
+  for (const inc of state.incidents.values()) {
+    if (isStorm(inc) && Array.isArray(inc.members) && inc.members.includes(id)) {
+      if (!found || String(inc.received_at || "") > String(found.received_at || "")) found = inc;
+    }
+  }
+  return found;
+}
+
+function stormWindowS(reasons) {
+  // The counting window the storm detector names in its reason ("... in 600 s ..."), if any.
+  for (const r of reasons || []) {
+    const m = r && r.code === "provider_storm" && /\bin (\d+(?:\.\d+)?) s\b/.exec(r.text || "");
+    if (m) return Number(m[1]);
+  }
+  return null;
 }
 
 function merge(item) {
@@ -196,11 +227,17 @@ function merge(item) {
   }
   const merged = { ...(old || {}) };
   for (const [k, v] of Object.entries(item)) if (v !== undefined) merged[k] = v;
+  if (isStorm(merged) && !merged.tps && Array.isArray(merged.members)) {
+    // A storm's document has no call: its provider is its members' (the queue's row names it too).
+    const known = merged.members.map((id) => state.incidents.get(id)).find((m) => m && m.tps);
+    if (known) merged.tps = known.tps;
+  }
   state.incidents.set(item.incident_id, merged);
   return merged;
 }
 
 function kindOf(inc) {
+  if (isStorm(inc)) return "storm";
   if (inc.test) return "test";
   if (inc.automatic === true) return "automatic";
   if (inc.automatic === false) return "manual";
@@ -210,7 +247,8 @@ function kindOf(inc) {
 function rank(a, b) {
   // What needs a human first: still open, then severity, then not yet acknowledged, then oldest.
   const act = (i) => (ACTIVE.has(i.status) ? 0 : 1);
-  const lvl = (i) => LEVELS[i.level] ?? 9;
+  // An open storm holds calls that wait for an operator: above every incident.
+  const lvl = (i) => (isStorm(i) && ACTIVE.has(i.status) ? -1 : LEVELS[i.level] ?? 9);
   const ack = (i) => (i.acked ? 1 : 0);
   return (
     act(a) - act(b) ||
@@ -334,6 +372,47 @@ function badge(level) {
   return el("span", { class: `badge level-${LEVELS[level] !== undefined ? level : "none"}`, text: t(`level.${level}`) });
 }
 
+function stormBadge(inc) {
+  const count = Array.isArray(inc.members) ? inc.members.length : 0;
+  return el("span", { class: "badge storm", text: t("storm.badge", { provider: inc.tps || "?", count }) });
+}
+
+function stormRow(inc, fresh) {
+  // A storm is no vehicle: the badge names the provider and how many incidents it stands for.
+  const count = Array.isArray(inc.members) ? inc.members.length : 0;
+  const tr = el(
+    "tr",
+    {
+      class: [
+        "storm",
+        inc.incident_id === state.selected ? "selected" : "",
+        fresh ? "fresh" : "",
+        ACTIVE.has(inc.status) ? "" : "closed",
+      ].join(" "),
+      dataset: { id: inc.incident_id },
+      tabIndex: 0,
+    },
+    el("td", {}, stormBadge(inc)),
+    el(
+      "td",
+      {},
+      el("code", { class: "id", text: inc.incident_id }),
+      el("br"),
+      el("small", { text: t(`status.${inc.status}`) }),
+    ),
+    el("td", { text: t("kind.storm") }),
+    el("td", {}, inc.tps || "", el("small", { class: "members", text: ` ${t("storm.members_count", { count })}` })),
+    el("td", { text: fmtShort(inc.received_at) }),
+    el("td", { text: "—" }),
+    el("td", { class: "claimed", text: inc.claimed_by || "" }),
+  );
+  tr.addEventListener("click", () => select(inc.incident_id));
+  tr.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") select(inc.incident_id);
+  });
+  return tr;
+}
+
 function renderQueue() {
   const body = $("queue-body");
   if (!body) return;
@@ -347,6 +426,7 @@ function renderQueue() {
       const pos = inc.position;
       const kind = kindOf(inc);
       const fresh = (state.fresh.get(inc.incident_id) || 0) > now;
+      if (isStorm(inc)) return stormRow(inc, fresh);
       const tr = el(
         "tr",
         {
@@ -452,6 +532,23 @@ function onIncidentEvent(event) {
   renderSoon();
   refreshCountersSoon();
   refreshDetailSoon(inc.incident_id);
+  relatedChanged(merged);
+}
+
+let relatedPending = false;
+function relatedChanged(inc) {
+  // The selected storm shows its members' level and status; a selected member links to its storm.
+  const shown = state.detail && state.incidents.get(state.detail.incident_id);
+  if (!shown || shown.incident_id === inc.incident_id) return;
+  const related =
+    (isStorm(shown) && Array.isArray(shown.members) && shown.members.includes(inc.incident_id)) ||
+    (isStorm(inc) && Array.isArray(inc.members) && inc.members.includes(shown.incident_id));
+  if (!related || relatedPending) return;
+  relatedPending = true;
+  requestAnimationFrame(() => {
+    relatedPending = false;
+    if (state.detail) renderDetail(true);
+  });
 }
 
 function onDeskEvent(event) {
@@ -517,6 +614,8 @@ async function loadDetail(id, { keepMap }) {
       caller.loadIncidentLinks(id),
     ]);
     if (id !== state.selected) return;
+    if (String(id).startsWith(STORM_PREFIX)) await loadStormMembers(data);
+    if (id !== state.selected) return;
     state.detail = data;
     state.links = links;
     const inc = normalize(latestDocument(data) || {});
@@ -579,6 +678,10 @@ function renderDetail(keepMap = false) {
   if (!data) return;
   const doc = latestDocument(data) || {};
   const inc = state.incidents.get(data.incident_id) || normalize(data);
+  if (isStorm(inc)) {
+    renderStormDetail(data, doc, inc, keepMap);
+    return;
+  }
   const msd = msdStructure(doc);
   const control = (msd && msd.control) || {};
   const kind = kindOf(inc);
@@ -715,6 +818,7 @@ function renderDetail(keepMap = false) {
   state.map = null;
   root.replaceChildren(
     head,
+    stormMembership(data, doc, inc),
     actions,
     el("div", { class: "columns" }, el("div", {}, call, vehicle, additional, severity), el("div", {}, mapSection, links, linked)),
     notes,
@@ -726,6 +830,195 @@ function renderDetail(keepMap = false) {
   if (details && cancelOpen) details.open = true;
   drawMap(mapBox, trail, pos);
   tickCountdown();
+}
+
+// --- a storm's view --------------------------------------------------------------------------------
+
+async function loadStormMembers(data) {
+  // The members' level, status and kind come from the queue this page holds; when some are not in
+  // it, one request for the provider's incidents since the storm's window began fetches them (never
+  // one request per member).
+  const doc = latestDocument(data) || {};
+  const members = Array.isArray(data.members) && data.members.length ? data.members : doc.members || [];
+  if (!members.some((id) => !state.incidents.has(id))) return;
+  const provider = data.tps || (doc.call && doc.call.tps) || "";
+  const start = Date.parse(data.received_at || doc.received_at || "");
+  const windowS = stormWindowS(doc.reasons) ?? 3600;
+  const params = new URLSearchParams({ limit: "1000" });
+  if (provider) params.set("tps", provider);
+  if (!Number.isNaN(start)) params.set("since", String(Math.floor(start / 1000 - windowS - 1)));
+  try {
+    const page = await getJson(`/v1/incidents?${params}`);
+    for (const row of page.incidents || []) {
+      const inc = normalize(row);
+      if (inc && members.includes(inc.incident_id)) merge(inc);
+    }
+  } catch (_) {
+    /* ids only, then */
+  }
+}
+
+function stormMembers(inc, doc) {
+  if (Array.isArray(inc.members) && inc.members.length) return inc.members;
+  return Array.isArray(doc.members) ? doc.members : [];
+}
+
+function memberItem(id) {
+  const m = state.incidents.get(id);
+  const a = el("a", { href: "#", class: "member-link", text: id, dataset: { id } });
+  a.addEventListener("click", (e) => {
+    e.preventDefault();
+    select(id);
+  });
+  if (!m) return el("li", { dataset: { id } }, a);
+  const kind = kindOf(m);
+  const facts = [t(`status.${m.status}`), kind ? t(`kind.${kind}`) : "", m.at_psap ? t("detail.at_psap") : ""];
+  return el(
+    "li",
+    { dataset: { id, status: m.status || "" }, class: ACTIVE.has(m.status) ? "" : "closed" },
+    m.level ? badge(m.level) : null,
+    " ",
+    a,
+    " ",
+    el("small", { class: "member-facts", text: facts.filter(Boolean).join(" · ") }),
+  );
+}
+
+function renderStormDetail(data, doc, inc, keepMap) {
+  const root = $("detail");
+  $("detail-placeholder").hidden = true;
+  root.hidden = false;
+  if (state.map) state.map.remove();
+  state.map = null;
+  const members = stormMembers(inc, doc);
+  const count = members.length;
+  // Every revision's reasons: the storm's own (provider_storm, with its counts) stay in words after
+  // an operator confirmed or dismissed it.
+  const history = Array.isArray(data.history) ? data.history : [];
+  const reasons = [
+    ...(Array.isArray(doc.reasons) ? doc.reasons : []),
+    ...history.flatMap((rev) => (rev && Array.isArray(rev.reasons) ? rev.reasons : [])),
+    ...(Array.isArray(inc.triage_reasons) ? inc.triage_reasons : []),
+  ];
+  const windowS = stormWindowS(reasons);
+  // The window: from the earliest member this page knows (hindsight members opened before the
+  // storm was recognised) to the latest revision of the aggregate.
+  let first = Date.parse(inc.received_at || "");
+  for (const id of members) {
+    const at = Date.parse((state.incidents.get(id) || {}).received_at || "");
+    if (!Number.isNaN(at) && (Number.isNaN(first) || at < first)) first = at;
+  }
+  const head = el(
+    "header",
+    { class: "detail-head storm-head" },
+    el("h2", {}, stormBadge(inc), " ", el("code", { text: inc.incident_id })),
+    el("p", { id: "storm-status" }, t(`status.${inc.status}`), " · ", t("kind.storm")),
+  );
+  const seen = new Set();
+  const words = reasons
+    .filter((r) => r && STORM_CODES.includes(r.code))
+    .filter((r) => !seen.has(r.code) && seen.add(r.code));
+  const summary = section(
+    "storm.title",
+    el(
+      "dl",
+      { id: "storm-summary" },
+      field(t("detail.provider"), el("span", { id: "storm-provider", text: inc.tps || t("unknown") })),
+      field(
+        t("storm.window"),
+        el("span", {
+          id: "storm-window",
+          text: `${Number.isNaN(first) ? "?" : fmtTime(first / 1000)} – ${fmtTime(inc.updated_at)}${
+            windowS !== null ? ` (${t("storm.counted_over", { time: fmtDuration(windowS) })})` : ""
+          }`,
+        }),
+      ),
+      field(t("storm.member_count"), el("span", { id: "storm-count", text: String(count) })),
+      field(t("detail.reasons"), el("ul", { class: "reasons", id: "storm-reasons" }, ...words.map((r) => el("li", { title: r.text || "", text: reasonText(r) })))),
+    ),
+    el("p", { class: "hint", text: t("storm.explain") }),
+  );
+  const list = section(
+    "storm.members",
+    count
+      ? el("ul", { id: "storm-members", class: "members" }, ...members.map(memberItem))
+      : el("p", { class: "hint", text: t("detail.none") }),
+  );
+  const typedNote = keepMap && $("storm-note") && root.contains($("storm-note")) ? $("storm-note").value : "";
+  root.replaceChildren(head, stormActions(inc, typedNote), el("div", { class: "columns" }, el("div", {}, summary), el("div", {}, list)), renderTimeline(data));
+}
+
+function stormActions(inc, typedNote) {
+  // Two buttons, each asking once more before it acts: confirming cancels held calls for good.
+  const said = state.said && state.said.id === inc.incident_id ? state.said.text : "";
+  const status = el("p", { id: "action-status", role: "status", text: said });
+  const active = ACTIVE.has(inc.status);
+  if (!active) {
+    return el("section", { class: "card actions" }, el("h3", { text: t("actions.title") }), el("p", { class: "hint", text: t(inc.status === "resolved" ? "storm.confirmed" : "storm.dismissed") }), status);
+  }
+  const pending = state.stormAsk && state.stormAsk.id === inc.incident_id ? state.stormAsk.action : null;
+  const ask = (action) => {
+    state.stormAsk = { id: inc.incident_id, action };
+    renderDetail(true);
+  };
+  const confirmButton = el("button", { type: "button", id: "storm-confirm", class: "danger", text: t("storm.confirm"), dataset: { action: "confirm_storm" } });
+  confirmButton.addEventListener("click", () => ask("confirm_storm"));
+  const dismissButton = el("button", { type: "button", id: "storm-dismiss", text: t("storm.dismiss"), dataset: { action: "dismiss_storm" } });
+  dismissButton.addEventListener("click", () => ask("dismiss_storm"));
+  let step = null;
+  if (pending) {
+    const note = el("textarea", { id: "storm-note", rows: 2, maxLength: 2000, value: typedNote });
+    const yes = el("button", { type: "button", id: "storm-yes", class: pending === "confirm_storm" ? "danger" : "", text: t(pending === "confirm_storm" ? "storm.confirm_yes" : "storm.dismiss_yes") });
+    const no = el("button", { type: "button", id: "storm-no", text: t("storm.back") });
+    yes.addEventListener("click", async () => {
+      state.stormAsk = null;
+      const text = note.value.trim();
+      await act(inc.incident_id, text ? { action: pending, note: text } : { action: pending });
+    });
+    no.addEventListener("click", () => {
+      state.stormAsk = null;
+      renderDetail(true);
+    });
+    const count = Array.isArray(inc.members) ? inc.members.length : 0;
+    step = el(
+      "div",
+      { id: "storm-step", class: "confirm-step", role: "alertdialog" },
+      el("p", { text: t(pending === "confirm_storm" ? "storm.confirm_ask" : "storm.dismiss_ask", { provider: inc.tps || "?", count }) }),
+      el("label", { class: "note-box" }, t("actions.note_label"), note),
+      el("div", { class: "buttons" }, yes, no),
+    );
+  }
+  return el(
+    "section",
+    { class: "card actions" },
+    el("h3", { text: t("actions.title") }),
+    el("div", { class: "buttons" }, confirmButton, dismissButton),
+    step,
+    status,
+  );
+}
+
+function stormMembership(data, doc, inc) {
+  // A member incident says it belongs to a storm (its reasons do) and links back to the aggregate.
+  const all = [
+    ...(Array.isArray(data.reasons) ? data.reasons : []),
+    ...(Array.isArray(doc.reasons) ? doc.reasons : []),
+    ...(Array.isArray(inc.triage_reasons) ? inc.triage_reasons : []),
+  ];
+  const codes = new Set(all.map((r) => r && r.code));
+  const code = codes.has("storm_confirmed") ? "storm_confirmed" : codes.has("storm_dismissed") ? "storm_dismissed" : codes.has("provider_storm") ? "provider_storm" : null;
+  const storm = stormOf(inc.incident_id);
+  if (!code && !storm) return null;
+  const text = t(`storm.member_${code || "provider_storm"}`, { provider: inc.tps || (storm && storm.tps) || "?" });
+  let link = null;
+  if (storm) {
+    link = el("a", { href: "#", id: "storm-link", text: t("storm.open", { id: storm.incident_id }), dataset: { id: storm.incident_id } });
+    link.addEventListener("click", (e) => {
+      e.preventDefault();
+      select(storm.incident_id);
+    });
+  }
+  return el("section", { class: "card storm-member", id: "storm-member" }, el("p", {}, el("span", { class: "badge storm", text: t("storm.short") }), " ", text, link ? " " : null, link));
 }
 
 function positionText(pos) {

@@ -491,6 +491,8 @@ def _item(r: QueueRow) -> dict[str, Any]:
         "escalation_due_at": _iso(r.escalation_due_at) if open_ and not r.acked else None,
         "at_psap": r.at_psap,
         "scene_id": r.scene_id,
+        # A storm's aggregate (id storm-...): the incident ids it stands for; empty for an incident.
+        "members": list(s.members) if s is not None else [],
         "received_at": document.iso_time(r.received_at),
         "updated_at": document.iso_time(r.updated_at),
     }

@@ -1,0 +1,180 @@
+"""Provider storms in the operator console (issue 12), headless Chromium against a whole gateway.
+
+A provider's SOS buttons fire together: triage (with a storm threshold lowered to two calls) holds
+the manual calls and gives the desk one aggregate. The operator sees it as a storm in the queue,
+opens it, goes to a member and back, and confirms or dismisses it; the members change live.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from playwright.async_api import Page, expect
+
+from ecallgw.app import Gateway
+from tests.browserkit import Browser
+from tests.console.test_console import (
+    _visible_english_leftovers,
+    base_url,
+    gateway,
+    open_incident,
+    sign_in,
+)
+from tests.gateway.broker import Mosquitto
+from tests.gateway.harness import OPERATOR_TOKEN, PROVIDER_TOKEN
+from tests.gateway.helpers import make_msd, msd_envelope, vin_for
+from tests.gateway.receiver import Receiver
+
+# The third new incident of one provider within a minute is a storm; held calls wait five minutes.
+STORMY: dict[str, object] = {"storm_min_count": 2, "storm_window_s": 60.0, "escalation_delay_s": 300.0}
+CALLS = 3
+
+
+async def sos_storm(gw: Gateway) -> list[str]:
+    """Manual calls of provider acme from ``CALLS`` vehicles over HTTP; their incident ids."""
+    now = time.time()
+    headers = {"Authorization": f"Bearer {PROVIDER_TOKEN}", "Content-Type": "application/msgpack"}
+    ids = []
+    async with aiohttp.ClientSession() as http:
+        for n in range(CALLS):
+            msd = make_msd(
+                vin=vin_for(60 + n), timestamp=int(now), automatic=False, lat=50.80 + n / 100, lon=4.35
+            )
+            async with http.post(
+                f"{base_url(gw)}/v1/ecall/acme/sos-{n}/msd",
+                data=msd_envelope(msd, call_id=f"sos-call-{n}", sent_at=now + n),
+                headers=headers,
+            ) as resp:
+                assert resp.status == 202, await resp.text()
+                ids.append((await resp.json())["incident_id"])
+    return ids
+
+
+async def api(gw: Gateway, incident_id: str) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{base_url(gw)}/v1/incidents/{incident_id}",
+            headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"},
+        ) as resp,
+    ):
+        assert resp.status == 200
+        data: dict[str, Any] = await resp.json()
+        return data
+
+
+async def storm_row_id(page: Page) -> str:
+    row = page.locator("#queue-body tr.storm")
+    await expect(row).to_have_count(1, timeout=5000)
+    storm_id = await row.get_attribute("data-id")
+    assert storm_id is not None and storm_id.startswith("storm-")
+    return storm_id
+
+
+async def test_a_storm_is_seen_opened_and_confirmed_its_held_calls_cancelled_live(
+    tmp_path: Path, mosquitto: Mosquitto, receiver: Receiver, browser: Browser
+) -> None:
+    async with gateway(tmp_path, mosquitto, receiver, triage=STORMY) as gw:
+        ctx, page = await sign_in(browser, gw)
+        members = await sos_storm(gw)
+
+        # The queue: one storm row with its badge (provider, member count), no vehicle columns.
+        storm_id = await storm_row_id(page)
+        row = page.locator(f"#queue-body tr[data-id='{storm_id}']")
+        await expect(row.locator(".badge.storm")).to_have_text(f"Storm · acme · {CALLS} calls")
+        await expect(row).to_contain_text("Provider storm")
+        assert await page.locator("#queue-body tr").first.get_attribute("data-id") == storm_id  # on top
+
+        # Its view: provider, window, count, the members with level/status/kind, the reason in words.
+        await open_incident(page, storm_id)
+        await expect(page.locator("#storm-provider")).to_have_text("acme")
+        await expect(page.locator("#storm-count")).to_have_text(str(CALLS))
+        await expect(page.locator("#storm-window")).to_contain_text("counted over 1:00")
+        items = page.locator("#storm-members li")
+        await expect(items).to_have_count(CALLS)
+        for member in members:
+            item = page.locator(f"#storm-members li[data-id='{member}']")
+            await expect(item).to_contain_text("Manual")
+            await expect(item.locator(".badge")).to_have_count(1)
+        await expect(page.locator("#storm-reasons")).to_contain_text("provider storm: about")
+        assert await page.locator("#detail .detail-head").count() == 1
+
+        # A member says it is in the storm and links back to it.
+        await page.click(f"#storm-members a[data-id='{members[0]}']")
+        await expect(page.locator("#storm-member")).to_contain_text(
+            "Part of a storm of acme: escalation waits for an operator."
+        )
+        await page.click("#storm-link")
+        await expect(page.locator("#storm-count")).to_have_text(str(CALLS))
+
+        # Confirm asks once more; going back does nothing.
+        await page.click("#storm-confirm")
+        await expect(page.locator("#storm-step")).to_contain_text("Cancel the held manual calls of acme")
+        await page.click("#storm-no")
+        await expect(page.locator("#storm-step")).to_have_count(0)
+        await page.click("#storm-confirm")
+        await page.fill("#storm-note", "Firmware fault of the acme boxes, provider informed.")
+        await page.click("#storm-yes")
+        await expect(page.locator("#action-status")).to_contain_text("Done", timeout=3000)
+
+        # Live: the storm resolved, each held member cancelled (its revisions over the event stream).
+        await expect(page.locator("#storm-status")).to_contain_text("Resolved", timeout=3000)
+        for member in members:
+            await expect(page.locator(f"#storm-members li[data-id='{member}']")).to_contain_text(
+                "Cancelled", timeout=3000
+            )
+            await expect(page.locator(f"#queue-body tr[data-id='{member}']")).to_have_count(0)  # not active
+        await expect(page.locator("#storm-confirm")).to_have_count(0)
+        storm = await api(gw, storm_id)
+        assert storm["status"] == "resolved" and sorted(storm["members"]) == sorted(members)
+        for member in members:
+            data = await api(gw, member)
+            assert data["status"] == "cancelled"
+            assert "storm_confirmed" in {r["code"] for r in data["history"][-1]["reasons"]}
+        assert receiver.accepted == []  # none of the held calls reached the PSAP
+        # The member's view says why it was cancelled.
+        await page.click(f"#storm-members a[data-id='{members[1]}']")
+        await expect(page.locator("#storm-member")).to_contain_text("Cancelled with the storm of acme")
+        await ctx.close()
+    assert browser.foreign_requests == []
+
+
+@pytest.mark.parametrize(("locale", "lang"), [("fr-BE", "fr"), ("nl-BE", "nl")])
+async def test_a_storm_dismissed_in_french_and_dutch_without_english_leftovers(
+    tmp_path: Path, mosquitto: Mosquitto, receiver: Receiver, browser: Browser, locale: str, lang: str
+) -> None:
+    async with gateway(tmp_path, mosquitto, receiver, triage=STORMY) as gw:
+        members = await sos_storm(gw)
+        ctx, page = await sign_in(browser, gw, locale=locale)
+        storm_id = await storm_row_id(page)
+        text = await page.inner_text("body")
+        assert _visible_english_leftovers(text, lang) == [], text
+        await open_incident(page, storm_id)
+        await expect(page.locator("#storm-members li")).to_have_count(CALLS)
+        await page.click("#storm-dismiss")
+        await expect(page.locator("#storm-step")).to_be_visible()
+        text = await page.inner_text("body")
+        assert _visible_english_leftovers(text, lang) == [], text
+        await page.click("#storm-yes")
+        await expect(page.locator("#storm-confirm")).to_have_count(0, timeout=3000)
+        text = await page.inner_text("body")
+        assert _visible_english_leftovers(text, lang) == [], text
+
+        # Dismissed: the members lose the flag and wait for their escalation timer again.
+        for member in members:
+            data = await api(gw, member)
+            codes = {r["code"] for r in data["reasons"]}
+            assert data["status"] in ("open", "updated") and "provider_storm" not in codes
+            assert data["escalation_due_at"] is not None
+        assert (await api(gw, storm_id))["status"] == "cancelled"
+        await page.click(f"#storm-members a[data-id='{members[0]}']")
+        await expect(page.locator("#storm-member #storm-link")).to_be_visible()
+        await expect(page.locator("#countdown")).not_to_be_empty()
+        text = await page.inner_text("body")
+        assert _visible_english_leftovers(text, lang) == [], text
+        await ctx.close()
+    assert browser.foreign_requests == []
