@@ -9,11 +9,16 @@ Decoding reads the whole PDU as one integer ``n``; ``s`` counts the bits from th
 position to its end. Consecutive fixed fields are cut from one small "window" integer, so the big
 integer is shifted once per window; all extension bits of a window are tested with one mask; runs
 of OPTIONAL/DEFAULT BOOLEANs decode with one table lookup keyed by their presence and value bits.
-Encoding shifts each field into one accumulator, the boolean runs again by table. Frozen model
-objects are built by filling a mutable twin class with the same slots and then assigning
-``__class__`` (the model has no ``__post_init__``; the trick is checked once per class, with
-slot-descriptor calls as the fallback), and components whose value space is small (ControlType,
-VehiclePropulsionStorageType) are interned, since they are immutable.
+Encoding shifts each field into one accumulator, the boolean runs again by table. Components whose
+value space is small (ControlType, VehiclePropulsionStorageType) are interned, since they are
+immutable.
+
+Frozen model objects are built without their ``__init__`` by ``_gen_new``: a mutable *twin* class
+with the same slots is filled and its ``__class__`` then assigned (``_twin``). This is the only
+place in ecallgw that uses the technique, and it stays because it earns its keep: about 1 µs per MSD
+decode, which holds the codec's bar (v2 decode >= 7x asn1tools; 6.3x without it). Elsewhere, triage
+included, frozen objects are built with their constructors (issue 15: a trick stays only when its
+measured gain is over 2 % of a message's CPU). Figures and method: docs/performance.md "MSD codec".
 
 The generated code is allowed to give up, never to be wrong: on anything unusual (a truncated
 input, an extension bit, an index out of range, a fragmented length, a value of the wrong type)
@@ -530,10 +535,14 @@ _TWINS: dict[type, type | None] = {}
 def _twin(cls: type) -> type | None:
     """A mutable class with the same slots as frozen ``cls``, or None where that does not work.
 
-    Filling a mutable twin with plain attribute stores and then assigning ``__class__`` (allowed
-    between classes with identical slot layouts) is about 2.5x faster than calling each slot
-    descriptor's ``__set__``. Checked once per class; if the interpreter refuses, setters are used.
+    The twin technique (the module docstring says why it is used here and nowhere else): filling a
+    mutable twin with plain attribute stores and then assigning ``__class__`` (allowed between
+    classes with identical slot layouts) is about 2.5x faster than calling each slot descriptor's
+    ``__set__``. Checked once per class; a class with ``__post_init__`` (code the twin would skip)
+    or one the interpreter refuses gets None, and the generated code calls the setters instead.
     """
+    if cls not in _TWINS and hasattr(cls, "__post_init__"):
+        _TWINS[cls] = None
     if cls not in _TWINS:
         slots = tuple(cls.__dict__.get("__slots__", ()))
         twin: type | None = type(f"_Mutable{cls.__name__}", (object,), {"__slots__": slots})
