@@ -42,6 +42,7 @@ from ecallgw.triage.false_triggers import (
     position_reasons,
 )
 from ecallgw.triage.policy import TriagePolicy
+from ecallgw.triage.reasons import ReasonCode
 from ecallgw.triage.routing import PsapRouter, distance_m
 from ecallgw.triage.scoring import Evidence, evidence_from_msd, score
 
@@ -56,7 +57,8 @@ STORM_PREFIX = "storm-"
 
 
 def _r(code: str, text: str) -> Reason:
-    return Reason(code=code, text=text)
+    """A reason; a ``ReasonCode`` is stored as the plain string it equals (what decisions carried)."""
+    return Reason(code=str(code), text=text)
 
 
 def _plain(outcome: Outcome, reasons: tuple[Reason, ...], incident_id: str | None = None) -> Decision:
@@ -100,24 +102,31 @@ _TEST = _r("test_call", "test call: routed to the test receiver only")
 _AUTO_PSAP = _r("automatic_to_psap", "automatic activation: forwarded to the PSAP at once")
 _UPGRADED = _r("upgraded_to_automatic", "an automatic activation joined a manual incident")
 _NOT_TEST = _r("test_flag_cleared", "a non-test MSD arrived for a test incident")
-_ESC_PENDING = "escalation_pending"
+_ESC_PENDING = ReasonCode.escalation_pending
 _ESC_HELD = _r(
     "escalation_held", "manual call with a false-trigger suspicion: escalation waits for an operator"
 )
-_HOLDING = frozenset({"manual_burst", "provider_storm", "msd_timestamp_stale", "msd_timestamp_missing"})
-_CANCEL_IN_GRACE = "cancelled_in_grace"
+_HOLDING = frozenset(
+    {
+        ReasonCode.manual_burst,
+        ReasonCode.provider_storm,
+        ReasonCode.msd_timestamp_stale,
+        ReasonCode.msd_timestamp_missing,
+    }
+)
+_CANCEL_IN_GRACE = ReasonCode.cancelled_in_grace
 # Receiver-visible: the operator's name stays in the gateway's audit trail, not in documents.
 _BY_OPERATOR = {
     "escalate": _r("escalated_by_operator", "escalated to the PSAP by an operator"),
     "cancel": _r("cancelled_by_operator", "cancelled by an operator"),
     "resolve": _r("resolved_by_operator", "resolved by an operator"),
 }
-_CANCEL_REQ = "cancel_requested"
+_CANCEL_REQ = ReasonCode.cancel_requested
 _HOLDING_OR_CANCEL = _HOLDING | {_CANCEL_REQ}
 _CANCEL_REQUESTED_TEXT = "an operator must confirm before receivers are told"
 _CANCEL_REQUESTED = _r(_CANCEL_REQ, f"the vehicle cancelled: {_CANCEL_REQUESTED_TEXT}")
 _CLOSED_STATUSES = frozenset({"cancelled", "resolved"})
-_STORM = "provider_storm"
+_STORM = ReasonCode.provider_storm
 _STORM_HINDSIGHT = _r(
     _STORM,
     "provider storm recognised after this incident opened: escalation waits for an operator",
@@ -730,17 +739,13 @@ class TriageEngine:
         if test:
             reasons.append(_TEST)
         else:
-            # False-trigger checks: each is a reason; none drops the activation. The checks'
-            # functions run only when a cheap test says they will find something.
+            # False-trigger checks: each is a reason; none drops the activation. Every rule decides
+            # itself whether it applies (false_triggers.py).
             flags = inc.flags
-            s = msd.msd.msd_structure
-            ts = s.timestamp
-            if ts == 0 or abs(now - ts) > policy.msd_stale_s:
-                for r in msd_time_reasons(msd, now, policy):
-                    flags[r.code] = r
-            if inc.position is None or not s.control.position_can_be_trusted:
-                for r in position_reasons(msd):
-                    flags[r.code] = r
+            for r in msd_time_reasons(msd, now, policy):
+                flags[r.code] = r
+            for r in position_reasons(msd):
+                flags[r.code] = r
             times = veh.manual_times if veh is not None else ()
             if not inc.automatic:
                 if times:
@@ -748,9 +753,8 @@ class TriageEngine:
                     times = (*(t for t in times if now - t <= window), now)
                 else:
                     times = (now,)
-                if len(times) >= policy.manual_burst_count:
-                    for r in manual_burst_reason(len(times), policy):
-                        flags[r.code] = r
+                for r in manual_burst_reason(len(times), policy):
+                    flags[r.code] = r
             storm = self._storms.get(sig.tps)
             if storm is None:
                 storm = self._storms[sig.tps] = StormDetector(policy)

@@ -4,6 +4,9 @@ Each check returns explained reasons; none of them drops a signal. What the engi
 suspicion depends on the activation (docs/triage.md "False triggers"): an automatic non-test
 activation still goes to its PSAP at once, flagged for the operator; a manual one waits for an
 operator instead of escalating by timer.
+
+Each rule owns its guard: it returns ``()`` at once when it does not apply, so the engine calls
+every rule for every new non-test incident and repeats none of their conditions.
 """
 
 from __future__ import annotations

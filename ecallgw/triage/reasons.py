@@ -1,8 +1,10 @@
 """Every reason code triage gives, in one enumeration (docs/triage.md §6 lists the same, with meanings).
 
-Codes are stable: logs, metric labels, replay output and receivers' documents use them. The engine
-builds its reasons with plain strings (``Reason.code``); ``ReasonCode`` is the one list to check
-against (tests/triage/test_reason_codes.py checks the engine's, the docs' and this list agree).
+Codes are stable: logs, metric labels, replay output and receivers' documents use them. A reason's
+code (``Reason.code``) is a plain string: written as a literal where the reason is built, or taken
+from a ``ReasonCode`` member where the engine names a code it did not build (a flag it looks up, the
+codes that hold an escalation). ``ReasonCode`` is the one list: tests/triage/test_reason_codes.py
+checks the engine's source, its decisions, docs/triage.md and this list agree.
 """
 
 from __future__ import annotations
