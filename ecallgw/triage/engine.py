@@ -57,8 +57,7 @@ STORM_PREFIX = "storm-"
 
 
 def _r(code: str, text: str) -> Reason:
-    """A reason; a ``ReasonCode`` is stored as the plain string it equals (what decisions carried)."""
-    return Reason(code=str(code), text=text)
+    return Reason(code=code, text=text)
 
 
 def _plain(outcome: Outcome, reasons: tuple[Reason, ...], incident_id: str | None = None) -> Decision:
@@ -102,7 +101,9 @@ _TEST = _r("test_call", "test call: routed to the test receiver only")
 _AUTO_PSAP = _r("automatic_to_psap", "automatic activation: forwarded to the PSAP at once")
 _UPGRADED = _r("upgraded_to_automatic", "an automatic activation joined a manual incident")
 _NOT_TEST = _r("test_flag_cleared", "a non-test MSD arrived for a test incident")
-_ESC_PENDING = ReasonCode.escalation_pending
+# Codes the engine names without building the reason (flag keys): the plain str value, since a reason
+# code is a str, and a dict whose keys are all exact str is the smaller kind of dict.
+_ESC_PENDING = ReasonCode.escalation_pending.value
 _ESC_HELD = _r(
     "escalation_held", "manual call with a false-trigger suspicion: escalation waits for an operator"
 )
@@ -114,19 +115,19 @@ _HOLDING = frozenset(
         ReasonCode.msd_timestamp_missing,
     }
 )
-_CANCEL_IN_GRACE = ReasonCode.cancelled_in_grace
+_CANCEL_IN_GRACE = ReasonCode.cancelled_in_grace.value
 # Receiver-visible: the operator's name stays in the gateway's audit trail, not in documents.
 _BY_OPERATOR = {
     "escalate": _r("escalated_by_operator", "escalated to the PSAP by an operator"),
     "cancel": _r("cancelled_by_operator", "cancelled by an operator"),
     "resolve": _r("resolved_by_operator", "resolved by an operator"),
 }
-_CANCEL_REQ = ReasonCode.cancel_requested
+_CANCEL_REQ = ReasonCode.cancel_requested.value
 _HOLDING_OR_CANCEL = _HOLDING | {_CANCEL_REQ}
 _CANCEL_REQUESTED_TEXT = "an operator must confirm before receivers are told"
 _CANCEL_REQUESTED = _r(_CANCEL_REQ, f"the vehicle cancelled: {_CANCEL_REQUESTED_TEXT}")
 _CLOSED_STATUSES = frozenset({"cancelled", "resolved"})
-_STORM = ReasonCode.provider_storm
+_STORM = ReasonCode.provider_storm.value
 _STORM_HINDSIGHT = _r(
     _STORM,
     "provider storm recognised after this incident opened: escalation waits for an operator",
