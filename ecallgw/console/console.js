@@ -491,6 +491,14 @@ function beep(level) {
 
 function announce(inc) {
   state.fresh.set(inc.incident_id, Date.now() + 15000);
+  if (isStorm(inc)) {
+    // Its calls wait for an operator: said like a high incident, with what it stands for.
+    const count = Array.isArray(inc.members) ? inc.members.length : 0;
+    $("announce").textContent = t("storm.new_alert", { provider: inc.tps || "?", count, id: inc.incident_id });
+    beep("high");
+    setTimeout(renderQueue, 15100);
+    return;
+  }
   $("announce").textContent = t("queue.new_alert", { level: t(`level.${inc.level}`), id: inc.incident_id });
   beep(inc.level);
   setTimeout(renderQueue, 15100);
@@ -526,7 +534,8 @@ function onIncidentEvent(event) {
   const merged = merge(inc);
   const received = Date.parse(merged.received_at || "");
   const recent = Number.isNaN(received) || Date.now() - received < 120000;
-  if (!known && recent && ACTIVE.has(merged.status) && (merged.level === "critical" || merged.level === "high")) {
+  const urgent = merged.level === "critical" || merged.level === "high" || isStorm(merged);
+  if (!known && recent && ACTIVE.has(merged.status) && urgent) {
     announce(merged);
   }
   renderSoon();
@@ -872,7 +881,16 @@ function memberItem(id) {
   });
   if (!m) return el("li", { dataset: { id } }, a);
   const kind = kindOf(m);
-  const facts = [t(`status.${m.status}`), kind ? t(`kind.${kind}`) : "", m.at_psap ? t("detail.at_psap") : ""];
+  // Where the call stands: at its PSAP, on its escalation timer, or held for an operator.
+  // Its latest revision's flags say which (a list row's escalation time may be older than them).
+  const codes = new Set((m.triage_reasons || []).map((r) => r && r.code));
+  let where = "";
+  if (m.at_psap) where = t("detail.at_psap");
+  else if (!ACTIVE.has(m.status)) where = "";
+  else if (codes.has("escalation_held")) where = t("storm.member_held");
+  else if (codes.has("escalation_pending"))
+    where = m.escalation_due_at ? t("storm.member_due", { time: fmtShort(m.escalation_due_at) }) : t("storm.member_timer");
+  const facts = [t(`status.${m.status}`), kind ? t(`kind.${kind}`) : "", where];
   return el(
     "li",
     { dataset: { id, status: m.status || "" }, class: ACTIVE.has(m.status) ? "" : "closed" },

@@ -7,6 +7,7 @@ opens it, goes to a member and back, and confirms or dismisses it; the members c
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from playwright.async_api import Page, expect
 from ecallgw.app import Gateway
 from tests.browserkit import Browser
 from tests.console.test_console import (
+    I18N,
     _visible_english_leftovers,
     base_url,
     gateway,
@@ -87,6 +89,9 @@ async def test_a_storm_is_seen_opened_and_confirmed_its_held_calls_cancelled_liv
         row = page.locator(f"#queue-body tr[data-id='{storm_id}']")
         await expect(row.locator(".badge.storm")).to_have_text(f"Storm · acme · {CALLS} calls")
         await expect(row).to_contain_text("Provider storm")
+        await expect(page.locator("#announce")).to_have_text(
+            f"New provider storm: acme, {CALLS} calls ({storm_id})"
+        )
         assert await page.locator("#queue-body tr").first.get_attribute("data-id") == storm_id  # on top
 
         # Its view: provider, window, count, the members with level/status/kind, the reason in words.
@@ -99,6 +104,7 @@ async def test_a_storm_is_seen_opened_and_confirmed_its_held_calls_cancelled_liv
         for member in members:
             item = page.locator(f"#storm-members li[data-id='{member}']")
             await expect(item).to_contain_text("Manual")
+            await expect(item).to_contain_text("held for an operator")
             await expect(item.locator(".badge")).to_have_count(1)
         await expect(page.locator("#storm-reasons")).to_contain_text("provider storm: about")
         assert await page.locator("#detail .detail-head").count() == 1
@@ -161,6 +167,10 @@ async def test_a_storm_dismissed_in_french_and_dutch_without_english_leftovers(
         assert _visible_english_leftovers(text, lang) == [], text
         await page.click("#storm-yes")
         await expect(page.locator("#storm-confirm")).to_have_count(0, timeout=3000)
+        catalog = json.loads((I18N / f"{lang}.json").read_text())
+        for member in members:  # live: back on their escalation timer, no longer held
+            item = page.locator(f"#storm-members li[data-id='{member}']")
+            await expect(item).to_contain_text(catalog["storm.member_timer"], timeout=3000)
         text = await page.inner_text("body")
         assert _visible_english_leftovers(text, lang) == [], text
 
