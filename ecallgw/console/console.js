@@ -978,6 +978,8 @@ function stormActions(inc, typedNote) {
   const ask = (action) => {
     state.stormAsk = { id: inc.incident_id, action };
     renderDetail(true);
+    const back = $("storm-no");
+    if (back) back.focus(); // the safe answer first, for a keyboard
   };
   const confirmButton = el("button", { type: "button", id: "storm-confirm", class: "danger", text: t("storm.confirm"), dataset: { action: "confirm_storm" } });
   confirmButton.addEventListener("click", () => ask("confirm_storm"));
@@ -1027,7 +1029,9 @@ function stormMembership(data, doc, inc) {
   const code = codes.has("storm_confirmed") ? "storm_confirmed" : codes.has("storm_dismissed") ? "storm_dismissed" : codes.has("provider_storm") ? "provider_storm" : null;
   const storm = stormOf(inc.incident_id);
   if (!code && !storm) return null;
-  const text = t(`storm.member_${code || "provider_storm"}`, { provider: inc.tps || (storm && storm.tps) || "?" });
+  // An automatic member is at its PSAP whatever the storm (the safety invariant): it is not held.
+  const which = (code || "provider_storm") === "provider_storm" && inc.automatic === true ? "automatic" : code || "provider_storm";
+  const text = t(`storm.member_${which}`, { provider: inc.tps || (storm && storm.tps) || "?" });
   let link = null;
   if (storm) {
     link = el("a", { href: "#", id: "storm-link", text: t("storm.open", { id: storm.incident_id }), dataset: { id: storm.incident_id } });

@@ -17,6 +17,7 @@ import pytest
 from playwright.async_api import Page, expect
 
 from ecallgw.app import Gateway
+from ecallgw.codecs import document
 from tests.browserkit import Browser
 from tests.console.test_console import (
     I18N,
@@ -28,7 +29,7 @@ from tests.console.test_console import (
 )
 from tests.gateway.broker import Mosquitto
 from tests.gateway.harness import OPERATOR_TOKEN, PROVIDER_TOKEN
-from tests.gateway.helpers import make_msd, msd_envelope, vin_for
+from tests.gateway.helpers import make_msd, msd_envelope, until, vin_for
 from tests.gateway.receiver import Receiver
 
 # The third new incident of one provider within a minute is a storm; held calls wait five minutes.
@@ -36,15 +37,15 @@ STORMY: dict[str, object] = {"storm_min_count": 2, "storm_window_s": 60.0, "esca
 CALLS = 3
 
 
-async def sos_storm(gw: Gateway) -> list[str]:
-    """Manual calls of provider acme from ``CALLS`` vehicles over HTTP; their incident ids."""
+async def sos_storm(gw: Gateway, calls: range = range(CALLS), *, automatic: bool = False) -> list[str]:
+    """Calls (manual by default) of provider acme from vehicles ``sos-{n}`` over HTTP; their incident ids."""
     now = time.time()
     headers = {"Authorization": f"Bearer {PROVIDER_TOKEN}", "Content-Type": "application/msgpack"}
     ids = []
     async with aiohttp.ClientSession() as http:
-        for n in range(CALLS):
+        for n in calls:
             msd = make_msd(
-                vin=vin_for(60 + n), timestamp=int(now), automatic=False, lat=50.80 + n / 100, lon=4.35
+                vin=vin_for(60 + n), timestamp=int(now), automatic=automatic, lat=50.80 + n / 100, lon=4.35
             )
             async with http.post(
                 f"{base_url(gw)}/v1/ecall/acme/sos-{n}/msd",
@@ -94,13 +95,19 @@ async def test_a_storm_is_seen_opened_and_confirmed_its_held_calls_cancelled_liv
         )
         assert await page.locator("#queue-body tr").first.get_attribute("data-id") == storm_id  # on top
 
+        # An automatic crash of the same provider joins the storm: at its PSAP at once all the same.
+        [crash] = await sos_storm(gw, range(CALLS, CALLS + 1), automatic=True)
+        await expect(row.locator(".badge.storm")).to_have_text(f"Storm · acme · {CALLS + 1} calls")
+        await until(lambda: len(receiver.accepted) >= 1)
+
         # Its view: provider, window, count, the members with level/status/kind, the reason in words.
         await open_incident(page, storm_id)
         await expect(page.locator("#storm-provider")).to_have_text("acme")
-        await expect(page.locator("#storm-count")).to_have_text(str(CALLS))
+        await expect(page.locator("#storm-count")).to_have_text(str(CALLS + 1))
+        await expect(page.locator(f"#storm-members li[data-id='{crash}']")).to_contain_text("Automatic")
         await expect(page.locator("#storm-window")).to_contain_text("counted over 1:00")
         items = page.locator("#storm-members li")
-        await expect(items).to_have_count(CALLS)
+        await expect(items).to_have_count(CALLS + 1)
         for member in members:
             item = page.locator(f"#storm-members li[data-id='{member}']")
             await expect(item).to_contain_text("Manual")
@@ -115,7 +122,10 @@ async def test_a_storm_is_seen_opened_and_confirmed_its_held_calls_cancelled_liv
             "Part of a storm of acme: escalation waits for an operator."
         )
         await page.click("#storm-link")
-        await expect(page.locator("#storm-count")).to_have_text(str(CALLS))
+        await expect(page.locator("#storm-count")).to_have_text(str(CALLS + 1))
+        await page.click(f"#storm-members a[data-id='{crash}']")
+        await expect(page.locator("#storm-member")).to_contain_text("an automatic call: at its PSAP already")
+        await page.click("#storm-link")
 
         # Confirm asks once more; going back does nothing.
         await page.click("#storm-confirm")
@@ -135,13 +145,16 @@ async def test_a_storm_is_seen_opened_and_confirmed_its_held_calls_cancelled_liv
             )
             await expect(page.locator(f"#queue-body tr[data-id='{member}']")).to_have_count(0)  # not active
         await expect(page.locator("#storm-confirm")).to_have_count(0)
+        await expect(page.locator(f"#storm-members li[data-id='{crash}']")).not_to_contain_text("Cancelled")
         storm = await api(gw, storm_id)
-        assert storm["status"] == "resolved" and sorted(storm["members"]) == sorted(members)
+        assert storm["status"] == "resolved" and sorted(storm["members"]) == sorted([*members, crash])
+        assert (await api(gw, crash))["status"] in ("open", "updated")  # untouched, at its PSAP
         for member in members:
             data = await api(gw, member)
             assert data["status"] == "cancelled"
             assert "storm_confirmed" in {r["code"] for r in data["history"][-1]["reasons"]}
-        assert receiver.accepted == []  # none of the held calls reached the PSAP
+        # None of the held calls reached the PSAP; the automatic crash did.
+        assert {document.parse_cap(r.body).incident_id for r in receiver.accepted} == {crash}
         # The member's view says why it was cancelled.
         await page.click(f"#storm-members a[data-id='{members[1]}']")
         await expect(page.locator("#storm-member")).to_contain_text("Cancelled with the storm of acme")
