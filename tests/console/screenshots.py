@@ -1,6 +1,7 @@
 """Make docs/img/console-queue.png, console-incident.png and console-breakdowns.png with the tests' browser.
 
     .venv/bin/python -m tests.console.screenshots
+    .venv/bin/python -m tests.console.screenshots storm    # docs/img/console-storm.png only
 
 A real gateway (mosquitto, SQLite in a temporary directory, a PSAP webhook on 127.0.0.1), a few
 simulated crashes around Brussels published over MQTT, two simulated assistance providers and two
@@ -11,6 +12,7 @@ no tile server (the map as the tests see it).
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -149,5 +151,53 @@ async def main() -> None:
     )
 
 
+async def storm() -> None:
+    """docs/img/console-storm.png: a provider's SOS buttons fire together (a storm threshold of two
+    calls), one automatic crash among them; the operator opens the storm and is about to confirm."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    triage: dict[str, object] = {"storm_min_count": 2, "storm_window_s": 600.0, "escalation_delay_s": 300.0}
+    with tempfile.TemporaryDirectory() as tmp, Mosquitto() as broker:
+        receiver = Receiver()
+        await receiver.start()
+        try:
+            cfg = gateway_config(
+                Path(tmp), broker=broker, psap_url=receiver.url, psap_format="cap", triage=triage
+            )
+            async with running_gateway(cfg) as gw, launch() as browser:
+                assert gw.http is not None
+                url = f"http://127.0.0.1:{gw.http.port}/console/"
+                ctx = await browser.context(locale="en-GB")
+                page = await ctx.new_page()
+                await page.set_viewport_size({"width": 1440, "height": 1000})
+                await page.goto(url)
+                await page.fill("#token", OPERATOR_TOKEN)
+                await page.click("#signin button[type=submit]")
+                await page.wait_for_selector("body[data-ready=app]")
+                async with aiomqtt.Client(broker.host, broker.port) as pub:
+                    for n in range(5):
+                        now = time.time()
+                        msd = make_msd(
+                            vin=vin_for(30 + n),
+                            timestamp=int(now),
+                            automatic=n == 3,
+                            lat=50.84 + n / 200,
+                            lon=4.35 + n / 300,
+                        )
+                        envelope = msd_envelope(msd, call_id=f"sos-{n}", sent_at=now)
+                        await pub.publish(f"ecall/v1/acme/unit-{n}/msd", envelope, qos=1)
+                        await asyncio.sleep(0.2)
+                await page.wait_for_selector("#queue-body tr.storm")
+                await page.wait_for_function("document.querySelectorAll('#queue-body tr').length >= 6")
+                await page.click("#queue-body tr.storm")
+                await page.wait_for_selector("#storm-members li")
+                await page.click("#storm-confirm")
+                await asyncio.sleep(2.0)  # the counters follow the events within 1.5 s
+                await page.screenshot(path=str(OUT / "console-storm.png"))
+                await ctx.close()
+        finally:
+            await receiver.stop()
+    print(f"wrote {OUT / 'console-storm.png'}")
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(storm() if sys.argv[1:] == ["storm"] else main())
