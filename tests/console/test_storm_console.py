@@ -8,13 +8,14 @@ opens it, goes to a member and back, and confirms or dismisses it; the members c
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, Route, expect
 
 from ecallgw.app import Gateway
 from ecallgw.codecs import document
@@ -169,11 +170,27 @@ async def test_a_storm_dismissed_in_french_and_dutch_without_english_leftovers(
     async with gateway(tmp_path, mosquitto, receiver, triage=STORMY) as gw:
         members = await sos_storm(gw)
         ctx, page = await sign_in(browser, gw, locale=locale)
+
+        async def only_the_storm(route: Route) -> None:
+            # A long queue whose page holds the storm but none of its members.
+            resp = await route.fetch()
+            data = await resp.json()
+            data["incidents"] = [i for i in data["incidents"] if i["incident_id"].startswith("storm-")]
+            await route.fulfill(response=resp, json=data)
+
+        await page.route(re.compile(r"/v1/incidents\?limit=200$"), only_the_storm)
+        await page.reload()
+        await page.wait_for_selector("body[data-ready=app]")
         storm_id = await storm_row_id(page)
+        await expect(page.locator("#queue-body tr")).to_have_count(1)
+        await expect(page.locator(".badge.storm")).to_contain_text(f"{CALLS}")
         text = await page.inner_text("body")
         assert _visible_english_leftovers(text, lang) == [], text
         await open_incident(page, storm_id)
-        await expect(page.locator("#storm-members li")).to_have_count(CALLS)
+        # The members' level and status all the same, from one request for the provider's window.
+        await expect(page.locator("#storm-members li .badge")).to_have_count(CALLS)
+        fetched = [u for u in browser.requests if "/v1/incidents?" in u and "limit=1000" in u]
+        assert len(fetched) == 1 and "tps=acme" in fetched[0], fetched
         await page.click("#storm-dismiss")
         await expect(page.locator("#storm-step")).to_be_visible()
         text = await page.inner_text("body")
