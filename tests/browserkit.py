@@ -16,12 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from playwright.async_api import BrowserContext, Route, async_playwright
+from playwright.async_api import BrowserContext, Route, async_playwright, expect
 from playwright.async_api import Request as PwRequest
 
 __all__ = ["Browser", "chromium_path", "launch"]
 
 _LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+
+# Assertions wait up to this long for the page to get there (Playwright's default is 5 s): a
+# two-core CI machine running the gateway, a broker and a browser at once can take longer; a test
+# that passes is not slowed by it.
+expect.set_options(timeout=15_000)
 
 
 def chromium_path() -> str:
