@@ -22,6 +22,7 @@ from ecallgw.codecs import document
 from tests.browserkit import Browser
 from tests.console.test_console import (
     I18N,
+    SECOND_OPERATOR,
     _visible_english_leftovers,
     base_url,
     gateway,
@@ -73,7 +74,7 @@ async def api(gw: Gateway, incident_id: str) -> dict[str, Any]:
 
 async def storm_row_id(page: Page) -> str:
     row = page.locator("#queue-body tr.storm")
-    await expect(row).to_have_count(1, timeout=5000)
+    await expect(row).to_have_count(1)
     storm_id = await row.get_attribute("data-id")
     assert storm_id is not None and storm_id.startswith("storm-")
     return storm_id
@@ -84,6 +85,7 @@ async def test_a_storm_is_seen_opened_and_confirmed_its_held_calls_cancelled_liv
 ) -> None:
     async with gateway(tmp_path, mosquitto, receiver, triage=STORMY) as gw:
         ctx, page = await sign_in(browser, gw)
+        ctx_c, carol = await sign_in(browser, gw, SECOND_OPERATOR)  # watches, does nothing
         members = await sos_storm(gw)
 
         # The queue: one storm row with its badge (provider, member count), no vehicle columns.
@@ -128,6 +130,9 @@ async def test_a_storm_is_seen_opened_and_confirmed_its_held_calls_cancelled_liv
         await expect(page.locator("#storm-member")).to_contain_text("an automatic call: at its PSAP already")
         await page.click("#storm-link")
 
+        await open_incident(carol, storm_id)
+        await expect(carol.locator("#storm-members li")).to_have_count(CALLS + 1)
+
         # Confirm asks once more; going back does nothing.
         await page.click("#storm-confirm")
         await expect(page.locator("#storm-step")).to_contain_text("Cancel the held manual calls of acme")
@@ -136,16 +141,19 @@ async def test_a_storm_is_seen_opened_and_confirmed_its_held_calls_cancelled_liv
         await page.click("#storm-confirm")
         await page.fill("#storm-note", "Firmware fault of the acme boxes, provider informed.")
         await page.click("#storm-yes")
-        await expect(page.locator("#action-status")).to_contain_text("Done", timeout=3000)
+        await expect(page.locator("#action-status")).to_have_text("Done: resolved")
 
         # Live: the storm resolved, each held member cancelled (its revisions over the event stream).
-        await expect(page.locator("#storm-status")).to_contain_text("Resolved", timeout=3000)
+        await expect(page.locator("#storm-status")).to_contain_text("Resolved")
         for member in members:
-            await expect(page.locator(f"#storm-members li[data-id='{member}']")).to_contain_text(
-                "Cancelled", timeout=3000
-            )
+            await expect(page.locator(f"#storm-members li[data-id='{member}']")).to_contain_text("Cancelled")
             await expect(page.locator(f"#queue-body tr[data-id='{member}']")).to_have_count(0)  # not active
         await expect(page.locator("#storm-confirm")).to_have_count(0)
+        # Carol's view follows over the event stream alone: the aggregate's and the members' revisions.
+        await expect(carol.locator("#storm-status")).to_contain_text("Resolved")
+        await expect(carol.locator("#storm-confirm")).to_have_count(0)
+        for member in members:
+            await expect(carol.locator(f"#storm-members li[data-id='{member}']")).to_contain_text("Cancelled")
         await expect(page.locator(f"#storm-members li[data-id='{crash}']")).not_to_contain_text("Cancelled")
         storm = await api(gw, storm_id)
         assert storm["status"] == "resolved" and sorted(storm["members"]) == sorted([*members, crash])
@@ -160,6 +168,7 @@ async def test_a_storm_is_seen_opened_and_confirmed_its_held_calls_cancelled_liv
         await page.click(f"#storm-members a[data-id='{members[1]}']")
         await expect(page.locator("#storm-member")).to_contain_text("Cancelled with the storm of acme")
         await ctx.close()
+        await ctx_c.close()
     assert browser.foreign_requests == []
 
 
@@ -196,11 +205,11 @@ async def test_a_storm_dismissed_in_french_and_dutch_without_english_leftovers(
         text = await page.inner_text("body")
         assert _visible_english_leftovers(text, lang) == [], text
         await page.click("#storm-yes")
-        await expect(page.locator("#storm-confirm")).to_have_count(0, timeout=3000)
+        await expect(page.locator("#storm-confirm")).to_have_count(0)
         catalog = json.loads((I18N / f"{lang}.json").read_text())
         for member in members:  # live: back on their escalation timer, no longer held
             item = page.locator(f"#storm-members li[data-id='{member}']")
-            await expect(item).to_contain_text(catalog["storm.member_timer"], timeout=3000)
+            await expect(item).to_contain_text(catalog["storm.member_timer"])
         text = await page.inner_text("body")
         assert _visible_english_leftovers(text, lang) == [], text
 
