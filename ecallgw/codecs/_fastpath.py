@@ -15,10 +15,10 @@ immutable.
 
 Frozen model objects are built without their ``__init__`` by ``_gen_new``: a mutable *twin* class
 with the same slots is filled and its ``__class__`` then assigned (``_twin``). This is the only
-place in ecallgw that uses the technique, and it stays because it earns its keep: about 1 µs per MSD
-decode, which holds the codec's bar (v2 decode >= 7x asn1tools; 6.3x without it). Elsewhere, triage
-included, frozen objects are built with their constructors (issue 15: a trick stays only when its
-measured gain is over 2 % of a message's CPU). Figures and method: docs/performance.md "MSD codec".
+place in ecallgw that uses the technique. It stays because the codec's bar needs it: it saves about
+0.8 µs per v2 MSD decode, and v2 decode is 7.7x asn1tools with it, 6.6x without (bar: >= 7x;
+measured side by side). Elsewhere, triage included, frozen objects are built with their
+constructors (issue 15). Figures and method: docs/performance.md "MSD codec".
 
 The generated code is allowed to give up, never to be wrong: on anything unusual (a truncated
 input, an extension bit, an index out of range, a fragmented length, a value of the wrong type)
