@@ -205,7 +205,6 @@ class Pipeline:
         self._fatal: BaseException | None = None
         self._idle = asyncio.Event()
         self._idle.set()
-        self._tick_children: dict[str, Any] = {}
         # Breakdown calls (kind bcall) go to the assistance dispatcher (gateway/caller_api.py).
         self.on_bcall: Callable[[RawSignal], asyncio.Future[Ingested]] | None = None
         self._holding = False  # `run` took a signal from the queue and has not processed it yet

@@ -203,7 +203,7 @@ class CommitResult:
 
     Attributes:
         journal_seq: the journal row, when one was written.
-        outbox: newly inserted outbox rows (existing keys are ignored: idempotent on replay).
+        outbox: the outbox rows the unit inserted (a key stored twice fails the whole batch).
         revision_seqs: (seq, snapshot) of newly inserted revisions, for the operator stream.
         confirmed: entries written delivered by the commit itself (``Unit.confirm_on_commit``).
         desk_seqs: (seq, record) of the unit's desk changes, numbered in the revisions' sequence.

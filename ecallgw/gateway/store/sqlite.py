@@ -445,7 +445,9 @@ class SqliteStore:
         """Run ``fn(connection)`` in the writer thread inside the next group commit.
 
         Args:
-            fn: a function of the connection; it runs in a SAVEPOINT and must not commit.
+            fn: a function of the connection; it runs in the group commit's one transaction, after
+                the jobs queued before it, and must not commit. If it raises, the whole batch is
+                rolled back and every job of it fails.
 
         Returns:
             What ``fn`` returned, once its transaction committed.
