@@ -59,9 +59,9 @@ from ecallgw.gateway.metrics import Metrics
 from ecallgw.gateway.pipeline import Ingested, Pipeline, quarantine_unit
 from ecallgw.gateway.records import RawSignal
 from ecallgw.gateway.sinks.operator_stream import OperatorStream
-from ecallgw.gateway.sms import SmsMessage, SmsSender, pseudonym
+from ecallgw.gateway.sms import SmsSender, pseudonym
 from ecallgw.gateway.store import Store
-from ecallgw.gateway.store.caller import CallerStore, CaseRow, LinkRow
+from ecallgw.gateway.store.caller import CallerStore, CaseRow, LinkRow, SmsRow
 from ecallgw.model import MsdSignal
 
 __all__ = ["CallerApi", "CallerSettings", "token_hash"]
@@ -134,7 +134,7 @@ class CallerApi:
         self._stream = stream
         self._refuse = refuse
         self._metrics = metrics
-        self.sms = SmsSender(self._cfg.sms, self._sms_outcome)
+        self.sms = SmsSender(self._cfg.sms, self._cstore, self._sms_text, self._sms_outcome)
         self.dispatcher = Dispatcher(self._cfg.assistance, self._cstore, metrics, answer_url=self._answer_url)
         caller = self._cfg.caller
         self._per_token = _Window(caller.token_rate_per_min)
@@ -269,7 +269,8 @@ class CallerApi:
         )
         if not await self._cstore.insert_link(row):
             return None
-        url = pages.link_url(self._base(request), _PURPOSES[purpose], token)
+        base = self._base(request)
+        url = pages.link_url(base, _PURPOSES[purpose], token)
         await self._audit(
             incident_id or "",
             actor=created_by,
@@ -283,7 +284,10 @@ class CallerApi:
             f"expires_in_s={int(row.expires_at - now)} max_uses={row.max_uses}",
         )
         if will_send:
-            self.sms.send(SmsMessage(key=row.link_id, to=phone, text=self._sms_text(purpose, row.lang, url)))
+            try:
+                await self.sms.submit(row.link_id, token, base)
+            except StoreError:  # the link stays pending with no outbox row: shown "lost" later
+                log.error("sms not queued: outbox unavailable", extra={"link_id": row.link_id})
         log.info(
             "caller link created",
             extra={
@@ -296,14 +300,14 @@ class CallerApi:
         return row, url
 
     @staticmethod
-    def _sms_text(purpose: str, lang: str, url: str) -> str:
+    def _sms_text(row: SmsRow, token: str) -> str:
         title = {"location": "location_title", "tracking": "tracking_title", "assist": "assist_title"}[
-            purpose
+            row.purpose
         ]
-        return f"{t(lang, title)}: {url}"
+        return f"{t(row.lang, title)}: {pages.link_url(row.base_url, _PURPOSES[row.purpose], token)}"
 
-    async def _sms_outcome(self, message: SmsMessage, outcome: str) -> None:
-        await self._cstore.set_sms_state(message.key, outcome)
+    async def _sms_outcome(self, link_id: str, outcome: str) -> None:
+        log.debug("sms outcome stored", extra={"link_id": link_id, "outcome": outcome})
 
     async def _audit_view(self, *, actor: str, role: str, action: str, note: str) -> None:
         """Audit a view unless the same operator saw exactly the same thing within
@@ -987,8 +991,8 @@ class CallerApi:
     async def _retention(self) -> None:
         cfg = self._cfg.store
         sms = self._cfg.sms
-        # The longest any replica may still be retrying an SMS; pending beyond that, it was lost
-        # with its process (the text, holding the token, is kept nowhere): the operator sees "lost".
+        # A link pending with no outbox row (made by a release before the outbox, or its process
+        # stopped between the two inserts) is "lost" once no replica can still be sending it.
         retry_window_s = sms.max_attempts * (sms.timeout_s + sms.backoff_cap_s)
         while True:
             with contextlib.suppress(StoreError):

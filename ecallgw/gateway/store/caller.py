@@ -22,7 +22,7 @@ from ecallgw.gateway.store.postgres import DB_ERRORS, PostgresStore
 from ecallgw.gateway.store.protocol import Store
 from ecallgw.gateway.store.sqlite import SqliteStore
 
-__all__ = ["CallerStore", "CaseRow", "LinkRow"]
+__all__ = ["CallerStore", "CaseRow", "LinkRow", "SmsRow"]
 
 _frozen = {"frozen": True, "slots": True, "kw_only": True}
 
@@ -45,7 +45,7 @@ class LinkRow:
     revoked_at: float | None
     created_by: str
     auto_key: str | None
-    sms_state: str  # none, pending, sent, failed, lost (pending when its process stopped)
+    sms_state: str  # none, pending, sent, failed, lost (pending with no outbox row, see mark_sms_lost)
 
 
 _LINK_COLS = (
@@ -71,6 +71,47 @@ def _link(r: Sequence[Any]) -> LinkRow:
         created_by=r[12],
         auto_key=r[13],
         sms_state=r[14],
+    )
+
+
+@dataclass(**_frozen)
+class SmsRow:
+    """A pending SMS of the outbox with what its text is built from (never the token)."""
+
+    link_id: str
+    base_url: str
+    key: str  # the Idempotency-Key: the link id, then ``{link id}.r{n}`` after n resends
+    resends: int
+    attempts: int  # made under ``key``
+    next_at: float
+    phone: str
+    purpose: str
+    lang: str
+    token_hash: bytes
+    expires_at: float
+    revoked_at: float | None
+
+
+_SMS_COLS = (
+    "s.link_id, s.base_url, s.idem_key, s.resends, s.attempts, s.next_at, l.phone, l.purpose, l.lang, "
+    "l.token_hash, l.expires_at, l.revoked_at"
+)
+
+
+def _sms(r: Sequence[Any]) -> SmsRow:
+    return SmsRow(
+        link_id=r[0],
+        base_url=r[1],
+        key=r[2],
+        resends=r[3],
+        attempts=r[4],
+        next_at=r[5],
+        phone=r[6],
+        purpose=r[7],
+        lang=r[8],
+        token_hash=bytes(r[9]),
+        expires_at=r[10],
+        revoked_at=r[11],
     )
 
 
@@ -226,13 +267,137 @@ class CallerStore:
         )
 
     async def mark_sms_lost(self, before: float) -> int:
-        """Links whose SMS is still pending though made before ``before``: marked ``lost``."""
+        """Links whose SMS is still pending though made before ``before`` and that have no outbox
+        row (made by a release before the outbox, or stopped between the two inserts): ``lost``."""
         rows = await self._q(
             "UPDATE caller_links SET sms_state = 'lost' WHERE sms_state = 'pending' AND created_at < ? "
-            "RETURNING link_id",
+            "AND link_id NOT IN (SELECT link_id FROM caller_sms) RETURNING link_id",
             before,
         )
         return len(rows)
+
+    # --- SMS outbox -------------------------------------------------------------------------------
+
+    async def insert_sms(
+        self, link_id: str, base_url: str, *, now: float, owner: str, lease_until: float
+    ) -> None:
+        """A new pending SMS, claimed by its creator (who holds the token and sends it at once)."""
+        await self._q(
+            "INSERT INTO caller_sms (link_id, base_url, idem_key, next_at, claimed_by, lease_until) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING link_id",
+            link_id,
+            base_url,
+            link_id,
+            now,
+            owner,
+            lease_until,
+        )
+
+    async def sms(self, link_id: str, owner: str) -> SmsRow | None:
+        """A pending SMS claimed by ``owner``; None when it is not (sent, or claimed elsewhere)."""
+        rows = await self._q(
+            f"SELECT {_SMS_COLS} FROM caller_sms s JOIN caller_links l ON l.link_id = s.link_id "
+            "WHERE s.link_id = ? AND s.state = 'pending' AND s.claimed_by = ?",
+            link_id,
+            owner,
+        )
+        return _sms(rows[0]) if rows else None
+
+    async def claim_due_sms(
+        self, now: float, *, owner: str, lease_until: float, limit: int = 50
+    ) -> list[str]:
+        """Claim pending SMS due now whose lease is free or expired; one conditional UPDATE each,
+        so of replicas racing for a row exactly one gets it."""
+        due = await self._q(
+            "SELECT link_id FROM caller_sms WHERE state = 'pending' AND next_at <= ? "
+            "AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_at LIMIT ?",
+            now,
+            now,
+            limit,
+        )
+        claimed = []
+        for (link_id,) in due:
+            rows = await self._q(
+                "UPDATE caller_sms SET claimed_by = ?, lease_until = ? WHERE link_id = ? "
+                "AND state = 'pending' AND (lease_until IS NULL OR lease_until < ?) RETURNING link_id",
+                owner,
+                lease_until,
+                link_id,
+                now,
+            )
+            claimed += [r[0] for r in rows]
+        return claimed
+
+    async def sms_attempt(self, link_id: str, key: str, *, owner: str, lease_until: float) -> int | None:
+        """Count an attempt before it is made (a crash mid-POST leaves it counted: it may have
+        reached the provider); its number, or None when this process no longer holds the claim."""
+        rows = await self._q(
+            "UPDATE caller_sms SET attempts = attempts + 1, lease_until = ? WHERE link_id = ? "
+            "AND claimed_by = ? AND idem_key = ? AND state = 'pending' RETURNING attempts",
+            lease_until,
+            link_id,
+            owner,
+            key,
+        )
+        return int(rows[0][0]) if rows else None
+
+    async def sms_wait(self, link_id: str, *, owner: str, next_at: float, lease_until: float) -> bool:
+        rows = await self._q(
+            "UPDATE caller_sms SET next_at = ?, lease_until = ? WHERE link_id = ? AND claimed_by = ? "
+            "AND state = 'pending' RETURNING link_id",
+            next_at,
+            lease_until,
+            link_id,
+            owner,
+        )
+        return bool(rows)
+
+    async def supersede_sms(self, row: SmsRow, new_key: str, *, owner: str) -> bool:
+        """Give up ``row.key`` (attempted, unconfirmed) for ``new_key`` with no attempts."""
+        rows = await self._q(
+            "UPDATE caller_sms SET idem_key = ?, resends = resends + 1, attempts = 0 WHERE link_id = ? "
+            "AND claimed_by = ? AND idem_key = ? AND state = 'pending' RETURNING link_id",
+            new_key,
+            row.link_id,
+            owner,
+            row.key,
+        )
+        return bool(rows)
+
+    async def remint(self, link_id: str, old_hash: bytes, new_hash: bytes, now: float) -> bool:
+        """Replace a live link's token hash, if it is still ``old_hash`` (the old token, never
+        delivered, stops working at once)."""
+        rows = await self._q(
+            "UPDATE caller_links SET token_hash = ? WHERE link_id = ? AND token_hash = ? "
+            "AND revoked_at IS NULL AND expires_at > ? RETURNING link_id",
+            new_hash,
+            link_id,
+            old_hash,
+            now,
+        )
+        return bool(rows)
+
+    async def finish_sms(self, link_id: str, state: str, *, owner: str) -> bool:
+        """``sent`` or ``failed``, by the claim's holder; the link's ``sms_state`` follows."""
+        rows = await self._q(
+            "UPDATE caller_sms SET state = ?, lease_until = NULL WHERE link_id = ? AND claimed_by = ? "
+            "AND state = 'pending' RETURNING link_id",
+            state,
+            link_id,
+            owner,
+        )
+        if rows:
+            await self.set_sms_state(link_id, state)
+        return bool(rows)
+
+    async def release_sms(self, owner: str) -> None:
+        """A stopping process frees its claims so that another replica (or its successor) sends them
+        without waiting for the leases to run out."""
+        await self._q(
+            "UPDATE caller_sms SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = ? "
+            "AND state = 'pending' RETURNING link_id",
+            owner,
+        )
 
     # --- assistance cases -----------------------------------------------------------------------
 
@@ -311,6 +476,13 @@ class CallerStore:
     async def delete_before(self, cutoff: float) -> dict[str, int]:
         """Links and cases (with their positions, phones and what was shared) older than ``cutoff``:
         the same retention as incidents (``store.retention_days``)."""
+        # A link's outbox row goes with it (a pending one is given up once the link expired).
+        await self._q(
+            "DELETE FROM caller_sms WHERE link_id IN (SELECT link_id FROM caller_links "
+            "WHERE expires_at < ? AND created_at < ?) RETURNING link_id",
+            cutoff,
+            cutoff,
+        )
         links = await self._q(
             "DELETE FROM caller_links WHERE expires_at < ? AND created_at < ? RETURNING link_id",
             cutoff,

@@ -134,6 +134,17 @@ CREATE TABLE desk_events (
 CREATE INDEX desk_events_incident ON desk_events (incident_id, seq);
 CREATE TABLE desk (incident_id TEXT PRIMARY KEY, acked INTEGER NOT NULL DEFAULT 0, claimed_by TEXT);
 """,
+    # caller SMS outbox (docs/caller.md): what a pending SMS's text is built from and its retry
+    # state, never its token (caller_links holds only the token's SHA-256); a replica claims a row
+    # with a lease so that exactly one sends it, and re-mints the link's token when it lacks it.
+    """
+CREATE TABLE caller_sms (
+    link_id TEXT PRIMARY KEY, base_url TEXT NOT NULL, idem_key TEXT NOT NULL,
+    resends INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending', claimed_by TEXT, lease_until REAL
+);
+CREATE INDEX caller_sms_due ON caller_sms (state, next_at);
+""",
 )
 
 POSTGRES: tuple[str, ...] = (
@@ -272,6 +283,16 @@ CREATE TABLE desk_events (
 );
 CREATE INDEX desk_events_incident ON desk_events (incident_id, seq);
 CREATE TABLE desk (incident_id TEXT PRIMARY KEY, acked INTEGER NOT NULL DEFAULT 0, claimed_by TEXT);
+""",
+    # caller SMS outbox, as in SQLite's migration 6.
+    """
+CREATE TABLE caller_sms (
+    link_id TEXT PRIMARY KEY, base_url TEXT NOT NULL, idem_key TEXT NOT NULL,
+    resends INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+    next_at DOUBLE PRECISION NOT NULL, state TEXT NOT NULL DEFAULT 'pending', claimed_by TEXT,
+    lease_until DOUBLE PRECISION
+);
+CREATE INDEX caller_sms_due ON caller_sms (next_at) WHERE state = 'pending';
 """,
 )
 
