@@ -30,6 +30,8 @@ __all__ = [
     "counters",
     "counters_sql",
     "desk_view",
+    "find_sql",
+    "linked_sql",
     "merge_stream",
     "numbered",
     "queue_row",
@@ -156,6 +158,39 @@ def queue_sql(query: IncidentQuery) -> tuple[str, list[Any]]:
     sql += f" ORDER BY {_ACKED}, i.level_rank, i.received_at, i.incident_id LIMIT ?"
     args.append(query.limit)
     return sql, args
+
+
+def find_sql(columns: str, call_id: str | None, vehicle: str | None, limit: int) -> tuple[str, list[Any]]:
+    """Incidents one of whose calls has this call id and/or vehicle key, newest first (issue 12).
+
+    An incident of one call is found by its own row (the primary call's ``call_id``, ``tps``,
+    ``vehicle``); ``incident_calls`` holds every call of those with more than one (store/plan.py).
+    Incidents stored before calls were kept have no ``call_id``: their vehicle key finds them.
+    """
+    where = [c for c, v in (("call_id = ?", call_id), ("vehicle = ?", vehicle)) if v is not None]
+    args = [v for v in (call_id, vehicle) if v is not None]
+    match = " AND ".join(where)
+    sql = (
+        f"SELECT {columns} FROM incidents WHERE ({match}) OR incident_id IN "
+        f"({_CALLS} WHERE {match}) ORDER BY updated_at DESC LIMIT ?"
+    )
+    return sql, [*args, *args, limit]
+
+
+def linked_sql(scene_id: str | None, incident_id: str) -> tuple[str, list[Any]]:
+    """Incidents of the same scene as ``incident_id``, oldest first.
+
+    A scene is named for its first incident; only the incidents linked to it have a ``scene_id``
+    other than their own id, so the index holds those alone (``incidents_linked``) and the first
+    one is read by its key: most incidents are alone, and index no scene at all.
+    """
+    sql = (
+        "SELECT incident_id FROM (SELECT incident_id, received_at FROM incidents "
+        "WHERE scene_id = ? AND scene_id <> incident_id AND incident_id <> ? "
+        "UNION ALL SELECT incident_id, received_at FROM incidents "
+        "WHERE incident_id = ? AND incident_id <> ?) AS scene ORDER BY received_at"
+    )
+    return sql, [scene_id, incident_id, scene_id, incident_id]
 
 
 def counters_sql(non_psap: Sequence[str]) -> tuple[str, list[Any]]:

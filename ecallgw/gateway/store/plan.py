@@ -38,7 +38,10 @@ class Plan:
             revision of one incident in the batch comes later.
         outbox: (id, incident_id, revision, receiver, created_at, signal_at, state).
         delivered: (outbox_id, delivered_at, attempts) of entries confirmed by the commit itself.
-        calls: (incident_id, tps, vehicle, call_id) of calls a revision brought (issue 12).
+        calls: (incident_id, tps, vehicle, call_id) of every call of an incident that has more than
+            one (issue 12), written when a call joins it. An incident of one call is found by its
+            own row (``incidents.call_id``, ``tps``, ``vehicle``: the primary call's), which spares
+            most incidents four index insertions (docs/performance.md).
         audit: (at, actor, role, action, incident_id, note, outcome).
         quarantine: (at, transport, source, kind, tps, vehicle, payload, codec, reason, path).
         desk_events: (seq, incident_id, at, operator, kind, claimed_by, acked, text), numbered in the
@@ -120,9 +123,10 @@ def plan_units(units: Sequence[Unit], journal_seq: int, revision_seq: int, outbo
                     )
                 )
                 revision_seqs.append((revision_seq, snap))
-                if d.outcome in _CALL_OUTCOMES:
-                    # Calls come only with a new incident or a call joining one (ON CONFLICT DO
-                    # NOTHING keeps the others, e.g. after a primary switch, harmless anyway).
+                if d.outcome in _CALL_OUTCOMES and len(snap.calls) > 1:
+                    # Calls come only with a new incident or a call joining one, and are kept once
+                    # an incident has a second one: all of them then (ON CONFLICT DO NOTHING keeps
+                    # those already there), as the primary may switch to the newcomer.
                     iid = snap.incident_id
                     plan.calls.extend([(iid, c.tps, c.vehicle, c.call_id) for c in snap.calls])
                 plan.incidents.append(

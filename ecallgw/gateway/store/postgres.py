@@ -53,6 +53,8 @@ from ecallgw.gateway.store.desk import (
     counters,
     counters_sql,
     desk_view,
+    find_sql,
+    linked_sql,
     merge_stream,
     numbered,
     queue_row,
@@ -878,21 +880,9 @@ class PostgresStore:
         """Incidents one of whose calls has this call id and/or vehicle key, newest first (issue 12)."""
         if call_id is None and vehicle is None:
             return []
-
-        async def fn(conn: Conn) -> list[Any]:
-            return list(
-                await conn.fetch(
-                    f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE incident_id IN "
-                    "(SELECT incident_id FROM incident_calls WHERE ($1::text IS NULL OR call_id = $1) "
-                    "AND ($2::text IS NULL OR vehicle = $2)) OR ($1::text IS NULL AND vehicle = $2) "
-                    "ORDER BY updated_at DESC LIMIT $3",
-                    call_id,
-                    vehicle,
-                    limit,
-                )
-            )
-
-        return [IncidentRow.from_row(r) for r in await self.read(fn)]
+        sql, args = find_sql(_INCIDENT_COLUMNS, call_id, vehicle, limit)
+        rows = await self.read(lambda conn: conn.fetch(numbered(sql), *args))
+        return [IncidentRow.from_row(r) for r in rows]
 
     async def get_incident(
         self, incident_id: str
@@ -960,12 +950,8 @@ class PostgresStore:
             events = await conn.fetch(
                 f"SELECT {DESK_EVENT_COLUMNS} FROM desk_events WHERE incident_id=$1 ORDER BY seq", incident_id
             )
-            linked = await conn.fetch(
-                "SELECT incident_id FROM incidents WHERE scene_id=$1 AND incident_id<>$2 "
-                "ORDER BY received_at",
-                row[11],
-                incident_id,
-            )
+            linked_query, linked_args = linked_sql(row[11], incident_id)
+            linked = await conn.fetch(numbered(linked_query), *linked_args)
             return row, list(events), list(linked)
 
         found = await self.read(fn)
@@ -1190,7 +1176,7 @@ _INCIDENT_ALL = _INCIDENT_COLUMNS + ", call_id, kind, scene_id, escalation_due_a
 _INCIDENT_SET = ", ".join(
     f"{c} = excluded.{c}"
     for c in _INCIDENT_ALL.split(", ")
-    if c not in ("incident_id", "tps", "vehicle", "received_at")
+    if c not in ("incident_id", "received_at")  # tps, vehicle, call_id: the primary call's, which may switch
 )
 # The operator stream's sequence: revisions and desk changes share it (issue 13).
 _STREAM_SEQ = (
@@ -1503,7 +1489,8 @@ inc AS (
                            $73::float8[], $74::int[]) AS v, fence
     ON CONFLICT (incident_id) DO UPDATE SET revision = excluded.revision, status = excluded.status,
         level = excluded.level, score = excluded.score, updated_at = excluded.updated_at,
-        call_id = excluded.call_id, kind = excluded.kind, scene_id = excluded.scene_id,
+        tps = excluded.tps, vehicle = excluded.vehicle, call_id = excluded.call_id, kind = excluded.kind,
+        scene_id = excluded.scene_id,
         escalation_due_at = excluded.escalation_due_at, level_rank = excluded.level_rank
         WHERE excluded.revision >= incidents.revision
     RETURNING 1),

@@ -47,6 +47,8 @@ from ecallgw.gateway.store.desk import (
     counters,
     counters_sql,
     desk_view,
+    find_sql,
+    linked_sql,
     merge_stream,
     queue_row,
     queue_sql,
@@ -743,34 +745,12 @@ class SqliteStore:
     async def find_incidents(
         self, *, call_id: str | None = None, vehicle: str | None = None, limit: int = 100
     ) -> list[IncidentRow]:
-        """Incidents one of whose calls has this call id and/or vehicle key, newest first (issue 12).
-
-        Incidents stored before calls were kept are found by their primary vehicle key only.
-        """
+        """Incidents one of whose calls has this call id and/or vehicle key, newest first (issue 12)."""
         if call_id is None and vehicle is None:
             return []
-
-        def fn(conn: sqlite3.Connection) -> list[IncidentRow]:
-            where: list[str] = []
-            args: list[object] = []
-            if call_id is not None:
-                where.append("call_id = ?")
-                args.append(call_id)
-            if vehicle is not None:
-                where.append("vehicle = ?")
-                args.append(vehicle)
-            sql = (
-                "SELECT * FROM incidents WHERE incident_id IN "
-                f"(SELECT incident_id FROM incident_calls WHERE {' AND '.join(where)})"
-            )
-            if call_id is None:
-                sql += " OR vehicle = ?"
-                args.append(vehicle)
-            args.append(limit)
-            rows = conn.execute(sql + " ORDER BY updated_at DESC LIMIT ?", args).fetchall()
-            return [IncidentRow.from_row(r) for r in rows]
-
-        return await self.run(fn)
+        sql, args = find_sql("*", call_id, vehicle, limit)
+        rows = await self.run(lambda conn: conn.execute(sql, args).fetchall())
+        return [IncidentRow.from_row(r) for r in rows]
 
     async def get_incident(
         self, incident_id: str
@@ -840,10 +820,7 @@ class SqliteStore:
                 f"SELECT {DESK_EVENT_COLUMNS} FROM desk_events WHERE incident_id=? ORDER BY seq",
                 (incident_id,),
             ).fetchall()
-            linked = conn.execute(
-                "SELECT incident_id FROM incidents WHERE scene_id=? AND incident_id<>? ORDER BY received_at",
-                (row[11], incident_id),
-            ).fetchall()
+            linked = conn.execute(*linked_sql(row[11], incident_id)).fetchall()
             return row, events, linked
 
         found = await self.run(fn)
@@ -1015,9 +992,9 @@ _INCIDENT_COLUMNS = (
 )
 _INCIDENT_UPSERT = (
     " ON CONFLICT (incident_id) DO UPDATE SET revision=excluded.revision, status=excluded.status, "
-    "level=excluded.level, score=excluded.score, updated_at=excluded.updated_at, call_id=excluded.call_id, "
-    "kind=excluded.kind, scene_id=excluded.scene_id, escalation_due_at=excluded.escalation_due_at, "
-    "level_rank=excluded.level_rank "
+    "level=excluded.level, score=excluded.score, updated_at=excluded.updated_at, tps=excluded.tps, "
+    "vehicle=excluded.vehicle, call_id=excluded.call_id, kind=excluded.kind, scene_id=excluded.scene_id, "
+    "escalation_due_at=excluded.escalation_due_at, level_rank=excluded.level_rank "
     "WHERE excluded.revision >= incidents.revision"
 )
 

@@ -93,7 +93,9 @@ async def test_old_incidents_are_found_by_their_vehicle_and_calls_expire_with_th
         )
     )
     assert [r.incident_id for r in await store.find_incidents(vehicle="v1")] == ["inc-old"]
-    assert await store.find_incidents(call_id="c1") == []
+    # Its row's primary call finds it too (a row stored before the desk's migration has none).
+    assert [r.incident_id for r in await store.find_incidents(call_id=old.call_id)] == ["inc-old"]
+    assert await store.find_incidents(call_id="nope") == []
 
     # Every delivery confirmed at commit, then past retention: its calls go with the incident.
     engine = TriageEngine(POLICY, KEY)
@@ -110,3 +112,25 @@ async def test_old_incidents_are_found_by_their_vehicle_and_calls_expire_with_th
     assert counts["incidents"] == 1 and counts["incident_calls"] == 2
     assert await store.find_incidents(vehicle="gone") == []
     assert [r.incident_id for r in await store.find_incidents(vehicle="v1")] == ["inc-old"]
+
+
+async def test_the_row_follows_the_primary_call_when_it_switches(store: AnyStore) -> None:
+    # A manual call opens the incident; the vehicle's automatic call through a second provider
+    # joins it and becomes the primary: the row's call fields are then all that call's, so that a
+    # single-call lookup by the row and the calls table agree.
+    engine = TriageEngine(POLICY, KEY)
+    manual = msd_signal(automatic=False, call_id="m-1")
+    crash = msd_signal(tps="fleetbox", vehicle="box-3", call_id="a-1")
+    ids = []
+    for n, sig in enumerate((manual, crash)):
+        at = T0 + 10 * n
+        d = engine.on_signal(sig, now=at)
+        ids.append(d.incident_id)
+        await store.commit(_unit(n, sig, d, at))
+    snap = engine.get(ids[1] or "")
+    assert snap is not None
+    assert ids[0] == ids[1] and snap.call_id == "a-1"  # the automatic call is the primary now
+    [row] = await store.find_incidents(call_id="a-1", vehicle="box-3")
+    assert (row.incident_id, row.tps, row.vehicle) == (ids[0], "fleetbox", "box-3")
+    assert [r.incident_id for r in await store.find_incidents(call_id="m-1", vehicle="veh-1")] == [ids[0]]
+    assert await store.find_incidents(call_id="a-1", vehicle="veh-1") == []  # not one call's

@@ -199,8 +199,11 @@ async def test_linked_incidents_of_one_scene(store: AnyStore) -> None:
     await store.commit(incident_unit(1, "a", scene="a", at=1000.0))
     await store.commit(incident_unit(2, "b", scene="a", at=1001.0))
     await store.commit(incident_unit(3, "c", at=1002.0))
+    await store.commit(incident_unit(4, "d", scene="a", at=1003.0))
     view = await store.desk_view("b", ("operator",))
-    assert view is not None and view.linked == ("a",)
+    assert view is not None and view.linked == ("a", "d")  # the scene's first and the other linked one
+    view = await store.desk_view("a", ("operator",))
+    assert view is not None and view.linked == ("b", "d")
     view = await store.desk_view("c", ("operator",))
     assert view is not None and view.linked == ()
     assert await store.desk_view("nope", ("operator",)) is None
