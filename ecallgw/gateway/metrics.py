@@ -233,6 +233,7 @@ class Metrics:
         r.register(_OutboxCollector(self))
         self._received: dict[tuple[str, str], Counter] = {}
         self._outcomes: dict[tuple[str, str], Counter] = {}
+        self._new_incidents: dict[str, Counter] = {}
 
     def received(self, transport: str, kind: str) -> None:
         """Count one received signal (the child held: ``labels()`` takes a lock on every call)."""
@@ -246,6 +247,13 @@ class Metrics:
         child = self._outcomes.get((outcome, reason))
         if child is None:
             child = self._outcomes[(outcome, reason)] = self.triage_outcomes.labels(outcome, reason)
+        child.inc()
+
+    def new_incident(self, level: str) -> None:
+        """Count one new incident by its severity level (the child held)."""
+        child = self._new_incidents.get(level)
+        if child is None:
+            child = self._new_incidents[level] = self.incidents.labels(level)
         child.inc()
 
     def render(self) -> bytes:

@@ -556,6 +556,9 @@ class MqttSource:
         try:
             async with client:
                 accepted = True  # CONNACK
+                # paho formats every log line for an ``on_log`` (two per message); its errors
+                # matter only before the CONNACK (`_fail_before_connack`).
+                mqtt_adapter.paho_client(client).on_log = None
                 self._conn = conn
                 await _subscribe(client, self.topic)
                 self._tls_failure = ""

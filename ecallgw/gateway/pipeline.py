@@ -672,7 +672,12 @@ class Pipeline:
         # The incident the signal made, changed or joined, also without a revision (issue 12).
         result = Ingested(outcome=str(decision.outcome), incident_id=decision.incident_id)
         announce = None
-        if decision.outcome == "new_incident" and isinstance(signal, MsdSignal) and snap is not None:
+        if (
+            decision.outcome == "new_incident"
+            and isinstance(signal, MsdSignal)
+            and snap is not None
+            and log.isEnabledFor(logging.INFO)  # not built per message for a log that drops it
+        ):
             new_incident = {
                 "incident": snap.incident_id,
                 "tps": raw.tps,
@@ -779,7 +784,7 @@ class Pipeline:
         m.outcome(str(decision.outcome), decision.reasons[0].code if decision.reasons else "none")
         snap = decision.incident
         if decision.outcome == "new_incident" and snap is not None:
-            m.incidents.labels(snap.severity.level).inc()
+            m.new_incident(snap.severity.level)
         for more in decision.also:  # a storm seen in hindsight: outcomes only (an aggregate is no incident)
             m.outcome(str(more.outcome), more.reasons[0].code if more.reasons else "none")
 

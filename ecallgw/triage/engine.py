@@ -790,7 +790,8 @@ class TriageEngine:
         if storm_reason is None:
             return d
         also = self._storm_join(inc, storm_reason, now)
-        return dataclasses.replace(d, also=also)
+        # Most members of a long storm cause nothing further (the aggregate's throttle).
+        return dataclasses.replace(d, also=also) if also else d
 
     # --- storms -------------------------------------------------------------------------------------
 
