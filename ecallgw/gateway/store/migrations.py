@@ -147,10 +147,14 @@ CREATE INDEX caller_sms_due ON caller_sms (state, next_at);
 """,
     # 7: fewer index insertions per new incident (issue 15's performance guard, docs/performance.md):
     # only the incidents linked to another one's scene are indexed by scene (store/desk.py
-    # linked_sql); a lone incident's scene is its own id and is read by its key.
+    # linked_sql); a lone incident's scene is its own id and is read by its key. The level and kind
+    # filters of the queue narrow what the status index (the open queue) or the time range finds,
+    # rather than each costing an insertion per incident for a rare search over every status.
     """
 DROP INDEX incidents_scene;
 CREATE INDEX incidents_linked ON incidents (scene_id) WHERE scene_id <> incident_id;
+DROP INDEX incidents_level;
+DROP INDEX incidents_kind;
 """,
 )
 
@@ -305,6 +309,8 @@ CREATE INDEX caller_sms_due ON caller_sms (next_at) WHERE state = 'pending';
     """
 DROP INDEX incidents_scene;
 CREATE INDEX incidents_linked ON incidents (scene_id) WHERE scene_id <> incident_id;
+DROP INDEX incidents_level;
+DROP INDEX incidents_kind;
 """,
 )
 
