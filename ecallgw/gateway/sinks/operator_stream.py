@@ -72,6 +72,8 @@ class OperatorStream:
     def publish(self, seq: int, snapshot: IncidentSnapshot) -> None:
         """Hand one committed revision to every subscriber (never blocks)."""
         self.last_seq = max(self.last_seq, seq)
+        if not self._subscribers and not self._desk:
+            return  # nobody listening (a resume reads the store): no event per revision
         event = StreamEvent(seq=seq, snapshot=snapshot)
         _fan(self._subscribers, event, self._buffer)
         if self._desk:
