@@ -502,8 +502,9 @@ async def test_a_full_store_answers_503_keeps_running_and_recovers(
         # Free pages inside the file (a migration that dropped an index leaves some) take new rows
         # without growing it: fill them first, so that the next row needs a page the cap refuses.
         free = await store.run(
-            lambda c: c.execute("PRAGMA freelist_count").fetchone()[0]
-            * c.execute("PRAGMA page_size").fetchone()[0]
+            lambda c: (
+                c.execute("PRAGMA freelist_count").fetchone()[0] * c.execute("PRAGMA page_size").fetchone()[0]
+            )
         )
         await store.run(lambda c: c.execute("INSERT INTO meta VALUES ('test_filler', zeroblob(?))", (free,)))
         pages = await store.run(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
