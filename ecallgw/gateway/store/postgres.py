@@ -80,6 +80,11 @@ T = TypeVar("T")
 Conn: TypeAlias = Any  # an asyncpg.Connection (asyncpg ships no type hints)
 
 _SERVER_NOW = "extract(epoch from clock_timestamp())"
+# No replica but $1 holds a live claim on a pending entry of o's (receiver, incident) pair.
+_NO_LIVE_CLAIM_ELSEWHERE = f"""NOT EXISTS (
+    SELECT 1 FROM outbox p
+    WHERE p.receiver = o.receiver AND p.incident_id = o.incident_id
+      AND p.state = 'pending' AND p.claimed_by <> $1 AND p.lease_until >= {_SERVER_NOW})"""
 
 CHANNEL_JOURNAL = "ecallgw_journal"  # new unsequenced journal rows (wakes the sequencer)
 CHANNEL_SEQUENCED = "ecallgw_sequenced"  # rows sequenced (wakes intakes waiting for a decision)
@@ -677,42 +682,61 @@ class PostgresStore:
 
         Claims go by (receiver, incident) pair, so each pair's revisions stay in order, delivered
         by one replica at a time: a pair is taken only when no replica but this one holds a live
-        claim on any of its pending entries, and a transaction-level advisory lock on the pair
-        keeps two replicas claiming at the same moment from splitting it. A replica that died (or
-        froze) loses its claims when their leases run out; another takes them with the same
-        idempotency key. One statement, one round trip, and the snapshots come with it (no load
-        per delivery).
+        claim on any of its pending entries. One transaction, two statements: the first takes a
+        transaction-level advisory lock on each candidate pair, the second checks and claims in a
+        snapshot taken after those locks are held. A replica claiming at the same moment holds
+        the lock until its claims are committed, so the second statement either sees them or the
+        pair was never locked here; one statement could not do both, since its snapshot is taken
+        before its locks, and a claim committed in between went unseen (a pair split between two
+        replicas, found by `test_claims_never_split_a_pair_between_replicas`). A replica that died
+        (or froze) loses its claims when their leases run out; another takes them with the same
+        idempotency key. The snapshots come with the claim (no load per delivery).
         """
         me, lease = self.replica_id, self._config.outbox_lease_s
 
         async def fn(conn: Conn) -> list[Any]:
-            return list(
-                await conn.fetch(
+            async with conn.transaction():
+                pairs = await conn.fetch(
                     f"""
-                    WITH now AS (SELECT {_SERVER_NOW} AS t),
-                    cand AS (
-                        SELECT o.id FROM outbox o, now
-                        WHERE o.state = 'pending' AND (o.lease_until IS NULL OR o.lease_until < now.t)
-                          AND o.receiver = ANY($4::text[])
-                          AND NOT EXISTS (
-                            SELECT 1 FROM outbox p
-                            WHERE p.receiver = o.receiver AND p.incident_id = o.incident_id
-                              AND p.state = 'pending' AND p.claimed_by <> $1 AND p.lease_until >= now.t)
-                          AND pg_try_advisory_xact_lock(
-                            hashtextextended(o.receiver || '/' || o.incident_id, 0))
-                        ORDER BY o.id LIMIT $2 FOR UPDATE OF o SKIP LOCKED)
-                    UPDATE outbox o SET claimed_by = $1, lease_until = (SELECT t FROM now) + $3
-                    FROM cand WHERE o.id = cand.id
-                    RETURNING o.id, o.incident_id, o.revision, o.receiver, o.signal_at,
-                      (SELECT r.snapshot FROM revisions r
-                       WHERE r.incident_id = o.incident_id AND r.revision = o.revision)
+                    SELECT receiver, incident_id FROM (
+                        SELECT DISTINCT receiver, incident_id FROM (
+                            SELECT o.receiver, o.incident_id FROM outbox o
+                            WHERE o.state = 'pending'
+                              AND (o.lease_until IS NULL OR o.lease_until < {_SERVER_NOW})
+                              AND o.receiver = ANY($3::text[]) AND {_NO_LIVE_CLAIM_ELSEWHERE}
+                            ORDER BY o.id LIMIT $2) c) p
+                    WHERE pg_try_advisory_xact_lock(hashtextextended(receiver || '/' || incident_id, 0))
                     """,
                     me,
                     limit,
-                    lease,
                     list(receivers),
                 )
-            )
+                if not pairs:
+                    return []
+                return list(
+                    await conn.fetch(
+                        f"""
+                        WITH now AS (SELECT {_SERVER_NOW} AS t),
+                        cand AS (
+                            SELECT o.id FROM outbox o, now
+                            WHERE o.state = 'pending' AND (o.lease_until IS NULL OR o.lease_until < now.t)
+                              AND (o.receiver, o.incident_id) IN (
+                                SELECT * FROM unnest($4::text[], $5::text[]))
+                              AND {_NO_LIVE_CLAIM_ELSEWHERE}
+                            ORDER BY o.id LIMIT $2 FOR UPDATE OF o SKIP LOCKED)
+                        UPDATE outbox o SET claimed_by = $1, lease_until = (SELECT t FROM now) + $3
+                        FROM cand WHERE o.id = cand.id
+                        RETURNING o.id, o.incident_id, o.revision, o.receiver, o.signal_at,
+                          (SELECT r.snapshot FROM revisions r
+                           WHERE r.incident_id = o.incident_id AND r.revision = o.revision)
+                        """,
+                        me,
+                        limit,
+                        lease,
+                        [p[0] for p in pairs],
+                        [p[1] for p in pairs],
+                    )
+                )
 
         rows = await self._query(fn)
         rows.sort(key=lambda r: r[0])

@@ -356,6 +356,25 @@ async def test_a_dead_letter_after_a_takeover_delivery_does_not_undo_it(pg_dsn: 
         assert await a.first_delivery("x", "psap") == (1, 9.0)
 
 
+async def test_two_replicas_claiming_at_once_never_split_a_pair(r1: PostgresStore, r2: PostgresStore) -> None:
+    # A real race, repeated: each replica takes one entry, both at once, of a pair with two
+    # pending revisions. One of them gets revision 1, the other nothing; before the claim took its
+    # pair locks ahead of its snapshot, a claim committed in between went unseen and the second
+    # replica took revision 2 (6 splits in 300 rounds).
+    for k in range(200):
+        await commit_revisions(r1, [(f"race{k}", 1, ("psap",)), (f"race{k}", 2, ("psap",))])
+        got = await asyncio.gather(r1.claim_outbox(RECEIVERS, limit=1), r2.claim_outbox(RECEIVERS, limit=1))
+        assert sorted(keys(got[0] + got[1])) == [(f"race{k}", 1, "psap")], (k, got)
+        for store, items in zip((r1, r2), got, strict=True):
+            for item in items:
+                await store.record_delivered(item, at=1.0, attempts=1, status=200)
+        [rest] = [s for s, items in zip((r1, r2), got, strict=True) if items]
+        [second] = await rest.claim_outbox(RECEIVERS)
+        assert keys([second]) == [(f"race{k}", 2, "psap")]
+        await rest.record_delivered(second, at=1.0, attempts=1, status=200)
+    assert await r1.pending_outbox() == []
+
+
 @shared_store(15)
 @given(
     ops=st.lists(
