@@ -234,12 +234,11 @@ def _code(exc: BaseException) -> int | None:
 class _Connection:
     """Acknowledgement state of one broker connection (mids are per connection)."""
 
-    def __init__(self, client: aiomqtt.Client, limit: int, metrics: Metrics | None) -> None:
+    def __init__(self, client: aiomqtt.Client, limit: int) -> None:
         self.client = client
         self.pending: collections.deque[tuple[int, int, asyncio.Future[Any]]] = collections.deque()
         self.slots = Slots(limit)
         self.open = True
-        self.metrics = metrics
         self.acked = 0
         self.store_failed = asyncio.Event()  # a message could not be stored: reconnect (below)
 
@@ -264,8 +263,6 @@ class _Connection:
             if self.open and qos > 0:
                 mqtt_adapter.ack(self.client, mid, qos)
                 self.acked += 1
-        if self.metrics is not None:
-            self.metrics.mqtt_inflight.set(len(pending))
 
 
 _UNSTORED_QUIET_S = 60.0  # one WARNING per this long for messages left unacknowledged
@@ -339,6 +336,9 @@ class MqttSource:
         self._config = config
         self._submit = submit
         self._metrics = metrics
+        if metrics is not None:
+            # Read at scrape time: exact, and no lock taken per message to keep a value up to date.
+            metrics.mqtt_inflight.set_function(lambda: self.inflight)
         self._rng = rng or random.Random()
         self.client_id = client_id if client_id is not None else derive_client_id(config.client_id, "")
         if not self.client_id:
@@ -427,7 +427,6 @@ class MqttSource:
                 self.connected.clear()
                 if self._metrics is not None:
                     self._metrics.mqtt_connected.set(0)
-                    self._metrics.mqtt_inflight.set(0)
 
     def _unreachable_at_start(self, error: str, delay: float, attempt: int) -> None:
         """No connection yet since start: one WARNING naming mqtt.host:port, DEBUG while it repeats.
@@ -550,7 +549,7 @@ class MqttSource:
         )
         mqtt_adapter.enable_manual_ack(client)  # before connect; module docstring
         _fail_before_connack(client)
-        conn = _Connection(client, cfg.max_inflight, self._metrics)
+        conn = _Connection(client, cfg.max_inflight)
         quiet: asyncio.TimerHandle | None = None
         accepted = False
         try:

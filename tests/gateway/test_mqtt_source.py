@@ -98,13 +98,14 @@ async def test_in_flight_bound_applies_backpressure_without_loss(mosquitto: Mosq
         await asyncio.sleep(0.2)
         assert len(slow.items) == 5  # the source stopped reading at its bound
         assert source.inflight == 5
-        # Nothing acknowledged yet; the gauge is updated on drain.
-        assert metrics.registry.get_sample_value("ecallgw_mqtt_inflight_messages") == 0
+        # Nothing acknowledged yet: the gauge, read at scrape time, says so.
+        assert metrics.registry.get_sample_value("ecallgw_mqtt_inflight_messages") == 5
         slow.auto = True
         for _, fut in slow.items:
             fut.set_result(None)
         await until(lambda: len(slow.items) == 60)
         await until(lambda: source.inflight == 0)
+        assert metrics.registry.get_sample_value("ecallgw_mqtt_inflight_messages") == 0
     assert slow.payloads == [b"%d" % i for i in range(60)]  # all, once, in order
 
 
