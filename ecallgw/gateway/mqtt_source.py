@@ -241,10 +241,11 @@ class _Connection:
         self.open = True
         self.acked = 0
         self.store_failed = asyncio.Event()  # a message could not be stored: reconnect (below)
+        self._drain_cb = self._drain  # one bound method for every message (heap.py)
 
     def track(self, mid: int, qos: int, stored: asyncio.Future[Any]) -> None:
         self.pending.append((mid, qos, stored))
-        stored.add_done_callback(self._drain)
+        stored.add_done_callback(self._drain_cb)
 
     def _drain(self, _: asyncio.Future[Any]) -> None:
         # PUBACK in arrival order: only the head of the queue may be acknowledged.

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import re
 import time
@@ -205,6 +206,10 @@ class Pipeline:
         self._fatal: BaseException | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        # Bound methods made once for every signal's futures, not once per signal (the cyclic
+        # collector walks each object still alive at its next pass: heap.py).
+        self._settled_cb = self._settled
+        self._stored_cb = self._stored
         # Breakdown calls (kind bcall) go to the assistance dispatcher (gateway/caller_api.py).
         self.on_bcall: Callable[[RawSignal], asyncio.Future[Ingested]] | None = None
         self._holding = False  # `run` took a signal from the queue and has not processed it yet
@@ -241,7 +246,7 @@ class Pipeline:
             # arrival order and saves the queue's hand-off between two tasks.
             self._outstanding += 1
             self._idle.clear()
-            fut.add_done_callback(self._settled)
+            fut.add_done_callback(self._settled_cb)
             try:
                 self._process(raw, fut)
             except BaseException as exc:
@@ -253,7 +258,7 @@ class Pipeline:
         await self._queue.put((raw, fut))
         self._outstanding += 1
         self._idle.clear()
-        fut.add_done_callback(self._settled)
+        fut.add_done_callback(self._settled_cb)
         return fut
 
     def _settled(self, _: asyncio.Future[Ingested]) -> None:
@@ -703,33 +708,43 @@ class Pipeline:
     ) -> None:
         stored = self._store.commit_nowait(unit)
         self._remember(digest, fut)
+        # A partial rather than a closure: two objects per signal instead of a function and a cell
+        # per captured name, all alive until the commit (heap.py).
+        stored.add_done_callback(functools.partial(self._stored_cb, fut, result, decision, digest, announce))
 
-        def done(s: asyncio.Future[CommitResult]) -> None:
-            self._uncommitted.release()
-            self.processed += 1
-            if s.cancelled():
-                fut.cancel()
-                return
-            exc = s.exception()
-            if exc is not None:
-                self._seen.pop(digest, None)
-                if not fut.done():
-                    fut.set_exception(exc)  # the source must not acknowledge it
-                self._fail(exc)
-                return
-            try:
-                if decision is not None:
-                    self._count(decision)
-                if announce is not None:
-                    announce()
-                self._remember(digest, result)
-                self._notify(s.result())
-            finally:
-                # Stored is stored: the source acknowledges whatever a listener did, or MQTT
-                # intake (bounded in-flight) would stall on a future never resolved.
-                _set(fut, result)
-
-        stored.add_done_callback(done)
+    def _stored(
+        self,
+        fut: asyncio.Future[Ingested],
+        result: Ingested,
+        decision: Decision | None,
+        digest: bytes,
+        announce: Callable[[], None] | None,
+        s: asyncio.Future[CommitResult],
+    ) -> None:
+        """The commit of one signal's unit is done (or failed): resolve the signal's future."""
+        self._uncommitted.release()
+        self.processed += 1
+        if s.cancelled():
+            fut.cancel()
+            return
+        exc = s.exception()
+        if exc is not None:
+            self._seen.pop(digest, None)
+            if not fut.done():
+                fut.set_exception(exc)  # the source must not acknowledge it
+            self._fail(exc)
+            return
+        try:
+            if decision is not None:
+                self._count(decision)
+            if announce is not None:
+                announce()
+            self._remember(digest, result)
+            self._notify(s.result())
+        finally:
+            # Stored is stored: the source acknowledges whatever a listener did, or MQTT
+            # intake (bounded in-flight) would stall on a future never resolved.
+            _set(fut, result)
 
     def _notify(self, result: CommitResult) -> None:
         try:
@@ -773,7 +788,7 @@ class Pipeline:
             outcome=str(decision.outcome),
             reasons=decision.reasons,
             snapshot=snap,
-            routes=tuple((r.receiver, r.incident_id, r.revision) for r in decision.routes),
+            routes=decision.routes,
             signal_at=now,
             incident_id=decision.incident_id,
             escalation_due_at=due,

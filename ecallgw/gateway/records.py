@@ -9,6 +9,7 @@ from typing import Literal
 from ecallgw.codecs.envelope import KINDS as ENVELOPE_KINDS
 from ecallgw.model import IncidentSnapshot, Reason
 from ecallgw.triage import ACTIONS as TRIAGE_ACTIONS
+from ecallgw.triage.decision import Route
 
 __all__ = [
     "DESK_ACTIONS",
@@ -106,7 +107,7 @@ class DecisionRecord:
         outcome: triage's outcome code.
         reasons: triage's reasons.
         snapshot: the new incident revision, or None.
-        routes: (receiver, incident_id, revision) to deliver.
+        routes: triage's routes, the deliveries to make.
         signal_at: receipt time of what caused it (start of the end-to-end latency clock).
         incident_id: the incident the input concerned, also without a revision (a redial
             joined, a resend): what the ingest answer names.
@@ -115,7 +116,7 @@ class DecisionRecord:
     outcome: str
     reasons: tuple[Reason, ...]
     snapshot: IncidentSnapshot | None
-    routes: tuple[tuple[str, str, int], ...]
+    routes: tuple[Route, ...]
     signal_at: float
     incident_id: str | None = None
     escalation_due_at: float | None = None  # the snapshot's escalation timer, for the operator list

@@ -22,6 +22,7 @@ from ecallgw.gateway.pipeline import Pipeline
 from ecallgw.gateway.records import CommitResult, DecisionRecord, RawSignal, Unit
 from ecallgw.gateway.store import SqliteStore
 from ecallgw.triage import TriageEngine, TriagePolicy
+from ecallgw.triage.decision import Route
 from tests.gateway.broker import Mosquitto
 from tests.gateway.harness import (
     OPERATOR_TOKEN,
@@ -553,7 +554,7 @@ async def test_entries_for_a_removed_receiver_are_dead_lettered_and_expire(
                     outcome="new",
                     reasons=(),
                     snapshot=snap,
-                    routes=(("psap-removed", snap.incident_id, 1),),
+                    routes=(Route(receiver="psap-removed", incident_id=snap.incident_id, revision=1),),
                     signal_at=old,
                 ),
             ),

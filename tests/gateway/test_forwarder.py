@@ -24,6 +24,7 @@ from ecallgw.gateway.sinks.http_webhook import HttpWebhookSink
 from ecallgw.gateway.sinks.operator_stream import OperatorSink
 from ecallgw.gateway.store import SqliteStore
 from ecallgw.model import IncidentSnapshot
+from ecallgw.triage.decision import Route
 from tests.gateway.helpers import make_snapshot, until
 from tests.gateway.receiver import Receiver
 
@@ -66,7 +67,7 @@ async def commit(store: SqliteStore, snap: IncidentSnapshot, receiver: str = "ps
                 outcome="new",
                 reasons=(),
                 snapshot=snap,
-                routes=((receiver, snap.incident_id, snap.revision),),
+                routes=(Route(receiver=receiver, incident_id=snap.incident_id, revision=snap.revision),),
                 signal_at=snap.updated_at,
             ),
         ),

@@ -147,7 +147,8 @@ def plan_units(units: Sequence[Unit], journal_seq: int, revision_seq: int, outbo
                         LEVEL_RANK.get(snap.severity.level, 3),
                     )
                 )
-            for receiver, incident_id, revision in d.routes:
+            for route in d.routes:
+                receiver, incident_id, revision = route.receiver, route.incident_id, route.revision
                 outbox_id += 1
                 delivered = receiver in unit.confirm_on_commit
                 plan.outbox.append(

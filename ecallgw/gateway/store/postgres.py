@@ -1575,7 +1575,7 @@ def _result_json(unit: Unit) -> str:
         None
         if d is None
         else d.incident_id  # also when no revision came of it (issue 12)
-        or (snap.incident_id if snap is not None else (d.routes[0][1] if d.routes else None))
+        or (snap.incident_id if snap is not None else (d.routes[0].incident_id if d.routes else None))
     )
     if incident is None and unit.action is not None:
         incident = unit.action.incident_id

@@ -19,6 +19,7 @@ from ecallgw.gateway.store import SqliteStore
 from ecallgw.gateway.store.migrations import POSTGRES, SQLITE, migrate_postgres, migrate_sqlite
 from ecallgw.gateway.store.postgres import PostgresStore
 from ecallgw.model import IncidentSnapshot
+from ecallgw.triage.decision import Route
 from tests.gateway.helpers import make_snapshot
 
 AnyStore: TypeAlias = SqliteStore | PostgresStore
@@ -65,7 +66,11 @@ def signal_unit(
 ) -> Unit:
     """The unit of signal ``n`` (received and triaged at 1000 + n unless given) making ``snap``."""
     at = 1000.0 + n if at is None else at
-    routes = tuple((r, snap.incident_id, snap.revision) for r in receivers) if snap else ()
+    routes = (
+        tuple(Route(receiver=r, incident_id=snap.incident_id, revision=snap.revision) for r in receivers)
+        if snap
+        else ()
+    )
     return Unit(
         journal_type="signal",
         at=at,
@@ -94,7 +99,11 @@ def action_unit(
     record = ActionRecord(
         incident_id=incident_id, action=action, actor=actor, role="operator", note="", at=at
     )
-    routes = (("psap", snap.incident_id, snap.revision),) if snap is not None else ()
+    routes = (
+        (Route(receiver="psap", incident_id=snap.incident_id, revision=snap.revision),)
+        if snap is not None
+        else ()
+    )
     decisions = (
         (DecisionRecord(outcome="acknowledged", reasons=(), snapshot=snap, routes=routes, signal_at=at),)
         if snap is not None

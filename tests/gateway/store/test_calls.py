@@ -12,6 +12,7 @@ import dataclasses
 from ecallgw.gateway.records import DecisionRecord, RawSignal, Unit
 from ecallgw.model import MsdSignal
 from ecallgw.triage import Decision, TriageEngine
+from ecallgw.triage.decision import Route
 from tests.gateway.helpers import make_snapshot
 from tests.gateway.store.support import AnyStore
 from tests.triage._build import KEY, POLICY, T0, msd_signal, vin_for
@@ -23,7 +24,7 @@ def _unit(n: int, sig: MsdSignal, d: Decision, at: float) -> Unit:
             outcome=str(x.outcome),
             reasons=x.reasons,
             snapshot=x.incident,
-            routes=tuple((r.receiver, r.incident_id, r.revision) for r in x.routes),
+            routes=x.routes,
             signal_at=at,
             incident_id=x.incident_id,
         )
@@ -86,7 +87,7 @@ async def test_old_incidents_are_found_by_their_vehicle_and_calls_expire_with_th
                     outcome="new_incident",
                     reasons=(),
                     snapshot=old,
-                    routes=(("psap", "inc-old", 1),),
+                    routes=(Route(receiver="psap", incident_id="inc-old", revision=1),),
                     signal_at=1,
                 ),
             ),

@@ -24,6 +24,7 @@ from ecallgw.gateway.records import ActionRecord, DecisionRecord, OutboxItem, Qu
 from ecallgw.gateway.store import SqliteStore
 from ecallgw.gateway.store.migrations import SchemaTooNewError
 from ecallgw.model import IncidentSnapshot
+from ecallgw.triage.decision import Route
 from tests.gateway.store.support import (
     AnyStore,
     OpenStore,
@@ -106,7 +107,7 @@ async def test_an_outbox_entry_stored_twice_fails_loudly(store: AnyStore) -> Non
                 outcome="duplicate",
                 reasons=(),
                 snapshot=None,
-                routes=(("psap", snap.incident_id, 1),),
+                routes=(Route(receiver="psap", incident_id=snap.incident_id, revision=1),),
                 signal_at=2000.0,
             ),
         ),
@@ -299,7 +300,7 @@ async def test_rows_of_one_batch_get_ids_in_unit_order_and_each_id_is_its_own_ro
                         outcome="x",
                         reasons=(),
                         snapshot=snap,
-                        routes=tuple((rcv, iid, rev) for rcv in targets),
+                        routes=tuple(Route(receiver=rcv, incident_id=iid, revision=rev) for rcv in targets),
                         signal_at=1.0,
                     ),
                 ),

@@ -32,6 +32,7 @@ from ecallgw.gateway.records import (
 from ecallgw.gateway.store.migrations import POSTGRES
 from ecallgw.gateway.store.postgres import FencedError, PostgresStore, SequencedRow
 from ecallgw.simulators.pgserver import PgServer
+from ecallgw.triage.decision import Route
 from tests.gateway.store.support import raw, shared_store, signal_unit, snapshot
 
 Conn = Any  # an asyncpg connection
@@ -77,7 +78,9 @@ def decide(
     """The sequencer's unit for an appended row: its place in the order, and what triage made of it."""
     decisions: tuple[DecisionRecord, ...] = ()
     if snap is not None:
-        routes = tuple((r, snap.incident_id, snap.revision) for r in receivers)
+        routes = tuple(
+            Route(receiver=r, incident_id=snap.incident_id, revision=snap.revision) for r in receivers
+        )
         decisions = (
             DecisionRecord(
                 outcome=outcome, reasons=snap.reasons, snapshot=snap, routes=routes, signal_at=row.at
