@@ -186,7 +186,8 @@ class Replica:
 
     async def _count_replicas(self) -> bool:
         # Alone, the sequencer here delivers what it decides without a claim round (Sequencer);
-        # a replica that starts says so (NOTIFY), one that died ages out after 3 leases.
+        # a replica that starts says so (NOTIFY), one that died ages out once its claims may have
+        # lapsed (`PostgresStore.live_replicas`).
         self._sequencer.claim_own = await self._store.live_replicas() <= 1
         return False
 

@@ -651,13 +651,22 @@ class PostgresStore:
         return {r[0]: json.loads(r[1]) if r[1] is not None else {} for r in await self.read(fn)}
 
     async def live_replicas(self) -> int:
-        """Replicas whose heartbeat is younger than three leases (this one included)."""
+        """Replicas that may still be at work (this one included): heartbeat younger than three
+        leases, and younger than any outbox claim of theirs may last.
+
+        A sequencer that counts itself alone claims its new entries in its commit (`Replica`), so a
+        replica gone silent must count until its claims have lapsed, or the sequencer could take
+        revision 2 of a pair whose revision 1 that replica still holds. Its last claim renewal came
+        at most one heartbeat (``lease_s``) after its last heartbeat, and a claim holds
+        ``outbox_lease_s`` after its renewal. With the defaults (5 s, 10 s) both windows are 15 s.
+        """
+        cfg = self._config
+        window = max(3 * cfg.lease_s, cfg.outbox_lease_s + cfg.lease_s)
 
         async def fn(conn: Conn) -> int:
             return int(
                 await conn.fetchval(
-                    f"SELECT count(*) FROM replicas WHERE seen_at >= {_SERVER_NOW} - $1",
-                    3 * self._config.lease_s,
+                    f"SELECT count(*) FROM replicas WHERE seen_at >= {_SERVER_NOW} - $1", window
                 )
             )
 

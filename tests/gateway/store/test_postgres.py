@@ -339,6 +339,37 @@ async def test_a_lapsed_lease_is_taken_over_and_a_renewed_one_is_kept(pg_dsn: st
         assert await a.claim_outbox(RECEIVERS) == []
 
 
+async def test_a_silent_replica_counts_as_alive_while_a_claim_of_its_may_still_hold(pg_dsn: str) -> None:
+    # Alone, the sequencer claims its own new entries in its commit (Replica): not while a replica
+    # gone silent may still hold a live claim on an earlier revision of a pair. Its claims hold
+    # outbox_lease_s after its last renewal, at most a heartbeat (lease_s) after its last heartbeat:
+    # here 1.2 s, where three leases would be 0.6 s.
+    cfg = {"lease_s": 0.2, "outbox_lease_s": 1.0}
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(PostgresStore(config(pg_dsn, **cfg), replica_id="a"))
+        b = await stack.enter_async_context(PostgresStore(config(pg_dsn, **cfg), replica_id="b"))
+        await commit_revisions(a, [("x", 1, ("psap",))])
+        assert keys(await b.claim_outbox(RECEIVERS)) == [("x", 1, "psap")]  # b's last renewal and beat
+
+        async def beat() -> None:  # a's heartbeat (Replica does it every lease_s)
+            await a.run(
+                lambda c: c.execute(
+                    "UPDATE replicas SET seen_at = extract(epoch from clock_timestamp()) "
+                    "WHERE replica_id = 'a'"
+                )
+            )
+
+        assert await a.live_replicas() == 2
+        await asyncio.sleep(0.7)  # b silent for more than three leases: its claim still holds
+        await beat()
+        assert await a.live_replicas() == 2
+        assert await a.claim_outbox(RECEIVERS) == []
+        await asyncio.sleep(0.7)  # 1.4 s: the claim has lapsed, and b no longer counts
+        await beat()
+        assert await a.live_replicas() == 1
+        assert keys(await a.claim_outbox(RECEIVERS)) == [("x", 1, "psap")]
+
+
 async def test_a_dead_letter_after_a_takeover_delivery_does_not_undo_it(pg_dsn: str) -> None:
     # a's lease ran out while its requests kept failing; b took the entry over and delivered it.
     # a giving up afterwards must not list a delivered entry among the dead letters.
