@@ -231,30 +231,27 @@ class Metrics:
         )
         self.build_info.labels(__version__, platform.python_version()).set(1)
         r.register(_OutboxCollector(self))
-        self._received: dict[tuple[str, str], Counter] = {}
-        self._outcomes: dict[tuple[str, str], Counter] = {}
-        self._new_incidents: dict[str, Counter] = {}
+        self._children: dict[tuple[Any, ...], Counter] = {}
+
+    def _held(self, family: Counter, *labels: str) -> Counter:
+        """``family.labels(*labels)``, made once and held: ``labels()`` takes a lock on every call."""
+        key = (family, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*labels)
+        return child
 
     def received(self, transport: str, kind: str) -> None:
-        """Count one received signal (the child held: ``labels()`` takes a lock on every call)."""
-        child = self._received.get((transport, kind))
-        if child is None:
-            child = self._received[(transport, kind)] = self.signals_received.labels(transport, kind)
-        child.inc()
+        """Count one received signal."""
+        self._held(self.signals_received, transport, kind).inc()
 
     def outcome(self, outcome: str, reason: str) -> None:
-        """Count one triage decision under its first reason code (the child held)."""
-        child = self._outcomes.get((outcome, reason))
-        if child is None:
-            child = self._outcomes[(outcome, reason)] = self.triage_outcomes.labels(outcome, reason)
-        child.inc()
+        """Count one triage decision under its first reason code."""
+        self._held(self.triage_outcomes, outcome, reason).inc()
 
     def new_incident(self, level: str) -> None:
-        """Count one new incident by its severity level (the child held)."""
-        child = self._new_incidents.get(level)
-        if child is None:
-            child = self._new_incidents[level] = self.incidents.labels(level)
-        child.inc()
+        """Count one new incident by its severity level."""
+        self._held(self.incidents, level).inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""
